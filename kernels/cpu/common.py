@@ -1,0 +1,43 @@
+"""CPU softmax kernels over the channel axis of a flat (outer, channels, inner) array."""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def softmax_forward(x, y, outer, channels, inner):
+    """y = exp(x − max_c x) / Σ_c exp(x − max_c x) over c at flat index (o·channels + c)·inner + i"""
+    for p in prange(outer * inner):
+        o = p // inner
+        i = p - o * inner
+        base = o * channels * inner + i
+        m = x[base]
+        for c in range(1, channels):
+            v = x[base + c * inner]
+            if v > m:
+                m = v
+        s = 0.0
+        for c in range(channels):
+            k = base + c * inner
+            e = np.exp(x[k] - m)
+            y[k] = e
+            s += e
+        inv = 1.0 / s
+        for c in range(channels):
+            k = base + c * inner
+            y[k] = y[k] * inv
+
+
+@njit(cache=True, parallel=True)
+def softmax_backward(y, dy, dx, outer, channels, inner):
+    """dx = (dy − Σ_c dy·y)·y over c at flat index (o·channels + c)·inner + i"""
+    for p in prange(outer * inner):
+        o = p // inner
+        i = p - o * inner
+        base = o * channels * inner + i
+        d = 0.0
+        for c in range(channels):
+            k = base + c * inner
+            d += np.float64(dy[k]) * np.float64(y[k])
+        for c in range(channels):
+            k = base + c * inner
+            dx[k] = (dy[k] - d) * y[k]

@@ -1,0 +1,293 @@
+"""GPU BLAS-like kernels (numba.cuda). Launchers take device arrays and mirror kernels/cpu/blas.py."""
+import numpy as np
+from numba import cuda, float64, from_dtype
+
+from ._launch import MAX_THREADS, REDUCE_BLOCKS, TILE, grid_1d, launch_1d, launch_blocks, launch_tiles
+
+
+# --------------------------------------------------------------------------- reductions helper
+@cuda.jit(device=True)
+def _block_sum(sm, value, partials):
+    """Tree-reduce value over the block (blockDim.x a power of two) into partials[blockIdx.x]."""
+    tid = cuda.threadIdx.x
+    sm[tid] = value
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if tid < s:
+            sm[tid] += sm[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    if tid == 0:
+        partials[cuda.blockIdx.x] = sm[0]
+
+
+def _reduce(kernel, n, *args):
+    """Run a partial-sum kernel over n items and return the float sum of its per-block partials."""
+    blocks, threads = grid_1d(n, REDUCE_BLOCKS)
+    part = cuda.device_array(blocks, dtype=np.float64)
+    kernel[blocks, threads](*args, part)
+    return float(part.copy_to_host().sum())
+
+
+# --------------------------------------------------------------------------- gemm
+_GEMM_KERNELS = {}
+_TILE_PAD = TILE + 1   # padded row length of the shared tiles (shape must be a compile-time constant)
+
+
+def _make_gemm(nbtype):
+    """Build the tiled shared-memory GEMM kernel for one element type (shared arrays are typed)."""
+
+    def _gemm(trans_a, trans_b, m, n, k, alpha, a, b, beta, c):
+        """Kernel (tile-stride): C = alpha·op(A)·op(B) + beta·C with TILE x TILE shared tiles"""
+        # tiles padded by one column against bank conflicts on the transposed stores
+        sa = cuda.shared.array((TILE, _TILE_PAD), nbtype)
+        sb = cuda.shared.array((TILE, _TILE_PAD), nbtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        zero = nbtype(0)
+        al = nbtype(alpha)
+        be = nbtype(beta)
+        tiles_m = (m + TILE - 1) // TILE
+        tiles_n = (n + TILE - 1) // TILE
+        for bi in range(cuda.blockIdx.y, tiles_m, cuda.gridDim.y):
+            row0 = bi * TILE
+            for bj in range(cuda.blockIdx.x, tiles_n, cuda.gridDim.x):
+                col0 = bj * TILE
+                acc = zero
+                for t0 in range(0, k, TILE):
+                    # sa[r, q] = op(A)[row0 + r, t0 + q]; loads coalesced along threadIdx.x
+                    if trans_a:
+                        r = row0 + tx
+                        q = t0 + ty
+                        if r < m and q < k:
+                            sa[tx, ty] = a[q, r]
+                        else:
+                            sa[tx, ty] = zero
+                    else:
+                        r = row0 + ty
+                        q = t0 + tx
+                        if r < m and q < k:
+                            sa[ty, tx] = a[r, q]
+                        else:
+                            sa[ty, tx] = zero
+                    # sb[q, s] = op(B)[t0 + q, col0 + s]
+                    if trans_b:
+                        s = col0 + ty
+                        q = t0 + tx
+                        if s < n and q < k:
+                            sb[tx, ty] = b[s, q]
+                        else:
+                            sb[tx, ty] = zero
+                    else:
+                        s = col0 + tx
+                        q = t0 + ty
+                        if s < n and q < k:
+                            sb[ty, tx] = b[q, s]
+                        else:
+                            sb[ty, tx] = zero
+                    cuda.syncthreads()
+                    for kk in range(TILE):
+                        acc += sa[ty, kk] * sb[kk, tx]
+                    cuda.syncthreads()
+                row = row0 + ty
+                col = col0 + tx
+                if row < m and col < n:
+                    if beta == 0:
+                        c[row, col] = al * acc
+                    else:
+                        c[row, col] = al * acc + be * c[row, col]
+
+    return cuda.jit(_gemm)
+
+
+def _gemm_kernel(dtype):
+    """Cached GEMM kernel for a numpy dtype (compiled lazily on first launch)."""
+    key = np.dtype(dtype)
+    kern = _GEMM_KERNELS.get(key)
+    if kern is None:
+        kern = _make_gemm(from_dtype(key))
+        _GEMM_KERNELS[key] = kern
+    return kern
+
+
+def gemm(trans_a, trans_b, alpha, a, b, beta, c):
+    """C = alpha·op(A)·op(B) + beta·C, op(X) = X.T if the trans flag is set (beta == 0 ignores C)."""
+    m, n = c.shape
+    ma, ka = (a.shape[1], a.shape[0]) if trans_a else (a.shape[0], a.shape[1])
+    kb, nb = (b.shape[1], b.shape[0]) if trans_b else (b.shape[0], b.shape[1])
+    if ma != m or nb != n or ka != kb:
+        raise ValueError("gemm: shape mismatch")
+    if a.dtype != c.dtype or b.dtype != c.dtype:
+        raise TypeError("gemm: operands must share one dtype")
+    if m == 0 or n == 0:
+        return
+    launch_tiles(_gemm_kernel(c.dtype), m, n)(
+        bool(trans_a), bool(trans_b), m, n, ka, float(alpha), a, b, float(beta), c)
+
+
+# --------------------------------------------------------------------------- elementwise
+@cuda.jit
+def _axpy(alpha, x, y):
+    """Kernel (grid-stride): y += alpha·x"""
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        y[i] = y[i] + alpha * x[i]
+
+
+def axpy(alpha, x, y):
+    """y += alpha·x"""
+    launch_1d(_axpy, x.size)(alpha, x, y)
+
+
+@cuda.jit
+def _axpby(alpha, x, beta, y):
+    """Kernel (grid-stride): y = alpha·x + beta·y"""
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        y[i] = alpha * x[i] + beta * y[i]
+
+
+def axpby(alpha, x, beta, y):
+    """y = alpha·x + beta·y"""
+    launch_1d(_axpby, x.size)(alpha, x, beta, y)
+
+
+@cuda.jit
+def _scale(alpha, x):
+    """Kernel (grid-stride): x *= alpha"""
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        x[i] = alpha * x[i]
+
+
+def scale(alpha, x):
+    """x *= alpha"""
+    launch_1d(_scale, x.size)(alpha, x)
+
+
+@cuda.jit
+def _set_value(x, value):
+    """Kernel (grid-stride): x[:] = value"""
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        x[i] = value
+
+
+def set_value(x, value):
+    """x[:] = value"""
+    launch_1d(_set_value, x.size)(x, value)
+
+
+@cuda.jit
+def _copy(x, y):
+    """Kernel (grid-stride): y[:] = x"""
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        y[i] = x[i]
+
+
+def copy(x, y):
+    """y[:] = x"""
+    launch_1d(_copy, x.size)(x, y)
+
+
+@cuda.jit
+def _sub(a, b, y):
+    """Kernel (grid-stride): y = a − b"""
+    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        y[i] = a[i] - b[i]
+
+
+def sub(a, b, y):
+    """y = a − b"""
+    launch_1d(_sub, a.size)(a, b, y)
+
+
+# --------------------------------------------------------------------------- reductions
+@cuda.jit
+def _dot(x, y, partials):
+    """Kernel (grid-stride, per-block partials): Σ x·y (float64 accumulation)"""
+    sm = cuda.shared.array(MAX_THREADS, float64)
+    s = 0.0
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        s += float64(x[i]) * float64(y[i])
+    _block_sum(sm, s, partials)
+
+
+def dot(x, y):
+    """Σ x·y (float64 accumulation)"""
+    return _reduce(_dot, x.size, x, y)
+
+
+@cuda.jit
+def _asum(x, partials):
+    """Kernel (grid-stride, per-block partials): Σ |x| (float64 accumulation)"""
+    sm = cuda.shared.array(MAX_THREADS, float64)
+    s = 0.0
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        s += abs(float64(x[i]))
+    _block_sum(sm, s, partials)
+
+
+def asum(x):
+    """Σ |x| (float64 accumulation)"""
+    return _reduce(_asum, x.size, x)
+
+
+@cuda.jit
+def _sumsq(x, partials):
+    """Kernel (grid-stride, per-block partials): Σ x² (float64 accumulation)"""
+    sm = cuda.shared.array(MAX_THREADS, float64)
+    s = 0.0
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = float64(x[i])
+        s += v * v
+    _block_sum(sm, s, partials)
+
+
+def sumsq(x):
+    """Σ x² (float64 accumulation)"""
+    return _reduce(_sumsq, x.size, x)
+
+
+# --------------------------------------------------------------------------- bias
+@cuda.jit
+def _add_bias(y, b, m, n):
+    """Kernel (grid-stride): y[i, j] += b[j] for y of shape (M, N)"""
+    for idx in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+        i = idx // n
+        j = idx - i * n
+        y[i, j] = y[i, j] + b[j]
+
+
+def add_bias(y, b):
+    """y[i, j] += b[j] for y of shape (M, N)"""
+    m, n = y.shape
+    launch_1d(_add_bias, m * n)(y, b, m, n)
+
+
+@cuda.jit
+def _bias_grad(dy, db, m, n):
+    # one block per column (block-stride), threads split the rows, then a shared tree reduction
+    """Kernel (block per column, block-stride): db[j] += Σ_i dy[i, j]"""
+    sm = cuda.shared.array(MAX_THREADS, float64)
+    tid = cuda.threadIdx.x
+    for j in range(cuda.blockIdx.x, n, cuda.gridDim.x):
+        s = 0.0
+        for i in range(tid, m, cuda.blockDim.x):
+            s += float64(dy[i, j])
+        sm[tid] = s
+        cuda.syncthreads()
+        h = cuda.blockDim.x // 2
+        while h > 0:
+            if tid < h:
+                sm[tid] += sm[tid + h]
+            cuda.syncthreads()
+            h //= 2
+        if tid == 0:
+            db[j] = db[j] + sm[0]
+        cuda.syncthreads()
+
+
+def bias_grad(dy, db):
+    """db[j] += Σ_i dy[i, j] for dy of shape (M, N) (accumulates)"""
+    m, n = dy.shape
+    if n == 0:
+        return
+    launch_blocks(_bias_grad, n, m)(dy, db, m, n)

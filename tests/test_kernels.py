@@ -1,0 +1,544 @@
+"""Kernel tests: CPU kernels against numpy oracles, then GPU launchers against the CPU kernels.
+
+GPU tests run on a real device when numba.cuda finds one, else under the CUDA simulator
+(tests/conftest.py sets NUMBA_ENABLE_CUDASIM=1 before numba is imported). Shapes in the
+GPU section are tiny because the simulator runs every thread as a Python thread.
+"""
+import zlib
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from jitnet.kernels.cpu import blas, common, loss, neuron, solver
+from jitnet.kernels.gpu import blas as gblas
+from jitnet.kernels.gpu import common as gcommon
+from jitnet.kernels.gpu import loss as gloss
+from jitnet.kernels.gpu import neuron as gneuron
+from jitnet.kernels.gpu import solver as gsolver
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+ATOL = {np.float32: 1e-6, np.float64: 1e-13}
+FLT_MIN = 1.17549435e-38
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _randn(rng, shape, dt, lo=None):
+    a = rng.standard_normal(shape)
+    if lo is not None:
+        a = np.abs(a) + lo
+    return a.astype(dt)
+
+
+def _close(actual, expected, dt, scale=1.0):
+    if isinstance(actual, np.ndarray):
+        assert actual.dtype == np.dtype(dt)
+    np.testing.assert_allclose(actual, expected, rtol=RTOL[dt] * scale, atol=ATOL[dt] * scale)
+
+
+def _softmax_ref(x, outer, channels, inner):
+    x3 = x.astype(np.float64).reshape(outer, channels, inner)
+    e = np.exp(x3 - x3.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).ravel()
+
+
+def _labels(rng, outer, inner, channels, ignore_label=None, n_bad=0):
+    lab = rng.integers(0, channels, size=outer * inner).astype(np.float64)
+    idx = rng.permutation(lab.size)
+    k = 0
+    if ignore_label is not None:
+        lab[idx[:2]] = ignore_label
+        k = 2
+    bad = [-3, channels, channels + 5]
+    for j in range(n_bad):
+        lab[idx[k + j]] = bad[j % len(bad)]
+    return lab
+
+
+# =========================================================================== CPU: blas
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 0.75])
+def test_gemm(dt, ta, tb, beta):
+    rng = _rng(1)
+    m, n, k = 5, 7, 3
+    a = _randn(rng, (k, m) if ta else (m, k), dt)
+    b = _randn(rng, (n, k) if tb else (k, n), dt)
+    c0 = _randn(rng, (m, n), dt)
+    c = np.full((m, n), np.nan, dt) if beta == 0 else c0.copy()
+    alpha = -1.25
+    blas.gemm(ta, tb, alpha, a, b, beta, c)
+    opa = (a.T if ta else a).astype(np.float64)
+    opb = (b.T if tb else b).astype(np.float64)
+    ref = alpha * opa @ opb + (beta * c0.astype(np.float64) if beta != 0 else 0.0)
+    assert c.dtype == dt and np.all(np.isfinite(c))
+    _close(c, ref, dt, scale=10)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_gemm_odd_sizes_and_empty_k(dt):
+    rng = _rng(2)
+    a = _randn(rng, (33, 17), dt)
+    b = _randn(rng, (19, 17), dt)
+    c = np.full((33, 19), np.nan, dt)
+    blas.gemm(False, True, 1.0, a, b, 0.0, c)
+    _close(c, a.astype(np.float64) @ b.astype(np.float64).T, dt, scale=10)
+    # K == 0: C = beta·C
+    c0 = _randn(rng, (3, 4), dt)
+    c = c0.copy()
+    blas.gemm(False, False, 2.0, np.zeros((3, 0), dt), np.zeros((0, 4), dt), 0.5, c)
+    _close(c, 0.5 * c0.astype(np.float64), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_vector_ops(dt):
+    rng = _rng(3)
+    n = 37
+    x = _randn(rng, n, dt)
+    y0 = _randn(rng, n, dt)
+    x64, y64 = x.astype(np.float64), y0.astype(np.float64)
+
+    y = y0.copy()
+    blas.axpy(0.3, x, y)
+    _close(y, y64 + 0.3 * x64, dt)
+    y = y0.copy()
+    blas.axpby(0.3, x, -1.5, y)
+    _close(y, 0.3 * x64 - 1.5 * y64, dt)
+    z = x.copy()
+    blas.scale(2.5, z)
+    _close(z, 2.5 * x64, dt)
+    z = x.copy()
+    blas.set_value(z, 0.125)
+    assert np.all(z == 0.125) and z.dtype == dt
+    z = np.zeros_like(x)
+    blas.copy(x, z)
+    assert np.array_equal(z, x)
+    z = np.empty_like(x)
+    blas.sub(x, y0, z)
+    _close(z, x64 - y64, dt)
+    # aliasing: y = y - y, x *= alpha in place, y = a·y + b·y
+    z = x.copy()
+    blas.sub(z, z, z)
+    assert np.all(z == 0)
+    z = x.copy()
+    blas.axpby(2.0, z, 3.0, z)
+    _close(z, 5.0 * x64, dt)
+    z = x.copy()
+    blas.axpy(1.0, z, z)
+    _close(z, 2.0 * x64, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [1, 41, 10007])
+def test_reductions(dt, n):
+    rng = _rng(4)
+    x = _randn(rng, n, dt)
+    y = _randn(rng, n, dt)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    for got, ref in [(blas.dot(x, y), np.dot(x64, y64)), (blas.asum(x), np.abs(x64).sum()),
+                     (blas.sumsq(x), np.dot(x64, x64))]:
+        assert isinstance(got, float)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_bias(dt):
+    rng = _rng(5)
+    m, n = 9, 5
+    y0 = _randn(rng, (m, n), dt)
+    b = _randn(rng, n, dt)
+    y = y0.copy()
+    blas.add_bias(y, b)
+    _close(y, y0.astype(np.float64) + b.astype(np.float64)[None, :], dt)
+    db0 = _randn(rng, n, dt)
+    db = db0.copy()
+    blas.bias_grad(y0, db)
+    _close(db, db0.astype(np.float64) + y0.astype(np.float64).sum(axis=0), dt)
+    # many rows -> several partial chunks
+    big = _randn(rng, (5000, 3), dt)
+    db = np.ones(3, dt)
+    blas.bias_grad(big, db)
+    _close(db, 1.0 + big.astype(np.float64).sum(axis=0), dt, scale=10)
+
+
+# =========================================================================== CPU: neuron
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_neuron(dt, inplace):
+    rng = _rng(6)
+    n = 45
+    x = _randn(rng, n, dt) * 3
+    x[::7] = 0  # boundary value for relu
+    dy = _randn(rng, n, dt)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+
+    def out_for(src):
+        return src if inplace else np.empty_like(src)
+
+    def fwd(f, *extra):
+        xi = x.copy()
+        y = out_for(xi)
+        f(xi, y, *extra)
+        return y
+
+    def bwd(f, first, *extra):
+        d = dy.copy()
+        dx = out_for(d)
+        f(first, d, dx, *extra)
+        return dx
+
+    _close(fwd(neuron.relu_forward, 0.1), np.where(x64 > 0, x64, 0.1 * x64), dt)
+    _close(fwd(neuron.relu_forward, 0.0), np.maximum(x64, 0), dt)
+    _close(bwd(neuron.relu_backward, x, 0.1), dy64 * np.where(x64 > 0, 1.0, 0.1), dt)
+    sig = 1.0 / (1.0 + np.exp(-x64))
+    _close(fwd(neuron.sigmoid_forward), sig, dt)
+    s = sig.astype(dt)
+    _close(bwd(neuron.sigmoid_backward, s), dy64 * s * (1 - s.astype(np.float64)), dt)
+    _close(fwd(neuron.tanh_forward), np.tanh(x64), dt)
+    t = np.tanh(x64).astype(dt)
+    _close(bwd(neuron.tanh_backward, t), dy64 * (1 - t.astype(np.float64) ** 2), dt)
+    mask = (rng.random(n) < 0.5).astype(np.uint8)
+    xi = x.copy()
+    y = out_for(xi)
+    neuron.dropout_forward(xi, mask, y, 2.0)
+    _close(y, x64 * mask * 2.0, dt)
+    d = dy.copy()
+    dx = out_for(d)
+    neuron.dropout_backward(d, mask, dx, 2.0)
+    _close(dx, dy64 * mask * 2.0, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_sigmoid_extreme(dt):
+    x = np.array([-1000.0, -100.0, -20.0, 0.0, 20.0, 100.0, 1000.0], dt)
+    y = np.empty_like(x)
+    with np.errstate(over="raise"):
+        neuron.sigmoid_forward(x, y)
+    assert np.all(np.isfinite(y))
+    ref = np.exp(-np.logaddexp(0.0, -x.astype(np.float64)))
+    np.testing.assert_allclose(y, ref, rtol=RTOL[dt], atol=np.finfo(dt).tiny)  # float32 denormals
+
+
+# =========================================================================== CPU: softmax
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("shape", [(2, 5, 3), (4, 10, 1), (1, 1, 6)])
+def test_softmax(dt, inplace, shape):
+    outer, channels, inner = shape
+    rng = _rng(7)
+    x = _randn(rng, outer * channels * inner, dt) * 2
+    ref = _softmax_ref(x, *shape)
+    xi = x.copy()
+    y = xi if inplace else np.empty_like(xi)
+    common.softmax_forward(xi, y, outer, channels, inner)
+    _close(y, ref, dt)
+
+    y = ref.astype(dt)
+    dy = _randn(rng, y.size, dt)
+    y3, dy3 = y.astype(np.float64).reshape(shape), dy.astype(np.float64).reshape(shape)
+    dref = ((dy3 - (dy3 * y3).sum(axis=1, keepdims=True)) * y3).ravel()
+    d = dy.copy()
+    dx = d if inplace else np.empty_like(d)
+    common.softmax_backward(y, d, dx, outer, channels, inner)
+    _close(dx, dref, dt, scale=10)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_softmax_large_values(dt):
+    shape = (3, 4, 2)
+    x = (_randn(_rng(8), 24, np.float64) * 1e4 + 5e4).astype(dt)
+    x[:8] = np.finfo(dt).max / 2
+    y = np.empty_like(x)
+    common.softmax_forward(x, y, *shape)
+    assert np.all(np.isfinite(y))
+    _close(y, _softmax_ref(x, *shape), dt)
+
+
+# =========================================================================== CPU: losses
+def _loss_ref(prob, lab, outer, channels, inner, has_ignore, ignore_label):
+    s, v, b = 0.0, 0, 0
+    p3 = prob.astype(np.float64).reshape(outer, channels, inner)
+    for o in range(outer):
+        for i in range(inner):
+            l = int(lab[o * inner + i])
+            if has_ignore and l == ignore_label:
+                continue
+            if l < 0 or l >= channels:
+                b += 1
+                continue
+            s -= np.log(max(p3[o, l, i], FLT_MIN))
+            v += 1
+    return s, v, b
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("has_ignore", [False, True])
+def test_softmax_loss(dt, has_ignore):
+    outer, channels, inner = 4, 5, 3
+    rng = _rng(9)
+    prob = _softmax_ref(_randn(rng, outer * channels * inner, dt), outer, channels, inner).astype(dt)
+    prob[0] = 0  # exercises the FLT_MIN clamp when it is a label's probability
+    ign = 2
+    lab = _labels(rng, outer, inner, channels, ignore_label=ign, n_bad=2)
+    lab[0] = 0
+    lab_f = lab.astype(dt)
+    got = loss.softmax_loss_forward(prob, lab_f, outer, channels, inner, has_ignore, ign)
+    ref = _loss_ref(prob, lab, outer, channels, inner, has_ignore, ign)
+    assert isinstance(got[0], float) and isinstance(got[1], int) and isinstance(got[2], int)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-12)
+    assert got[1:] == ref[1:]
+
+    scale = 0.25
+    dx = np.full_like(prob, np.nan)
+    loss.softmax_loss_backward(prob, lab_f, dx, outer, channels, inner, has_ignore, ign, scale)
+    dref = prob.astype(np.float64).reshape(outer, channels, inner).copy()
+    for o in range(outer):
+        for i in range(inner):
+            l = int(lab[o * inner + i])
+            if (has_ignore and l == ign) or l < 0 or l >= channels:
+                dref[o, :, i] = 0
+            else:
+                dref[o, l, i] -= 1
+    _close(dx, scale * dref.ravel(), dt)
+
+
+def _accuracy_ref(scores, lab, outer, channels, inner, top_k, has_ignore, ignore_label):
+    s3 = scores.reshape(outer, channels, inner)
+    cc, cn = np.zeros(channels), np.zeros(channels)
+    for o in range(outer):
+        for i in range(inner):
+            l = int(lab[o * inner + i])
+            if (has_ignore and l == ignore_label) or l < 0 or l >= channels:
+                continue
+            cn[l] += 1
+            if np.count_nonzero(s3[o, :, i] >= s3[o, l, i]) <= top_k:
+                cc[l] += 1
+    return cc, cn
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("has_ignore", [False, True])
+def test_accuracy(dt, top_k, has_ignore):
+    outer, channels, inner = 6, 4, 2
+    rng = _rng(10)
+    scores = _randn(rng, outer * channels * inner, dt)
+    ign = 1
+    lab = _labels(rng, outer, inner, channels, ignore_label=ign, n_bad=1)
+    s3 = scores.reshape(outer, channels, inner)
+    # ties: position (0, 0) all equal -> wrong for top_k < channels; position (1, 1): label tied with one other max
+    s3[0, :, 0] = 0.5
+    lab[0] = 3
+    l = 0
+    lab[1 * inner + 1] = l
+    s3[1, :, 1] = [2.0, 2.0, -1.0, -2.0]
+    cc = np.full(channels, 7.0)
+    cn = np.full(channels, 7.0)
+    got = loss.accuracy_forward(scores, lab.astype(dt), outer, channels, inner, top_k, has_ignore, ign,
+                                cc, cn)
+    rcc, rcn = _accuracy_ref(scores, lab, outer, channels, inner, top_k, has_ignore, ign)
+    assert np.array_equal(cc, rcc) and np.array_equal(cn, rcn)
+    assert got == (int(rcc.sum()), int(rcn.sum()))
+    assert float(rcn.sum()) > 0
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_accuracy_ties_count_against(dt):
+    scores = np.array([1.0, 1.0, 0.0], dt)   # outer=1, channels=3, inner=1, label 0 tied with 1
+    cc, cn = np.zeros(3), np.zeros(3)
+    assert loss.accuracy_forward(scores, np.array([0.0], dt), 1, 3, 1, 1, False, -1, cc, cn) == (0, 1)
+    assert loss.accuracy_forward(scores, np.array([0.0], dt), 1, 3, 1, 2, False, -1, cc, cn) == (1, 1)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [29, 5000])
+def test_euclidean(dt, n):
+    rng = _rng(11)
+    a, b = _randn(rng, n, dt), _randn(rng, n, dt)
+    diff = np.full(n, np.nan, dt)
+    got = loss.euclidean_loss_forward(a, b, diff)
+    d = (a - b)
+    _close(diff, a.astype(np.float64) - b.astype(np.float64), dt)
+    assert isinstance(got, float)
+    np.testing.assert_allclose(got, np.sum(d.astype(np.float64) ** 2), rtol=1e-12)
+
+
+# =========================================================================== CPU: solver
+@pytest.mark.parametrize("dt", DTYPES)
+def test_solver(dt):
+    rng = _rng(12)
+    n = 31
+    w0, g0, h0 = _randn(rng, n, dt), _randn(rng, n, dt), _randn(rng, n, dt)
+    w0[3] = 0
+    w64, g64, h64 = (v.astype(np.float64) for v in (w0, g0, h0))
+    w, g, h = w0.copy(), g0.copy(), h0.copy()
+    solver.sgd_update(w, g, h, 0.01, 0.9)
+    href = 0.9 * h64 + 0.01 * g64
+    _close(h, href, dt)
+    assert np.array_equal(g, h)
+    _close(w, w64 - h.astype(np.float64), dt)
+
+    g = g0.copy()
+    solver.l2_regularize(w0, g, 5e-4)
+    _close(g, g64 + 5e-4 * w64, dt)
+    g = g0.copy()
+    solver.l1_regularize(w0, g, 5e-4)
+    _close(g, g64 + 5e-4 * np.sign(w64), dt)
+
+
+# =========================================================================== GPU vs CPU
+CPU_MODS = {"blas": blas, "neuron": neuron, "common": common, "loss": loss, "solver": solver}
+GPU_MODS = {"blas": gblas, "neuron": gneuron, "common": gcommon, "loss": gloss, "solver": gsolver}
+
+
+def _gemm_case(ta, tb, beta, m, n, k):
+    def make(rng, dt):
+        a = _randn(rng, (k, m) if ta else (m, k), dt)
+        b = _randn(rng, (n, k) if tb else (k, n), dt)
+        c = np.full((m, n), np.nan, dt) if beta == 0 else _randn(rng, (m, n), dt)
+        return (ta, tb, 0.75, a, b, beta, c)
+    return make
+
+
+def _loss_args(rng, dt, outer=3, channels=4, inner=2):
+    prob = _softmax_ref(_randn(rng, outer * channels * inner, dt), outer, channels, inner).astype(dt)
+    lab = _labels(rng, outer, inner, channels, ignore_label=1, n_bad=1).astype(dt)
+    return prob, lab, outer, channels, inner
+
+
+def _elementwise(n_in, n_out, *scalars, alias=None, mask=False, positive=False):
+    """Builder for (inputs..., [mask], outputs..., scalars); alias=(i, j) reuses input i as output j."""
+    def make(rng, dt):
+        ins = [_randn(rng, 40, dt, lo=0.05 if positive else None) for _ in range(n_in)]
+        outs = [np.full(40, np.nan, dt) for _ in range(n_out)]
+        if alias is not None:
+            outs[alias[1]] = ins[alias[0]]
+        mid = [(rng.random(40) < 0.5).astype(np.uint8)] if mask else []
+        return tuple(ins + mid + outs) + scalars
+    return make
+
+
+def _softmax_case(inplace):
+    def make(rng, dt):
+        x = _randn(rng, 2 * 5 * 3, dt) * 3
+        return (x, x if inplace else np.empty_like(x), 2, 5, 3)
+    return make
+
+
+def _softmax_bwd_case(inplace):
+    def make(rng, dt):
+        y = _softmax_ref(_randn(rng, 30, dt), 2, 5, 3).astype(dt)
+        dy = _randn(rng, 30, dt)
+        return (y, dy, dy if inplace else np.empty_like(dy), 2, 5, 3)
+    return make
+
+
+def _loss_bwd_case(rng, dt):
+    prob, lab, outer, channels, inner = _loss_args(rng, dt)
+    return (prob, lab, np.full_like(prob, np.nan), outer, channels, inner, True, 1, 0.5)
+
+
+def _acc_case(top_k):
+    def make(rng, dt):
+        prob, lab, outer, channels, inner = _loss_args(rng, dt)
+        prob[:channels * inner:inner] = 0.25  # ties at position (0, 0)
+        return (prob, lab, outer, channels, inner, top_k, True, 1, np.full(channels, 3.0),
+                np.full(channels, 3.0))
+    return make
+
+
+GPU_CASES = [
+    ("blas", "gemm", "nn_beta0", _gemm_case(False, False, 0.0, 5, 7, 3)),
+    ("blas", "gemm", "tn_beta", _gemm_case(True, False, 0.5, 5, 7, 3)),
+    ("blas", "gemm", "nt_beta", _gemm_case(False, True, -1.0, 4, 6, 5)),
+    ("blas", "gemm", "tt_edges", _gemm_case(True, True, 0.5, 17, 3, 18)),
+    ("blas", "axpy", "", lambda r, d: (0.5, _randn(r, 40, d), _randn(r, 40, d))),
+    ("blas", "axpby", "", lambda r, d: (0.5, _randn(r, 40, d), -2.0, _randn(r, 40, d))),
+    ("blas", "scale", "", lambda r, d: (-1.5, _randn(r, 40, d))),
+    ("blas", "set_value", "", lambda r, d: (_randn(r, 40, d), 0.3)),
+    ("blas", "copy", "", lambda r, d: (_randn(r, 40, d), np.zeros(40, d))),
+    ("blas", "sub", "", _elementwise(2, 1)),
+    ("blas", "sub", "alias", _elementwise(2, 1, alias=(0, 0))),
+    ("blas", "dot", "", _elementwise(2, 0)),
+    ("blas", "asum", "", _elementwise(1, 0)),
+    ("blas", "sumsq", "", lambda r, d: (_randn(r, 300, d),)),
+    ("blas", "add_bias", "", lambda r, d: (_randn(r, (6, 7), d), _randn(r, 7, d))),
+    ("blas", "bias_grad", "", lambda r, d: (_randn(r, (9, 5), d), _randn(r, 5, d))),
+    ("neuron", "relu_forward", "", _elementwise(1, 1, 0.1)),
+    ("neuron", "relu_forward", "alias", _elementwise(1, 1, 0.0, alias=(0, 0))),
+    ("neuron", "relu_backward", "alias", _elementwise(2, 1, 0.2, alias=(1, 0))),
+    ("neuron", "sigmoid_forward", "alias", _elementwise(1, 1, alias=(0, 0))),
+    ("neuron", "sigmoid_backward", "", _elementwise(2, 1, positive=True)),
+    ("neuron", "tanh_forward", "", _elementwise(1, 1)),
+    ("neuron", "tanh_backward", "alias", _elementwise(2, 1, alias=(1, 0))),
+    ("neuron", "dropout_forward", "alias", _elementwise(1, 1, 2.0, mask=True, alias=(0, 0))),
+    ("neuron", "dropout_backward", "", _elementwise(1, 1, 2.0, mask=True)),
+    ("common", "softmax_forward", "", _softmax_case(False)),
+    ("common", "softmax_forward", "alias", _softmax_case(True)),
+    ("common", "softmax_backward", "alias", _softmax_bwd_case(True)),
+    ("loss", "softmax_loss_forward", "", lambda r, d: _loss_args(r, d) + (True, 1)),
+    ("loss", "softmax_loss_forward", "noignore", lambda r, d: _loss_args(r, d) + (False, 1)),
+    ("loss", "softmax_loss_backward", "", _loss_bwd_case),
+    ("loss", "accuracy_forward", "top1", _acc_case(1)),
+    ("loss", "accuracy_forward", "top2", _acc_case(2)),
+    ("loss", "euclidean_loss_forward", "", _elementwise(2, 1)),
+    ("solver", "sgd_update", "", _elementwise(3, 0, 0.01, 0.9)),
+    ("solver", "l2_regularize", "", _elementwise(2, 0, 1e-3)),
+    ("solver", "l1_regularize", "", _elementwise(2, 0, 1e-3)),
+]
+
+
+def _run_gpu_parity(mod, name, make, dt):
+    args = make(_rng(zlib.crc32(f"{mod}.{name}".encode())), dt)
+    # same numpy object twice -> same (aliased) array on both sides
+    cpu_map, dev_map = {}, {}
+    cpu_args, dev_args = [], []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            if id(a) not in cpu_map:
+                cpu_map[id(a)] = a.copy()
+                dev_map[id(a)] = cuda.to_device(a)
+            cpu_args.append(cpu_map[id(a)])
+            dev_args.append(dev_map[id(a)])
+        else:
+            cpu_args.append(a)
+            dev_args.append(a)
+    cpu_ret = getattr(CPU_MODS[mod], name)(*cpu_args)
+    gpu_ret = getattr(GPU_MODS[mod], name)(*dev_args)
+    scale = 10.0 if name == "gemm" else 1.0
+    for key, c in cpu_map.items():
+        g = dev_map[key].copy_to_host()
+        assert g.dtype == c.dtype
+        np.testing.assert_allclose(g, c, rtol=RTOL[dt] * scale, atol=ATOL[dt] * scale, err_msg=name)
+    if cpu_ret is None:
+        assert gpu_ret is None
+    else:
+        cr = cpu_ret if isinstance(cpu_ret, tuple) else (cpu_ret,)
+        gr = gpu_ret if isinstance(gpu_ret, tuple) else (gpu_ret,)
+        assert len(cr) == len(gr)
+        for c, g in zip(cr, gr):
+            assert type(c) is type(g), (name, type(c), type(g))
+            np.testing.assert_allclose(g, c, rtol=1e-12 if dt == np.float64 else 1e-6)
+
+
+@pytest.mark.skipif(not cuda.is_available(), reason="no CUDA device and simulator disabled")
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("mod,name,tag,make", GPU_CASES,
+                         ids=[f"{m}.{n}{'-' + t if t else ''}" for m, n, t, _ in GPU_CASES])
+def test_gpu_matches_cpu(mod, name, tag, make, dt):
+    _run_gpu_parity(mod, name, make, dt)
+
+
+def test_gpu_cases_cover_every_public_function():
+    import inspect
+    covered = {(m, n) for m, n, _, _ in GPU_CASES}
+    for mname, gmod in GPU_MODS.items():
+        for fname, obj in vars(gmod).items():
+            if fname.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != gmod.__name__:
+                continue
+            assert (mname, fname) in covered, f"{mname}.{fname} has no GPU parity case"
