@@ -1,0 +1,29 @@
+"""jitnet: Caffe's model (Blob, Layer, Net, Solver; nets written as prototxt) in
+Python, with every layer's forward and backward a numba kernel, ``@njit`` on the
+CPU and ``@cuda.jit`` on the GPU.
+
+The surface follows pycaffe::
+
+    import jitnet
+    net = jitnet.Net("deploy.prototxt", jitnet.TEST, weights="model.caffemodel")
+    out = net.forward(data=batch)
+    solver = jitnet.get_solver("solver.prototxt")
+    solver.solve()
+"""
+from .blob import Blob
+from .common import (mode, set_device, set_mode_cpu, set_mode_gpu, set_random_seed)
+from .errors import (DeviceError, JitnetError, LayerError, NetDefinitionError, ProtoError,
+                     SolverError, WeightsError)
+from .layer import Layer, layer_type_list, register
+from .net import Net
+from .planner import TEST, TRAIN
+from .solvers import SGDSolver, Solver, get_solver
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Blob", "Layer", "Net", "Solver", "SGDSolver", "get_solver", "register", "layer_type_list",
+    "TRAIN", "TEST", "mode", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
+    "JitnetError", "ProtoError", "NetDefinitionError", "LayerError", "SolverError", "WeightsError",
+    "DeviceError",
+]

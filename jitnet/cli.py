@@ -1,0 +1,279 @@
+"""The ``jitnet`` command, after Caffe's ``caffe`` tool:
+
+    jitnet train --solver S [--weights W[,W2] | --snapshot STATE] [--gpu 0] [--log FILE]
+    jitnet test  --model M --weights W [--iterations 50] [--gpu 0]
+    jitnet time  --model M [--iterations 50] [--gpu 0]
+    jitnet device_query [--gpu 0]
+
+Caffe's single-dash spellings (``-solver``, ``-weights``, ...) work too.
+"""
+import argparse
+import logging
+import signal
+import sys
+import time
+
+import numpy as np
+
+from . import common
+from .errors import JitnetError
+from .planner import TEST, TRAIN
+from .progress import BarAwareHandler, ProgressBar
+
+log = logging.getLogger("jitnet")
+
+
+def _flag(parser, name, **kwargs):
+    parser.add_argument(f"--{name}", f"-{name}", **kwargs)
+
+
+def _common_flags(parser):
+    _flag(parser, "gpu", default=None,
+          help="GPU id to run on (one device); CPU when not given")
+    _flag(parser, "cpu", action="store_true",
+          help="run on the CPU even if the solver file says solver_mode: GPU")
+    _flag(parser, "log", default=None, help="also write the log lines to this file")
+
+
+def _net_state_flags(parser, default_phase):
+    _flag(parser, "phase", default=default_phase, choices=["TRAIN", "TEST"],
+          help=f"network phase (default {default_phase})")
+    _flag(parser, "level", type=int, default=0, help="network level")
+    _flag(parser, "stage", default="", help="comma-separated network stages")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="jitnet", description="Train and run Caffe models with jitnet.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train or fine-tune a model")
+    _flag(train, "solver", required=True, help="the solver prototxt")
+    _flag(train, "weights", default=None, help="caffemodel(s) to fine-tune from, comma-separated")
+    _flag(train, "snapshot", default=None, help="a .solverstate to resume from")
+    _flag(train, "sigint_effect", default="stop", choices=["stop", "snapshot", "none"],
+          help="what Ctrl-C does (default: snapshot, then stop)")
+    _flag(train, "sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"],
+          help="what SIGHUP does (default: snapshot and go on)")
+    _common_flags(train)
+
+    test = sub.add_parser("test", help="score a model over some batches")
+    _flag(test, "model", required=True, help="the net prototxt")
+    _flag(test, "weights", required=True, help="the trained caffemodel")
+    _flag(test, "iterations", type=int, default=50, help="number of batches (default 50)")
+    _net_state_flags(test, "TEST")
+    _common_flags(test)
+
+    timing = sub.add_parser("time", help="time each layer's forward and backward")
+    _flag(timing, "model", required=True, help="the net prototxt")
+    _flag(timing, "iterations", type=int, default=50, help="number of timed passes (default 50)")
+    _flag(timing, "weights", default=None, help="optional caffemodel")
+    _net_state_flags(timing, "TRAIN")
+    _common_flags(timing)
+
+    query = sub.add_parser("device_query", help="show the CUDA devices numba sees")
+    _flag(query, "gpu", default="0", help="device id (default 0)")
+    return parser
+
+
+def _setup_logging(path=None):
+    handler = BarAwareHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    if path:
+        file_handler = logging.FileHandler(path, mode="w")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%H:%M:%S"))
+        log.addHandler(file_handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handler
+
+
+def _select_mode(gpu, solver_mode_gpu=False, device_id=0, force_cpu=False):
+    if force_cpu:
+        common.set_mode_cpu()
+        return
+    if gpu is None and solver_mode_gpu:
+        gpu = str(device_id)
+        log.info("Using GPU %s (solver_mode: GPU in the solver file; --cpu overrides)", gpu)
+    if gpu is None:
+        common.set_mode_cpu()
+        log.info("Use CPU.")
+        return
+    if gpu == "all" or "," in gpu:
+        raise JitnetError(f"--gpu {gpu}: jitnet trains on one device for now; give one id")
+    common.set_device(int(gpu))
+    common.set_mode_gpu()
+    log.info("Use GPU with device ID %s", gpu)
+
+
+def _phase(text):
+    return TRAIN if text == "TRAIN" else TEST
+
+
+def _stages(text):
+    return tuple(s for s in text.split(",") if s)
+
+
+def train(args):
+    from .proto import io as proto_io
+    from .proto import pb
+    from .solvers import get_solver
+
+    if args.snapshot and args.weights:
+        raise JitnetError("give --snapshot to resume training or --weights to fine-tune, not both")
+    param = proto_io.read_solver(args.solver)
+    explicit_gpu = param.HasField("solver_mode") and param.solver_mode == pb.SolverParameter.GPU
+    _select_mode(args.gpu, explicit_gpu, param.device_id, args.cpu)
+    solver = get_solver(args.solver)
+    if args.weights:
+        for path in args.weights.split(","):
+            log.info("Fine-tuning from %s", path)
+            solver.net.copy_from(path)
+
+    pending = []
+    effects = {signal.SIGINT: args.sigint_effect}
+    if hasattr(signal, "SIGHUP"):
+        effects[signal.SIGHUP] = args.sighup_effect
+    for signum, effect in effects.items():
+        if effect != "none":
+            signal.signal(signum, lambda s, f, effect=effect: pending.append(effect))
+
+    def action_request():
+        if not pending:
+            return None
+        effect = pending.pop(0)
+        log.info("Signal received at iteration %d: %s", solver.iter, effect)
+        return effect
+    solver.action_request = action_request
+
+    bar = ProgressBar(param.max_iter, label="train ")
+    args.handler.bar = bar
+    solver.add_callback(lambda s: bar.update(s.iter, f"loss {s.smoothed_loss:.4g}"))
+    try:
+        solver.solve(resume_file=args.snapshot)
+    finally:
+        bar.close()
+        args.handler.bar = None
+    for i, scores in enumerate(solver.test_scores):
+        shown = ", ".join(f"{k} = {np.ravel(v)[0]:.4f}" if np.size(v) == 1 else f"{k} = {np.ravel(v)}"
+                          for k, v in scores.items())
+        print(f"Test net #{i} at iteration {solver.iter}: {shown}")
+    return 0
+
+
+def test(args):
+    from .net import Net
+    _select_mode(args.gpu, force_cpu=args.cpu)
+    net = Net(args.model, _phase(args.phase), weights=args.weights, level=args.level,
+              stages=_stages(args.stage))
+    log.info("Running for %d iterations.", args.iterations)
+    sums, loss = {}, 0.0
+    for i in range(args.iterations):
+        loss += net.forward_from_to()
+        for name in net.outputs:
+            values = np.array(net.blobs[name].data, dtype=np.float64)
+            sums[name] = sums[name] + values if name in sums else values
+            for value in np.ravel(values):
+                log.info("Batch %d, %s = %.6g", i, name, value)
+    loss /= args.iterations
+    log.info("Loss: %.6g", loss)
+    for name, total in sums.items():
+        weight = net.plan.blob_loss_weights.get(name, 0.0)
+        for value in np.ravel(total / args.iterations):
+            extra = f" (* {weight:g} = {weight * value:.6g} loss)" if weight else ""
+            print(f"{name} = {value:.6g}{extra}")
+    return 0
+
+
+def time_net(args):
+    from .net import Net
+    _select_mode(args.gpu, force_cpu=args.cpu)
+    net = Net(args.model, _phase(args.phase), weights=args.weights, level=args.level,
+              stages=_stages(args.stage))
+    log.info("Performing Forward (and Backward, which also compiles every kernel once)")
+    net.forward_backward()
+    n = len(net.layers)
+    forward_ms, backward_ms = np.zeros(n), np.zeros(n)
+    backward_steps = {s.index: s for s in net.plan.backward}
+    bar = ProgressBar(args.iterations, label="time ")
+    args.handler.bar = bar
+    t_total = time.perf_counter()
+    for it in range(args.iterations):
+        for i, layer in enumerate(net.layers):
+            t = time.perf_counter()
+            layer.run_forward(net._bottoms[i], net._tops[i])
+            _sync()
+            forward_ms[i] += (time.perf_counter() - t) * 1e3
+        net._seed_loss_diffs()
+        for i in reversed(range(n)):
+            step = backward_steps.get(i)
+            if step is None:
+                continue
+            t = time.perf_counter()
+            net.layers[i].run_backward(net._tops[i], step.propagate_down, net._bottoms[i])
+            _sync()
+            backward_ms[i] += (time.perf_counter() - t) * 1e3
+        bar.update(it + 1)
+    total = (time.perf_counter() - t_total) * 1e3
+    bar.close()
+    args.handler.bar = None
+    print("Average time per layer:")
+    width = max(len(layer.name) for layer in net.layers)
+    for i, layer in enumerate(net.layers):
+        print(f"{layer.name:>{width}}\tforward: {forward_ms[i] / args.iterations:.4f} ms.")
+        print(f"{layer.name:>{width}}\tbackward: {backward_ms[i] / args.iterations:.4f} ms.")
+    print(f"Average Forward pass: {forward_ms.sum() / args.iterations:.4f} ms.")
+    print(f"Average Backward pass: {backward_ms.sum() / args.iterations:.4f} ms.")
+    print(f"Average Forward-Backward: {total / args.iterations:.4f} ms.")
+    print(f"Total Time: {total:.4f} ms.")
+    return 0
+
+
+def _sync():
+    if common.mode() == common.GPU:
+        from numba import cuda
+        cuda.synchronize()
+
+
+def device_query(args):
+    from numba import cuda
+    if not cuda.is_available():
+        print("No CUDA device is available to numba (no driver, or no GPU). "
+              "Set NUMBA_ENABLE_CUDASIM=1 to run the GPU kernels on numba's simulator.")
+        return 1
+    device_id = int(args.gpu)
+    devices = list(cuda.gpus)
+    if not 0 <= device_id < len(devices):
+        print(f"No device {device_id}; numba sees {len(devices)} device(s).")
+        return 1
+    with devices[device_id]:
+        device = cuda.get_current_device()
+        print(f"Device id:                     {device_id}")
+        print(f"Name:                          {device.name.decode() if isinstance(device.name, bytes) else device.name}")
+        print(f"Compute capability:            {device.compute_capability[0]}.{device.compute_capability[1]}")
+        free, total = cuda.current_context().get_memory_info()
+        print(f"Total global memory:           {total} bytes ({total / 2**30:.1f} GiB), {free} free")
+        print(f"Multiprocessors:               {device.MULTIPROCESSOR_COUNT}")
+        print(f"Max threads per block:         {device.MAX_THREADS_PER_BLOCK}")
+        print(f"Warp size:                     {device.WARP_SIZE}")
+    return 0
+
+
+COMMANDS = {"train": train, "test": test, "time": time_net, "device_query": device_query}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    args.handler = _setup_logging(getattr(args, "log", None))
+    try:
+        return COMMANDS[args.command](args)
+    except JitnetError as e:
+        print(f"jitnet {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"jitnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

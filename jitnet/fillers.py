@@ -1,0 +1,111 @@
+"""Fillers: initial values for learnable blobs, with Caffe's semantics.
+
+Each filler is a function ``(FillerParameter, shape) -> float64 array`` drawing
+from jitnet's seeded generator (``jitnet.set_random_seed``); :func:`fill` writes
+the result into a blob. Fan-in and fan-out follow Caffe: for a blob of shape
+(num, channels, ...), fan_in = count / num and fan_out = count / channels.
+"""
+import math
+
+import numpy as np
+
+from . import common
+from .errors import JitnetError
+
+
+def _fans(shape):
+    count = math.prod(shape)
+    if len(shape) < 2:
+        raise JitnetError(f"xavier and msra fillers need a blob of 2 or more axes, got shape {shape}")
+    return count / shape[0], count / shape[1]
+
+
+def _variance_scale(param, shape):
+    """n of Caffe's xavier/msra: fan_in, fan_out or their average (variance_norm)."""
+    fan_in, fan_out = _fans(shape)
+    norm = param.variance_norm
+    if norm == param.FAN_OUT:
+        return fan_out
+    if norm == param.AVERAGE:
+        return (fan_in + fan_out) / 2.0
+    return fan_in
+
+
+def constant(param, shape):
+    """Every value = ``value``."""
+    return np.full(shape, param.value, dtype=np.float64)
+
+
+def uniform(param, shape):
+    """Uniform in [min, max)."""
+    if param.max < param.min:
+        raise JitnetError(f"uniform filler: max ({param.max}) is less than min ({param.min})")
+    return common.rng().uniform(param.min, param.max, size=shape)
+
+
+def gaussian(param, shape):
+    """Normal(mean, std); with ``sparse`` = s >= 0, each value is kept with probability s / num."""
+    values = common.rng().normal(param.mean, param.std, size=shape)
+    if param.sparse >= 0:
+        if len(shape) < 1 or shape[0] == 0:
+            raise JitnetError(f"gaussian filler with sparse needs a non-empty first axis, got {shape}")
+        keep_probability = param.sparse / shape[0]
+        values *= common.rng().random(size=shape) < keep_probability
+    return values
+
+
+def positive_unitball(param, shape):
+    """Uniform in [0, 1), then each of the num rows scaled to sum to 1."""
+    values = common.rng().random(size=shape)
+    rows = values.reshape(shape[0], -1) if shape else values.reshape(1, -1)
+    rows /= rows.sum(axis=1, keepdims=True)
+    return values
+
+
+def xavier(param, shape):
+    """Uniform in ±√(3/n), n from variance_norm (fan_in by default)."""
+    scale = math.sqrt(3.0 / _variance_scale(param, shape))
+    return common.rng().uniform(-scale, scale, size=shape)
+
+
+def msra(param, shape):
+    """Normal(0, √(2/n)), n from variance_norm (fan_in by default)."""
+    std = math.sqrt(2.0 / _variance_scale(param, shape))
+    return common.rng().normal(0.0, std, size=shape)
+
+
+def bilinear(param, shape):
+    """The bilinear upsampling kernel for Deconvolution: (1−|x/f−c|)(1−|y/f−c|)."""
+    if len(shape) != 4 or shape[2] != shape[3]:
+        raise JitnetError(f"bilinear filler needs a 4-D blob with square kernels, got shape {shape}")
+    size = shape[3]
+    f = math.ceil(size / 2.0)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    ramp = 1.0 - np.abs(np.arange(size) / f - c)
+    return np.broadcast_to(np.outer(ramp, ramp), shape).copy()
+
+
+FILLERS = {
+    "constant": constant,
+    "uniform": uniform,
+    "gaussian": gaussian,
+    "positive_unitball": positive_unitball,
+    "xavier": xavier,
+    "msra": msra,
+    "bilinear": bilinear,
+}
+
+
+def fill(param, blob, where=""):
+    """Fill ``blob.data`` as the FillerParameter ``param`` says.
+
+    ``where`` (e.g. "layer 'ip1' weight_filler") is put in front of error messages."""
+    try:
+        filler = FILLERS[param.type]
+    except KeyError:
+        raise JitnetError(f"{where + ': ' if where else ''}unknown filler type '{param.type}'; "
+                          f"known: {', '.join(sorted(FILLERS))}") from None
+    try:
+        blob.data[...] = filler(param, blob.shape)
+    except JitnetError as e:
+        raise JitnetError(f"{where + ': ' if where else ''}{e}") from None

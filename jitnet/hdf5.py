@@ -1,0 +1,49 @@
+"""Weights in HDF5, the layout Caffe's ``snapshot_format: HDF5`` writes:
+``/data/<layer name>/<blob index>`` (and ``/diff/...`` when diffs are saved)."""
+import os
+
+import h5py
+import numpy as np
+
+from .errors import WeightsError
+
+
+def atomic_h5(path):
+    """An h5py.File writing to a temporary name; call ``finish_atomic`` to move it into place."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    return h5py.File(tmp, "w"), tmp
+
+
+def finish_atomic(tmp, path):
+    os.replace(tmp, path)
+
+
+def save_weights_hdf5(net, path, write_diff=False):
+    f, tmp = atomic_h5(path)
+    with f:
+        data = f.create_group("data")
+        diff = f.create_group("diff") if write_diff else None
+        for layer in net.layers:
+            group = data.create_group(layer.name)
+            dgroup = diff.create_group(layer.name) if diff is not None else None
+            for j, blob in enumerate(layer.blobs):
+                group.create_dataset(str(j), data=blob.data)
+                if dgroup is not None:
+                    dgroup.create_dataset(str(j), data=blob.diff)
+    finish_atomic(tmp, path)
+
+
+def load_weights_hdf5(net, path):
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot open as HDF5 weights ({e})") from None
+    with f:
+        if "data" not in f:
+            raise WeightsError(f"{path}: no /data group; not a Caffe HDF5 weights file")
+        for name, group in f["data"].items():
+            target = net.layer_dict.get(name)
+            if target is None or (not len(group) and not target.blobs):
+                continue
+            arrays = [np.asarray(group[str(j)]) for j in range(len(group))]
+            net.copy_layer_arrays(target, arrays, path)

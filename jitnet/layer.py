@@ -1,0 +1,236 @@
+"""The Layer contract and the registry of layer types.
+
+Every layer type is a subclass of :class:`Layer` registered under its Caffe type
+name with ``@register("ReLU")``. The base class owns the fixed sequence Caffe's
+Layer owns:
+
+* ``setup_layer(bottom, top)``: check the number of bottoms and tops, call the
+  ``setup`` hook (read parameters, create the learnable ``self.blobs`` with their
+  fillers), then ``reshape``.
+* ``run_forward(bottom, top)``: pick the kernels for the current mode, call the
+  ``reshape`` and ``forward`` hooks, and return this layer's share of the net's
+  loss, Σ loss_weight · sum(top).
+* ``run_backward(top, propagate_down, bottom)``: call the ``backward`` hook.
+
+Subclasses fill in only the hooks:
+
+* ``setup(bottom, top)``      read parameters, create ``self.blobs``.
+* ``reshape(bottom, top)``    size the tops from the bottoms; cheap when nothing changed.
+* ``forward(bottom, top)``    compute the tops.
+* ``backward(top, propagate_down, bottom)``  compute the bottoms' diffs where
+  ``propagate_down[i]`` is true, overwriting them; add the parameters' gradients
+  into ``self.blobs[k].diff`` (they accumulate over ``iter_size`` passes and the
+  solver clears them).
+
+Inside the hooks, ``self.K(family)`` is the kernel module of that family for the
+mode the layer runs in (``jitnet.kernels.cpu.neuron`` or
+``jitnet.kernels.gpu.neuron``; the functions have the same names on both sides),
+and ``self.device`` is ``"cpu"`` or ``"gpu"``, the side to ask blobs for
+(``blob.data_on(self.device)``). A layer that cannot run on the GPU sets
+``gpu = False`` and fails loudly in GPU mode instead of quietly running on the CPU.
+
+Class attributes declare what the planner needs to know without building the
+layer: the arity (``exact_bottoms``, ``min_bottoms``, ``max_bottoms`` and the
+same for tops), ``is_loss`` (a loss layer's first top gets loss_weight 1 by
+default), ``param_count(param)`` (how many learnable blobs it will create) and
+``allow_force_backward(param, bottom_index)``.
+"""
+import importlib
+
+import numpy as np
+
+from . import common
+from .errors import DeviceError, LayerError, NetDefinitionError
+
+_REGISTRY = {}
+
+
+def register(type_name):
+    """Class decorator: register a Layer subclass under its Caffe type name."""
+    def decorate(cls):
+        if type_name in _REGISTRY:
+            raise ValueError(f"layer type {type_name!r} is registered twice "
+                             f"({_REGISTRY[type_name].__module__} and {cls.__module__})")
+        cls.type = type_name
+        _REGISTRY[type_name] = cls
+        return cls
+    return decorate
+
+
+def _load_builtin_layers():
+    from . import layers  # noqa: F401  (importing the families registers them)
+
+
+def layer_class(type_name, layer_name=None):
+    """The class registered as ``type_name``; NetDefinitionError listing the known types if none."""
+    _load_builtin_layers()
+    try:
+        return _REGISTRY[type_name]
+    except KeyError:
+        where = f"layer '{layer_name}': " if layer_name else ""
+        raise NetDefinitionError(
+            f"{where}unknown layer type '{type_name}'. Known types: "
+            + ", ".join(sorted(_REGISTRY))) from None
+
+
+def layer_type_list():
+    """The registered type names, sorted (pycaffe's ``layer_type_list``)."""
+    _load_builtin_layers()
+    return sorted(_REGISTRY)
+
+
+def create_layer(layer_param, phase):
+    """Instantiate the layer a LayerParameter describes, for ``phase`` (jitnet.TRAIN / TEST)."""
+    return layer_class(layer_param.type, layer_param.name)(layer_param, phase)
+
+
+_KERNEL_MODULES = {}
+
+
+def kernel_module(family, device):
+    """``jitnet.kernels.<device>.<family>``, imported on first use."""
+    key = (device, family)
+    module = _KERNEL_MODULES.get(key)
+    if module is None:
+        module = _KERNEL_MODULES[key] = importlib.import_module(f"jitnet.kernels.{device}.{family}")
+    return module
+
+
+def _arity_text(exact, lo, hi):
+    if exact is not None:
+        return f"exactly {exact}"
+    if lo is not None and hi is not None:
+        return f"{lo} to {hi}"
+    if lo is not None:
+        return f"at least {lo}"
+    return f"at most {hi}"
+
+
+class Layer:
+    """Base class of every layer; see the module docstring for the contract."""
+
+    type = None
+    exact_bottoms = min_bottoms = max_bottoms = None
+    exact_tops = min_tops = max_tops = None
+    is_loss = False
+    gpu = True
+    # Bottom indices that never get a gradient (labels); force_backward leaves them alone.
+    no_gradient_bottoms = ()
+
+    def __init__(self, layer_param, phase):
+        self.param = layer_param
+        self.name = layer_param.name
+        self.phase = phase
+        self.blobs = []
+        self.loss_weights = []
+        self.device = common.CPU
+
+    # -- what the planner asks before building ------------------------------------------------
+    @classmethod
+    def param_count(cls, layer_param):
+        """How many learnable blobs this layer creates (0 unless the layer says otherwise)."""
+        return 0
+
+    @classmethod
+    def allow_force_backward(cls, layer_param, bottom_index):
+        return bottom_index not in cls.no_gradient_bottoms
+
+    @classmethod
+    def check_arity(cls, layer_param):
+        """NetDefinitionError naming the layer when it has the wrong number of bottoms or tops."""
+        for what, n, exact, lo, hi in (
+                ("bottom", len(layer_param.bottom), cls.exact_bottoms, cls.min_bottoms, cls.max_bottoms),
+                ("top", len(layer_param.top), cls.exact_tops, cls.min_tops, cls.max_tops)):
+            ok = ((exact is None or n == exact) and (lo is None or n >= lo)
+                  and (hi is None or n <= hi))
+            if not ok:
+                raise NetDefinitionError(
+                    f"layer '{layer_param.name}' (type {cls.type}) takes "
+                    f"{_arity_text(exact, lo, hi)} {what}(s), but has {n}")
+
+    # -- the fixed sequence --------------------------------------------------------------------
+    def setup_layer(self, bottom, top, loss_weights=None):
+        self.check_arity(self.param)
+        self.loss_weights = list(loss_weights) if loss_weights is not None else [0.0] * len(top)
+        self.dtype = (bottom or top)[0].dtype if (bottom or top) else np.dtype(np.float32)
+        self.setup(bottom, top)
+        # Which learnable blobs get gradients; Net turns off those with lr_mult 0.
+        self.param_propagate_down = [True] * len(self.blobs)
+        self.reshape(bottom, top)
+
+    def run_forward(self, bottom, top):
+        """Reshape, forward, and return Σ loss_weight · sum(top) over this layer's tops."""
+        self._select_device()
+        self.reshape(bottom, top)
+        self.forward(bottom, top)
+        loss = 0.0
+        for weight, blob in zip(self.loss_weights, top):
+            if weight:
+                loss += weight * float(blob.data_on(common.CPU).sum(dtype=np.float64))
+        return loss
+
+    def run_backward(self, top, propagate_down, bottom):
+        self._select_device()
+        self.backward(top, propagate_down, bottom)
+
+    def _select_device(self):
+        device = common.mode()
+        if device == common.GPU and not self.gpu:
+            raise DeviceError(f"layer '{self.name}' (type {self.type}) has no GPU implementation; "
+                              "use set_mode_cpu()")
+        self.device = device
+
+    def K(self, family):
+        """The kernel module ``family`` for the device this layer runs on."""
+        return kernel_module(family, self.device)
+
+    # -- hooks -------------------------------------------------------------------------------
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__} must implement reshape()")
+
+    def forward(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def backward(self, top, propagate_down, bottom):
+        if any(propagate_down):
+            raise LayerError(self.name, self.type, "has no backward, but a bottom needs a gradient "
+                             "(set propagate_down: false for it)")
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+    def error(self, message):
+        """A LayerError naming this layer."""
+        return LayerError(self.name, self.type, message)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} '{self.name}'>"
+
+
+class LossLayer(Layer):
+    """Two bottoms (prediction, target), one loss top (a scalar); loss_weight 1 by default."""
+
+    is_loss = True
+    min_bottoms, max_bottoms = 2, 2
+    min_tops, max_tops = 1, 1
+    no_gradient_bottoms = (1,)
+
+    def reshape(self, bottom, top):
+        if bottom[0].shape[:1] != bottom[1].shape[:1]:
+            raise self.error(f"bottoms must have the same first dimension (num), got "
+                             f"{bottom[0].shape} and {bottom[1].shape}")
+        top[0].reshape(())
+
+    def loss_weight_of(self, top):
+        """The weight the net put into the loss top's diff before backward (Caffe's convention)."""
+        return float(top[0].diff_on(common.CPU)[0])
+
+
+class NeuronLayer(Layer):
+    """One bottom, one top of the same shape; top[i] depends on bottom[i] only."""
+
+    exact_bottoms = exact_tops = 1
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)

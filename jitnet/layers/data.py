@@ -1,0 +1,220 @@
+"""Data layers: no bottoms; they fill their tops from Python, from fillers or from files.
+
+Data layers read on the host and write the host side of their tops; in GPU mode
+the next layer's request for the device buffer copies it over (as Caffe's data
+layers do). Layers that walk through a data set expose ``get_state()`` /
+``set_state()`` so a solver snapshot can record where they were.
+"""
+import os
+
+import h5py
+import numpy as np
+
+from .. import common
+from ..fillers import fill
+from ..layer import Layer, register
+from ..proto import pb
+
+
+def _shape_of(blob_shape):
+    return tuple(int(d) for d in blob_shape.dim)
+
+
+@register("Input")
+class Input(Layer):
+    """Tops of the shapes in ``input_param.shape`` (one per top, or one for all); filled by the user."""
+
+    exact_bottoms = 0
+    min_tops = 1
+
+    def setup(self, bottom, top):
+        shapes = self.param.input_param.shape
+        if len(shapes) not in (1, len(top)):
+            raise self.error(f"input_param has {len(shapes)} shapes for {len(top)} tops; "
+                             "give one shape, or one per top")
+        for i, blob in enumerate(top):
+            blob.reshape(_shape_of(shapes[0] if len(shapes) == 1 else shapes[i]))
+
+    def reshape(self, bottom, top):
+        pass   # the user reshapes input blobs; forward(**inputs) does it for them
+
+    def forward(self, bottom, top):
+        pass
+
+
+@register("DummyData")
+class DummyData(Layer):
+    """Tops filled by ``data_filler`` (constant 0 by default); non-constant fillers refill every forward."""
+
+    exact_bottoms = 0
+    min_tops = 1
+
+    def setup(self, bottom, top):
+        p = self.param.dummy_data_param
+        n = len(top)
+        if p.shape:
+            if p.num or p.channels or p.height or p.width:
+                raise self.error("give either shape or num/channels/height/width, not both")
+            if len(p.shape) not in (1, n):
+                raise self.error(f"{len(p.shape)} shapes for {n} tops; give 1 or {n}")
+            shapes = [_shape_of(p.shape[0 if len(p.shape) == 1 else i]) for i in range(n)]
+        else:
+            legacy = [p.num, p.channels, p.height, p.width]
+            if any(len(v) not in (1, n) for v in legacy):
+                raise self.error(f"num, channels, height and width need 1 or {n} values each")
+            shapes = [tuple(int(v[0 if len(v) == 1 else i]) for v in legacy) for i in range(n)]
+        if len(p.data_filler) not in (0, 1, n):
+            raise self.error(f"{len(p.data_filler)} data_fillers for {n} tops; give 0, 1 or {n}")
+        fillers = list(p.data_filler) or [pb.FillerParameter(type="constant", value=0)]
+        self.fillers = [fillers[0 if len(fillers) == 1 else i] for i in range(n)]
+        for blob, shape, filler in zip(top, shapes, self.fillers):
+            blob.reshape(shape)
+            fill(filler, blob, f"layer '{self.name}' data_filler")
+        self.refill = [f.type != "constant" for f in self.fillers]
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        for blob, filler, refill in zip(top, self.fillers, self.refill):
+            if refill:
+                fill(filler, blob, f"layer '{self.name}' data_filler")
+
+
+@register("MemoryData")
+class MemoryData(Layer):
+    """Batches from arrays given by ``set_input_arrays(data, labels)`` (data N×C×H×W, labels N)."""
+
+    exact_bottoms = 0
+    exact_tops = 2
+
+    def setup(self, bottom, top):
+        p = self.param.memory_data_param
+        self.batch_size = p.batch_size
+        if self.batch_size <= 0:
+            raise self.error("memory_data_param.batch_size must be positive")
+        self.sample_shape = (p.channels, p.height, p.width)
+        top[0].reshape((self.batch_size,) + self.sample_shape)
+        top[1].reshape(self.batch_size)
+        self.data = self.labels = None
+        self.position = 0
+
+    def reset(self, data, labels):
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        labels = np.ascontiguousarray(labels, dtype=np.float32).reshape(-1)
+        if data.ndim != 4 or data.shape[1:] != self.sample_shape:
+            raise self.error(f"set_input_arrays: data must have shape (N, {', '.join(map(str, self.sample_shape))}), "
+                             f"got {data.shape}")
+        if labels.shape[0] != data.shape[0]:
+            raise self.error(f"set_input_arrays: {data.shape[0]} data rows but {labels.shape[0]} labels")
+        if data.shape[0] % self.batch_size:
+            raise self.error(f"set_input_arrays: the number of rows ({data.shape[0]}) must be a "
+                             f"multiple of batch_size ({self.batch_size})")
+        self.data, self.labels, self.position = data, labels, 0
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        if self.data is None:
+            raise self.error("no data: call net.set_input_arrays(data, labels) first")
+        end = self.position + self.batch_size
+        top[0].data[...] = self.data[self.position:end]
+        top[1].data[...] = self.labels[self.position:end]
+        self.position = end % self.data.shape[0]
+
+    def get_state(self):
+        return {"position": self.position}
+
+    def set_state(self, state):
+        self.position = int(state["position"])
+
+
+@register("HDF5Data")
+class HDF5Data(Layer):
+    """Batches of rows from the .h5 files listed in ``hdf5_data_param.source``.
+
+    Each file holds one dataset per top, named like the top, with the same number
+    of rows. Paths in the list are read as written (relative to the working
+    directory, as in Caffe). With ``shuffle``, the file order is shuffled every
+    pass and the rows of each file are shuffled when it is loaded.
+    """
+
+    exact_bottoms = 0
+    min_tops = 1
+
+    def setup(self, bottom, top):
+        p = self.param.hdf5_data_param
+        if p.batch_size <= 0:
+            raise self.error("hdf5_data_param.batch_size must be positive")
+        self.batch_size, self.shuffle = p.batch_size, p.shuffle
+        try:
+            with open(p.source) as f:
+                self.files = [line.strip() for line in f if line.strip()]
+        except OSError as e:
+            raise self.error(f"cannot read the source list '{p.source}': {e.strerror}") from None
+        if not self.files:
+            raise self.error(f"the source list '{p.source}' names no files")
+        self.top_names = list(self.param.top)
+        self.file_order = np.arange(len(self.files))
+        if self.shuffle:
+            common.rng().shuffle(self.file_order)
+        self.file_index = 0
+        self._load(self.file_order[0])
+        for blob, array in zip(top, self.arrays):
+            blob.reshape((self.batch_size,) + array.shape[1:])
+
+    def _load(self, file_number, shuffle_rows=True):
+        path = self.files[file_number]
+        if not os.path.exists(path):
+            raise self.error(f"HDF5 file '{path}' (listed in '{self.param.hdf5_data_param.source}') "
+                             "does not exist")
+        with h5py.File(path, "r") as f:
+            missing = [name for name in self.top_names if name not in f]
+            if missing:
+                raise self.error(f"HDF5 file '{path}' has no dataset {missing[0]!r} "
+                                 f"(it has: {', '.join(f.keys())})")
+            self.arrays = [np.asarray(f[name], dtype=np.float64) for name in self.top_names]
+        rows = {a.shape[0] for a in self.arrays}
+        if len(rows) != 1 or 0 in rows:
+            raise self.error(f"HDF5 file '{path}': datasets {self.top_names} need the same, "
+                             f"non-zero number of rows, got {[a.shape[0] for a in self.arrays]}")
+        self.rows = np.arange(rows.pop())
+        if self.shuffle and shuffle_rows:
+            common.rng().shuffle(self.rows)
+        self.row = 0
+
+    def reshape(self, bottom, top):
+        pass
+
+    def _advance(self):
+        self.row += 1
+        if self.row == len(self.rows):
+            self.file_index += 1
+            if self.file_index == len(self.files):
+                self.file_index = 0
+                if self.shuffle:
+                    common.rng().shuffle(self.file_order)
+            if len(self.files) > 1 or self.shuffle:
+                self._load(self.file_order[self.file_index])
+            else:
+                self.row = 0
+
+    def forward(self, bottom, top):
+        outs = [blob.data for blob in top]
+        for b in range(self.batch_size):
+            r = self.rows[self.row]
+            for out, array in zip(outs, self.arrays):
+                out[b] = array[r]
+            self._advance()
+
+    def get_state(self):
+        return {"file_order": self.file_order.tolist(), "file_index": int(self.file_index),
+                "rows": self.rows.tolist(), "row": int(self.row)}
+
+    def set_state(self, state):
+        self.file_order = np.asarray(state["file_order"], dtype=np.int64)
+        self.file_index = int(state["file_index"])
+        self._load(self.file_order[self.file_index], shuffle_rows=False)
+        self.rows = np.asarray(state["rows"], dtype=np.int64)
+        self.row = int(state["row"])

@@ -1,0 +1,326 @@
+"""Net: builds the layers and blobs a plan names, and runs it.
+
+All graph reasoning (phase rules, order, splits, in-place, who runs backward) is
+done by :mod:`jitnet.planner`; Net creates one Blob per blob name (an in-place
+layer's top is the same Blob as its bottom), sets every layer up in order, ties
+shared parameters together, and then runs two short loops: forward bottom to
+top, backward top to bottom. The Python surface follows pycaffe.
+"""
+import logging
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from . import common, planner
+from .blob import Blob
+from .errors import JitnetError, NetDefinitionError, WeightsError
+from .layer import create_layer, kernel_module
+from .proto import io as proto_io
+from .proto import pb
+
+log = logging.getLogger("jitnet")
+
+
+class Net:
+    """A network built from a prototxt (or a NetParameter) for one phase.
+
+    ``Net(model, phase, weights=None, level=0, stages=None)``; the older pycaffe
+    order ``Net(model, weights, phase)`` is accepted too. ``weights`` may be one
+    caffemodel (or ``.caffemodel.h5``) or several, comma-separated.
+    """
+
+    def __init__(self, model, phase=None, weights=None, level=0, stages=None, dtype=np.float32):
+        if isinstance(phase, (str, os.PathLike)) and isinstance(weights, int):
+            phase, weights = weights, phase           # Net(model, weights, phase)
+        if phase is None:
+            raise JitnetError("Net(model, phase): give the phase, jitnet.TRAIN or jitnet.TEST")
+        if isinstance(model, pb.NetParameter):
+            net_param, self.source = model, None
+        else:
+            net_param, self.source = proto_io.read_net(model), os.fspath(model)
+        self.net_param = net_param
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.plan = planner.plan(net_param, phase, level, tuple(stages or ()))
+        self.name = self.plan.name
+
+        self.blobs = OrderedDict((name, Blob(dtype=self.dtype)) for name in self.plan.blobs)
+        self.layers, self._bottoms, self._tops = [], [], []
+        self.layer_dict = OrderedDict()
+        for step in self.plan.steps:
+            layer = create_layer(step.param, phase)
+            bottoms = [self.blobs[b] for b in step.bottoms]
+            tops = [self.blobs[t] for t in step.tops]
+            layer.setup_layer(bottoms, tops, step.loss_weights)
+            self.layers.append(layer)
+            self.layer_dict[layer.name] = layer
+            self._bottoms.append(bottoms)
+            self._tops.append(tops)
+        self._setup_params()
+        self.loss_terms = [0.0] * len(self.layers)
+        if weights:
+            self.copy_from(weights)
+
+    # -- parameters -----------------------------------------------------------------------------
+    def _setup_params(self):
+        """Collect learnable blobs; tie together the ones that share a ``param { name }``."""
+        self.params = OrderedDict()
+        self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
+        self.param_display_names = []
+        owners = {}                       # shared name -> (index into learnable_params, layer, j)
+        lr_given, decay_given = [], []
+        for layer in self.layers:
+            if not layer.blobs:
+                continue
+            self.params[layer.name] = layer.blobs
+            specs = list(layer.param.param)
+            if len(specs) > len(layer.blobs):
+                raise NetDefinitionError(
+                    f"layer '{layer.name}' has {len(specs)} param specs but only "
+                    f"{len(layer.blobs)} learnable blobs")
+            propagate = []
+            for j, blob in enumerate(layer.blobs):
+                spec = specs[j] if j < len(specs) else pb.ParamSpec()
+                lr = spec.lr_mult if spec.HasField("lr_mult") else 1.0
+                decay = spec.decay_mult if spec.HasField("decay_mult") else 1.0
+                propagate.append(lr != 0)
+                if spec.name and spec.name in owners:
+                    k, owner_layer, owner_j = owners[spec.name]
+                    owner = self.learnable_params[k]
+                    self._check_share(spec, blob, owner, layer, owner_layer, owner_j)
+                    blob.share_data(owner)
+                    blob.share_diff(owner)
+                    for given, values, value, has, what in (
+                            (lr_given, self.params_lr, lr, spec.HasField("lr_mult"), "lr_mult"),
+                            (decay_given, self.params_weight_decay, decay,
+                             spec.HasField("decay_mult"), "decay_mult")):
+                        if has and given[k] and values[k] != value:
+                            raise NetDefinitionError(
+                                f"shared param '{spec.name}' has {what} {value} in layer "
+                                f"'{layer.name}' but {values[k]} in layer '{owner_layer}'")
+                        if has and not given[k]:
+                            values[k], given[k] = value, True
+                    continue
+                if spec.name:
+                    owners[spec.name] = (len(self.learnable_params), layer.name, j)
+                self.learnable_params.append(blob)
+                self.params_lr.append(lr)
+                self.params_weight_decay.append(decay)
+                lr_given.append(spec.HasField("lr_mult"))
+                decay_given.append(spec.HasField("decay_mult"))
+                self.param_display_names.append(spec.name or f"{layer.name}[{j}]")
+            layer.param_propagate_down = propagate
+
+    @staticmethod
+    def _check_share(spec, blob, owner, layer, owner_layer, owner_j):
+        if spec.share_mode == pb.ParamSpec.PERMISSIVE:
+            ok, rule = blob.count == owner.count, "the same count"
+        else:
+            ok, rule = blob.shape == owner.shape, "the same shape (share_mode STRICT)"
+        if not ok:
+            raise NetDefinitionError(
+                f"layer '{layer.name}' shares param '{spec.name}' of shape {blob.shape} with "
+                f"layer '{owner_layer}' (blob {owner_j}) of shape {owner.shape}; they need {rule}")
+
+    # -- running ----------------------------------------------------------------------------------
+    def _index(self, name, default):
+        if name is None:
+            return default
+        if name not in self.layer_dict:
+            raise JitnetError(f"no layer named '{name}' in net '{self.name}'")
+        return list(self.layer_dict).index(name)
+
+    def forward_from_to(self, start=0, end=None):
+        """Run layers start..end (inclusive) bottom to top; return the summed loss."""
+        end = len(self.layers) - 1 if end is None else end
+        for i in range(start, end + 1):
+            self.loss_terms[i] = self.layers[i].run_forward(self._bottoms[i], self._tops[i])
+        return sum(self.loss_terms[start:end + 1])
+
+    def backward_from_to(self, start=None, end=0):
+        """Run backward from layer ``start`` down to layer ``end`` over the layers that need it."""
+        start = len(self.layers) - 1 if start is None else start
+        self._seed_loss_diffs()
+        for step in self.plan.backward:
+            if end <= step.index <= start:
+                i = step.index
+                self.layers[i].run_backward(self._tops[i], step.propagate_down, self._bottoms[i])
+
+    def _seed_loss_diffs(self):
+        """Each loss top's diff starts as its loss weight (Caffe's convention)."""
+        for name, weight in self.plan.blob_loss_weights.items():
+            if weight:
+                self.blobs[name].diff[...] = weight
+
+    def forward(self, blobs=None, start=None, end=None, **inputs):
+        """pycaffe's forward: copy ``inputs`` into the input blobs, run, return the outputs.
+
+        Returns {output blob name: data} (plus the blobs named in ``blobs``)."""
+        for name, value in inputs.items():
+            if name not in self.blobs:
+                raise JitnetError(f"forward(): no blob named '{name}' in net '{self.name}'")
+            value = np.asarray(value)
+            if value.shape != self.blobs[name].shape:
+                self.blobs[name].reshape(value.shape)
+            self.blobs[name].data[...] = value
+        end_index = self._index(end, len(self.layers) - 1)
+        self.loss = self.forward_from_to(self._index(start, 0), end_index)
+        names = list(blobs or []) + (self.outputs if end is None else
+                                     list(self.plan.steps[end_index].tops))
+        return {name: self.blobs[name].data for name in names}
+
+    def backward(self, diffs=None, start=None, end=None, **top_diffs):
+        """pycaffe's backward: run, return {input blob name: diff} (plus blobs named in ``diffs``)."""
+        for name, value in top_diffs.items():
+            self.blobs[name].diff[...] = value
+        self.backward_from_to(self._index(start, len(self.layers) - 1), self._index(end, 0))
+        names = list(diffs or []) + self.inputs
+        return {name: self.blobs[name].diff for name in names}
+
+    def forward_backward(self):
+        """One forward and one backward pass; returns the loss."""
+        loss = self.forward_from_to()
+        self.backward_from_to()
+        return loss
+
+    def reshape(self):
+        """Propagate input shape changes through every layer."""
+        for layer, bottoms, tops in zip(self.layers, self._bottoms, self._tops):
+            layer.reshape(bottoms, tops)
+
+    def clear_param_diffs(self):
+        """Zero the diffs of the learnable parameters (the solver does this every iteration)."""
+        blas = kernel_module("blas", common.mode())
+        for blob in self.learnable_params:
+            blas.set_value(blob.mutable_diff_on(common.mode()), 0.0)
+
+    def update(self):
+        """data −= diff for every learnable parameter (Caffe's Net::Update)."""
+        blas = kernel_module("blas", common.mode())
+        device = common.mode()
+        for blob in self.learnable_params:
+            blas.axpy(-1.0, blob.diff_on(device), blob.mutable_data_on(device))
+
+    # -- pycaffe's read-only views -----------------------------------------------------------------
+    @property
+    def inputs(self):
+        return list(self.plan.inputs)
+
+    @property
+    def outputs(self):
+        return list(self.plan.outputs)
+
+    @property
+    def blob_loss_weights(self):
+        return OrderedDict((name, self.plan.blob_loss_weights.get(name, 0.0)) for name in self.blobs)
+
+    @property
+    def top_names(self):
+        return OrderedDict((s.name, list(s.tops)) for s in self.plan.steps)
+
+    @property
+    def bottom_names(self):
+        return OrderedDict((s.name, list(s.bottoms)) for s in self.plan.steps)
+
+    @property
+    def _layer_names(self):
+        return [s.name for s in self.plan.steps]
+
+    def set_input_arrays(self, data, labels):
+        """Feed arrays to the first MemoryData layer (pycaffe's ``set_input_arrays``)."""
+        for layer in self.layers:
+            if layer.type == "MemoryData":
+                layer.reset(data, labels)
+                return
+        raise JitnetError(f"set_input_arrays(): net '{self.name}' has no MemoryData layer")
+
+    # -- weights ----------------------------------------------------------------------------------
+    def share_with(self, other):
+        """Use ``other``'s parameter buffers for every layer with the same name (test nets)."""
+        for layer in self.layers:
+            source = other.layer_dict.get(layer.name)
+            if source is None or not layer.blobs:
+                continue
+            if len(source.blobs) != len(layer.blobs):
+                raise WeightsError(f"share_with: layer '{layer.name}' has {len(layer.blobs)} "
+                                   f"blobs here and {len(source.blobs)} in the other net")
+            for j, (mine, theirs) in enumerate(zip(layer.blobs, source.blobs)):
+                if mine.shape != theirs.shape:
+                    raise WeightsError(f"share_with: layer '{layer.name}' blob {j} has shape "
+                                       f"{mine.shape} here and {theirs.shape} in the other net")
+                mine.share_data(theirs)
+
+    def copy_from(self, weights):
+        """Copy learned blobs from caffemodel file(s) (comma-separated) or a NetParameter, by layer name."""
+        if isinstance(weights, pb.NetParameter):
+            self._copy_from_proto(weights, "<NetParameter>")
+            return
+        for path in str(weights).split(","):
+            path = path.strip()
+            if path.endswith(".h5"):
+                from .hdf5 import load_weights_hdf5
+                load_weights_hdf5(self, path)
+            else:
+                self._copy_from_proto(proto_io.read_net_binary(path), path)
+
+    def _copy_from_proto(self, source, path):
+        for layer_param in source.layer:
+            target = self.layer_dict.get(layer_param.name)
+            if target is None:
+                if layer_param.blobs:
+                    log.info("%s: ignoring source layer '%s' (not in net '%s')",
+                             path, layer_param.name, self.name)
+                continue
+            if not layer_param.blobs and not target.blobs:
+                continue
+            arrays = [self._blob_array(bp, target, j, path) for j, bp in enumerate(layer_param.blobs)]
+            self.copy_layer_arrays(target, arrays, path)
+
+    @staticmethod
+    def _blob_array(bp, target, j, path):
+        array = proto_io.blob_to_array(bp)
+        if j < len(target.blobs) and not len(bp.shape.dim):
+            # Legacy num/channels/height/width: Caffe accepts it when the target's shape,
+            # padded with leading 1s to 4 axes, is the same.
+            want = target.blobs[j].shape
+            if len(want) <= 4 and (1,) * (4 - len(want)) + tuple(want) == array.shape:
+                array = array.reshape(want)
+        return array
+
+    @staticmethod
+    def copy_layer_arrays(target, arrays, path):
+        """Copy a list of arrays into a layer's blobs, checking count and shapes."""
+        if len(arrays) != len(target.blobs):
+            raise WeightsError(f"{path}: layer '{target.name}' has {len(arrays)} blobs in the file "
+                               f"but {len(target.blobs)} in the net")
+        for j, (array, blob) in enumerate(zip(arrays, target.blobs)):
+            if tuple(array.shape) != blob.shape:
+                raise WeightsError(f"{path}: layer '{target.name}' blob {j} has shape "
+                                   f"{tuple(array.shape)} in the file but {blob.shape} in the net")
+            blob.data[...] = array
+
+    def to_proto(self, write_diff=False):
+        """A NetParameter with every layer's definition and its blobs (what a caffemodel holds)."""
+        net_param = pb.NetParameter(name=self.name)
+        for step, layer in zip(self.plan.steps, self.layers):
+            layer_param = net_param.layer.add()
+            layer_param.CopyFrom(step.param)
+            del layer_param.blobs[:]
+            for blob in layer.blobs:
+                proto_io.array_to_blob(blob.data, layer_param.blobs.add(),
+                                       diff=blob.diff if write_diff else None)
+        return net_param
+
+    def save(self, path, write_diff=False):
+        """Write the weights as a binary caffemodel (or HDF5 when ``path`` ends in .h5)."""
+        path = os.fspath(path)
+        if path.endswith(".h5"):
+            from .hdf5 import save_weights_hdf5
+            save_weights_hdf5(self, path, write_diff)
+        else:
+            proto_io.write_binary(self.to_proto(write_diff), path)
+
+    def __repr__(self):
+        return f"<Net '{self.name}' ({'TRAIN' if self.phase == planner.TRAIN else 'TEST'}), " \
+               f"{len(self.layers)} layers>"

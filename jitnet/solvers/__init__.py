@@ -1,0 +1,5 @@
+"""Solvers: the SolverParameter drives a training loop over a train net and its test nets.
+
+``get_solver(path)`` builds the solver the file's ``type`` names."""
+from .solver import Solver, SOLVERS, get_solver  # noqa: F401
+from .sgd import SGDSolver  # noqa: F401

@@ -1,0 +1,379 @@
+"""The Solver: Caffe's training loop, driven by a SolverParameter.
+
+One iteration (``step``): clear the parameter diffs → test if due → ``iter_size``
+forward/backward passes (loss averaged) → ``apply_update`` → iter += 1 →
+snapshot if due. ``apply_update`` is a pipeline of small named steps, as in
+Caffe's SGDSolver: learning rate from the policy → clip gradients → per
+parameter: normalize (÷ iter_size), regularize (L2 or L1), and the update rule
+of the solver type (``compute_update``, the only step a subclass overrides), a
+kernel over (param, diff, history) that also applies the update.
+
+Snapshots write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (or the
+``.h5`` pair), each atomically (temporary file, then rename). Besides Caffe's
+fields, the solver state records what Caffe forgets: the random generator and
+every data layer's position, in the field ``jitnet_state`` (number 1000) that
+Caffe's readers skip, so a restored run continues exactly as the uninterrupted
+one would have.
+"""
+import json
+import logging
+import os
+import time
+from collections import deque
+
+import numpy as np
+
+from .. import common
+from ..blob import Blob
+from ..errors import JitnetError, SolverError
+from ..layer import kernel_module
+from ..net import Net
+from ..planner import TEST, TRAIN
+from ..proto import io as proto_io
+from ..proto import pb
+from .lr_policies import check_policy, learning_rate, multistep_index
+
+log = logging.getLogger("jitnet")
+
+SOLVERS = {}
+
+
+def register_solver(type_name):
+    def decorate(cls):
+        cls.type = type_name
+        SOLVERS[type_name] = cls
+        return cls
+    return decorate
+
+
+def get_solver(solver_file):
+    """The solver of the type the file's ``type`` (or legacy ``solver_type``) names."""
+    param = _read_param(solver_file)
+    try:
+        cls = SOLVERS[param.type]
+    except KeyError:
+        raise SolverError(f"{solver_file}: unknown solver type '{param.type}'; known: "
+                          + ", ".join(SOLVERS)) from None
+    return cls(param, source=solver_file)
+
+
+def _read_param(solver):
+    if isinstance(solver, pb.SolverParameter):
+        return solver
+    return proto_io.read_solver(solver)
+
+
+class Solver:
+    """Base of every solver type; subclasses implement ``compute_update`` and ``history_count``."""
+
+    type = None
+    history_count = 1          # history blobs per learnable parameter
+
+    def __init__(self, solver, source=None):
+        self.param = _read_param(solver)
+        self.source = source if source is not None else (
+            None if isinstance(solver, pb.SolverParameter) else os.fspath(solver))
+        self.where = self.source or "solver"
+        if self.type is not None and self.param.type != self.type:
+            self.param.type = self.type
+        self.check_param()
+        if self.param.random_seed >= 0:
+            common.set_random_seed(self.param.random_seed)
+        self.net = self._train_net()
+        self.test_nets = self._test_nets()
+        for test_net in self.test_nets:
+            test_net.share_with(self.net)
+        self.iter = 0
+        self.current_step = 0
+        self.history = [Blob(p.shape, dtype=p.dtype)
+                        for p in self.net.learnable_params for _ in range(self.history_count)]
+        self.losses = deque(maxlen=max(1, self.param.average_loss))
+        self.smoothed_loss = 0.0
+        self.iteration_callbacks = []
+        self.action_request = None     # callable returning None, "stop" or "snapshot"
+        self.test_scores = []
+        if self.param.weights:
+            for weights in self.param.weights:
+                self.net.copy_from(weights)
+
+    # -- checks and nets --------------------------------------------------------------------------
+    def check_param(self):
+        p, where = self.param, self.where
+        check_policy(p, where)
+        if p.test_iter and p.test_interval <= 0:
+            raise SolverError(f"{where}: test_iter is given but test_interval is not")
+        if p.snapshot and not p.snapshot_prefix:
+            raise SolverError(f"{where}: snapshot is {p.snapshot} but snapshot_prefix is not set")
+        if p.iter_size < 1:
+            raise SolverError(f"{where}: iter_size must be at least 1")
+        if p.average_loss < 1:
+            raise SolverError(f"{where}: average_loss must be at least 1")
+        if p.regularization_type not in ("L1", "L2"):
+            raise SolverError(f"{where}: unknown regularization_type '{p.regularization_type}'; "
+                              "known: L1, L2")
+
+    def _train_net(self):
+        p = self.param
+        given = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
+        if len(given) != 1:
+            raise SolverError(f"{self.where}: give exactly one of net, net_param, train_net, "
+                              f"train_net_param (found {', '.join(given) or 'none'})")
+        kind = given[0]
+        model = getattr(p, kind)
+        state = p.train_state
+        return Net(model, TRAIN, level=state.level, stages=tuple(state.stage))
+
+    def _test_nets(self):
+        p = self.param
+        sources = [("test_net_param", m) for m in p.test_net_param]
+        sources += [("test_net", f) for f in p.test_net]
+        if not sources and (p.test_iter or p.test_state):
+            if p.HasField("net"):
+                sources = [("net", p.net)] * max(1, len(p.test_iter))
+            elif p.HasField("net_param"):
+                sources = [("net_param", p.net_param)] * max(1, len(p.test_iter))
+        if len(p.test_iter) != len(sources):
+            raise SolverError(f"{self.where}: {len(sources)} test net(s) but {len(p.test_iter)} "
+                              "test_iter value(s); give one test_iter per test net")
+        if p.test_state and len(p.test_state) != len(sources):
+            raise SolverError(f"{self.where}: {len(p.test_state)} test_state(s) for "
+                              f"{len(sources)} test net(s)")
+        nets = []
+        for i, (_, model) in enumerate(sources):
+            state = p.test_state[i] if p.test_state else pb.NetState()
+            nets.append(Net(model, TEST, level=state.level, stages=tuple(state.stage)))
+        return nets
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def add_callback(self, on_iteration):
+        """Call ``on_iteration(solver)`` after every iteration (progress bars, logging)."""
+        self.iteration_callbacks.append(on_iteration)
+
+    def step(self, iters):
+        """Run ``iters`` training iterations."""
+        p = self.param
+        stop = self.iter + int(iters)
+        tic, tic_iter = time.perf_counter(), self.iter
+        while self.iter < stop:
+            self.net.clear_param_diffs()
+            if (p.test_interval and self.iter % p.test_interval == 0
+                    and (self.iter > 0 or p.test_initialization)):
+                self.test_all()
+            display = p.display and self.iter % p.display == 0
+            loss = 0.0
+            for _ in range(p.iter_size):
+                loss += self.net.forward_backward()
+            loss /= p.iter_size
+            self._update_smoothed_loss(loss)
+            if display:
+                elapsed = time.perf_counter() - tic
+                speed = (self.iter - tic_iter) / elapsed if elapsed > 0 and self.iter > tic_iter else 0.0
+                log.info("Iteration %d (%.4g iter/s), loss = %.6g", self.iter, speed, self.smoothed_loss)
+                self._log_outputs(self.net, "Train")
+                tic, tic_iter = time.perf_counter(), self.iter
+            self.apply_update(display)
+            self.iter += 1
+            for callback in self.iteration_callbacks:
+                callback(self)
+            request = self.action_request() if self.action_request else None
+            if (p.snapshot and self.iter % p.snapshot == 0) or request in ("snapshot", "stop"):
+                self.snapshot()
+            if request == "stop":
+                break
+
+    def solve(self, resume_file=None):
+        """Train to ``max_iter`` (after restoring ``resume_file`` if given); test and snapshot at the end."""
+        p = self.param
+        log.info("Solving %s", self.net.name)
+        log.info("Learning Rate Policy: %s", p.lr_policy)
+        if resume_file:
+            self.restore(resume_file)
+        self.step(p.max_iter - self.iter)
+        if self.iter < p.max_iter:        # stopped by a request
+            return
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if p.display and self.iter % p.display == 0:
+            loss = self.net.forward_from_to()
+            self._update_smoothed_loss(loss)
+            log.info("Iteration %d, loss = %.6g", self.iter, self.smoothed_loss)
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        log.info("Optimization Done.")
+
+    def _update_smoothed_loss(self, loss):
+        self.losses.append(loss)
+        self.smoothed_loss = float(np.mean(self.losses))
+
+    def _log_outputs(self, net, label):
+        weights = net.plan.blob_loss_weights
+        k = 0
+        for name in net.outputs:
+            for value in np.ravel(net.blobs[name].data):
+                weight = weights.get(name, 0.0)
+                extra = f" (* {weight:g} = {weight * value:.6g} loss)" if weight else ""
+                log.info("    %s net output #%d: %s = %.6g%s", label, k, name, value, extra)
+                k += 1
+
+    # -- testing ----------------------------------------------------------------------------------
+    def test_all(self):
+        """Run every test net for its test_iter batches; returns a list of {output: mean} dicts."""
+        self.test_scores = [self.test(i) for i in range(len(self.test_nets))]
+        return self.test_scores
+
+    def test(self, index=0):
+        p, net = self.param, self.test_nets[index]
+        log.info("Iteration %d, Testing net (#%d)", self.iter, index)
+        net.share_with(self.net)
+        sums, loss = {}, 0.0
+        for _ in range(p.test_iter[index]):
+            batch_loss = net.forward_from_to()
+            if p.test_compute_loss:
+                loss += batch_loss
+            for name in net.outputs:
+                value = np.array(net.blobs[name].data, dtype=np.float64)
+                sums[name] = sums[name] + value if name in sums else value
+        if p.test_compute_loss:
+            log.info("Test loss: %.6g", loss / p.test_iter[index])
+        scores = {name: total / p.test_iter[index] for name, total in sums.items()}
+        k = 0
+        for name, mean in scores.items():
+            weight = net.plan.blob_loss_weights.get(name, 0.0)
+            for value in np.ravel(mean):
+                extra = f" (* {weight:g} = {weight * value:.6g} loss)" if weight else ""
+                log.info("    Test net output #%d: %s = %.6g%s", k, name, value, extra)
+                k += 1
+        return {name: (float(v) if np.ndim(v) == 0 else v) for name, v in scores.items()}
+
+    # -- the update pipeline ----------------------------------------------------------------------
+    def learning_rate(self):
+        return learning_rate(self.param, self.iter)
+
+    def apply_update(self, display=False):
+        rate = self.learning_rate()
+        if self.param.lr_policy == "multistep":
+            self.current_step = multistep_index(self.param, self.iter)
+        if display:
+            log.info("Iteration %d, lr = %.6g", self.iter, rate)
+        self.clip_gradients()
+        for i in range(len(self.net.learnable_params)):
+            self.normalize(i)
+            self.regularize(i)
+            self.compute_update(i, rate)
+
+    def kernels(self, family):
+        return kernel_module(family, common.mode())
+
+    def clip_gradients(self):
+        threshold = self.param.clip_gradients
+        if threshold <= 0:
+            return
+        device, blas = common.mode(), self.kernels("blas")
+        norm = float(np.sqrt(sum(blas.sumsq(p.diff_on(device)) for p in self.net.learnable_params)))
+        if norm > threshold:
+            log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale factor %g",
+                     norm, threshold, threshold / norm)
+            for p in self.net.learnable_params:
+                blas.scale(threshold / norm, p.mutable_diff_on(device))
+
+    def normalize(self, i):
+        if self.param.iter_size > 1:
+            self.kernels("blas").scale(1.0 / self.param.iter_size,
+                                       self.net.learnable_params[i].mutable_diff_on(common.mode()))
+
+    def regularize(self, i):
+        decay = self.param.weight_decay * self.net.params_weight_decay[i]
+        if not decay:
+            return
+        blob, device, K = self.net.learnable_params[i], common.mode(), self.kernels("solver")
+        rule = K.l2_regularize if self.param.regularization_type == "L2" else K.l1_regularize
+        rule(blob.data_on(device), blob.mutable_diff_on(device), decay)
+
+    def compute_update(self, i, rate):
+        raise NotImplementedError
+
+    def histories(self, i):
+        """The history blobs of learnable parameter i."""
+        n = self.history_count
+        return self.history[i * n:(i + 1) * n]
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def _hdf5(self):
+        return self.param.snapshot_format == pb.SolverParameter.HDF5
+
+    def snapshot_filename(self, extension):
+        return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
+
+    def snapshot(self):
+        """Write the weights and the solver state for the current iteration; returns both paths."""
+        if not self.param.snapshot_prefix:
+            raise SolverError(f"{self.where}: cannot snapshot without snapshot_prefix")
+        hdf5 = self._hdf5()
+        folder = os.path.dirname(self.param.snapshot_prefix)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
+        log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto", model)
+        self.net.save(model, write_diff=self.param.snapshot_diff)
+        state = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
+        log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto", state)
+        extra = json.dumps(self._resume_state())
+        if hdf5:
+            from .state_hdf5 import write_state_hdf5
+            write_state_hdf5(self, state, model, extra)
+        else:
+            proto = pb.SolverState(iter=self.iter, learned_net=model, current_step=self.current_step)
+            for h in self.history:
+                proto_io.array_to_blob(h.data, proto.history.add())
+            proto.jitnet_state = extra
+            proto_io.write_binary(proto, state)
+        return model, state
+
+    def _resume_state(self):
+        """What Caffe's solverstate lacks: random state, data positions, the loss window."""
+        def positions(net):
+            return {layer.name: layer.get_state() for layer in net.layers if hasattr(layer, "get_state")}
+        return {"rng": common.rng_state(), "losses": list(self.losses),
+                "train_data": positions(self.net),
+                "test_data": [positions(n) for n in self.test_nets]}
+
+    def restore(self, state_file):
+        """Continue from a ``.solverstate`` (or ``.solverstate.h5``) written by ``snapshot``."""
+        state_file = os.fspath(state_file)
+        if state_file.endswith(".h5"):
+            from .state_hdf5 import read_state_hdf5
+            it, learned_net, current_step, history, extra = read_state_hdf5(state_file)
+        else:
+            proto = proto_io.read_binary(state_file, pb.SolverState())
+            it, learned_net, current_step = proto.iter, proto.learned_net, proto.current_step
+            history = [proto_io.blob_to_array(b) for b in proto.history]
+            extra = proto.jitnet_state
+        if len(history) != len(self.history):
+            raise SolverError(f"{state_file}: {len(history)} history blobs, but this {self.type} "
+                              f"solver over net '{self.net.name}' has {len(self.history)}")
+        for j, (array, blob) in enumerate(zip(history, self.history)):
+            if array.size != blob.count:
+                raise SolverError(f"{state_file}: history blob {j} has {array.size} values, "
+                                  f"expected {blob.count} (shape {blob.shape})")
+            blob.data[...] = array.reshape(blob.shape)
+        if learned_net:
+            self.net.copy_from(learned_net)
+        self.iter, self.current_step = it, current_step
+        if extra:
+            self._restore_resume_state(json.loads(extra), state_file)
+        log.info("Restored solver state from %s (iteration %d)", state_file, it)
+
+    def _restore_resume_state(self, extra, state_file):
+        def restore_positions(net, positions):
+            for name, value in positions.items():
+                if name not in net.layer_dict:
+                    raise JitnetError(f"{state_file}: data layer '{name}' is not in net '{net.name}'")
+                net.layer_dict[name].set_state(value)
+        restore_positions(self.net, extra.get("train_data", {}))
+        for net, positions in zip(self.test_nets, extra.get("test_data", [])):
+            restore_positions(net, positions)
+        self.losses.clear()
+        self.losses.extend(extra.get("losses", []))
+        if self.losses:
+            self.smoothed_loss = float(np.mean(self.losses))
+        common.set_rng_state(extra["rng"])
