@@ -17,12 +17,14 @@ from .errors import (DeviceError, JitnetError, LayerError, NetDefinitionError, P
 from .layer import Layer, layer_type_list, register
 from .net import Net
 from .planner import TEST, TRAIN
-from .solvers import SGDSolver, Solver, get_solver
+from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver,
+                      SGDSolver, Solver, get_solver)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Blob", "Layer", "Net", "Solver", "SGDSolver", "get_solver", "register", "layer_type_list",
+    "Blob", "Layer", "Net", "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
+    "AdaDeltaSolver", "AdamSolver", "get_solver", "register", "layer_type_list",
     "TRAIN", "TEST", "mode", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
     "JitnetError", "ProtoError", "NetDefinitionError", "LayerError", "SolverError", "WeightsError",
     "DeviceError",

@@ -490,6 +490,11 @@ GPU_CASES = [
     ("solver", "sgd_update", "", _elementwise(3, 0, 0.01, 0.9)),
     ("solver", "l2_regularize", "", _elementwise(2, 0, 1e-3)),
     ("solver", "l1_regularize", "", _elementwise(2, 0, 1e-3)),
+    ("solver", "nesterov_update", "", _elementwise(3, 0, 0.01, 0.9)),
+    ("solver", "adagrad_update", "", _elementwise(3, 0, 0.01, 1e-8, positive=True)),
+    ("solver", "rmsprop_update", "", _elementwise(3, 0, 0.01, 0.98, 1e-8, positive=True)),
+    ("solver", "adadelta_update", "", _elementwise(4, 0, 1.0, 0.95, 1e-6, positive=True)),
+    ("solver", "adam_update", "", _elementwise(4, 0, 0.001, 0.9, 0.999, 1e-8, 0.31, positive=True)),
 ]
 
 

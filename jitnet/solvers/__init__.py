@@ -2,4 +2,5 @@
 
 ``get_solver(path)`` builds the solver the file's ``type`` names."""
 from .solver import Solver, SOLVERS, get_solver  # noqa: F401
-from .sgd import SGDSolver  # noqa: F401
+from .types import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: F401
+                    RMSPropSolver, SGDSolver)

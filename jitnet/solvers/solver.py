@@ -85,8 +85,9 @@ class Solver:
             test_net.share_with(self.net)
         self.iter = 0
         self.current_step = 0
+        # Caffe's layout: the first history of every parameter, then the second (Adam, AdaDelta).
         self.history = [Blob(p.shape, dtype=p.dtype)
-                        for p in self.net.learnable_params for _ in range(self.history_count)]
+                        for _ in range(self.history_count) for p in self.net.learnable_params]
         self.losses = deque(maxlen=max(1, self.param.average_loss))
         self.smoothed_loss = 0.0
         self.iteration_callbacks = []
@@ -294,8 +295,8 @@ class Solver:
 
     def histories(self, i):
         """The history blobs of learnable parameter i."""
-        n = self.history_count
-        return self.history[i * n:(i + 1) * n]
+        n = len(self.net.learnable_params)
+        return self.history[i::n]
 
     # -- snapshots --------------------------------------------------------------------------------
     def _hdf5(self):

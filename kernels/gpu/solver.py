@@ -1,4 +1,6 @@
 """GPU solver update kernels (Caffe conventions: the learning rate lives inside the history)."""
+import math
+
 from numba import cuda
 
 from ._launch import launch_1d
@@ -44,3 +46,86 @@ def _l1_regularize(w, g, decay):
 def l1_regularize(w, g, decay):
     """g += decay·sign(w) (sign(0) = 0)"""
     launch_1d(_l1_regularize, w.size)(w, g, decay)
+
+
+@cuda.jit
+def _nesterov_update(w, g, h, local_rate, momentum):
+    """Kernel (grid-stride): h' = momentum·h + local_rate·g; u = (1 + momentum)·h' − momentum·h"""
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        previous = h[i]
+        h[i] = momentum * previous + local_rate * g[i]
+        u = (1.0 + momentum) * h[i] - momentum * previous
+        g[i] = u
+        w[i] = w[i] - u
+
+
+def nesterov_update(w, g, h, local_rate, momentum):
+    """h' = momentum·h + local_rate·g; u = (1 + momentum)·h' − momentum·h; h = h'; g = u; w −= u"""
+    launch_1d(_nesterov_update, w.size)(w, g, h, local_rate, momentum)
+
+
+@cuda.jit
+def _adagrad_update(w, g, h, local_rate, delta):
+    """Kernel (grid-stride): h += g²; u = local_rate·g / (√h + delta)"""
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        gi = g[i]
+        h[i] = h[i] + gi * gi
+        u = local_rate * gi / (math.sqrt(h[i]) + delta)
+        g[i] = u
+        w[i] = w[i] - u
+
+
+def adagrad_update(w, g, h, local_rate, delta):
+    """h += g²; u = local_rate·g / (√h + delta); g = u; w −= u"""
+    launch_1d(_adagrad_update, w.size)(w, g, h, local_rate, delta)
+
+
+@cuda.jit
+def _rmsprop_update(w, g, h, local_rate, rms_decay, delta):
+    """Kernel (grid-stride): h = rms_decay·h + (1 − rms_decay)·g²; u = local_rate·g / (√h + delta)"""
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        gi = g[i]
+        h[i] = rms_decay * h[i] + (1.0 - rms_decay) * gi * gi
+        u = local_rate * gi / (math.sqrt(h[i]) + delta)
+        g[i] = u
+        w[i] = w[i] - u
+
+
+def rmsprop_update(w, g, h, local_rate, rms_decay, delta):
+    """h = rms_decay·h + (1 − rms_decay)·g²; u = local_rate·g / (√h + delta); g = u; w −= u"""
+    launch_1d(_rmsprop_update, w.size)(w, g, h, local_rate, rms_decay, delta)
+
+
+@cuda.jit
+def _adadelta_update(w, g, h, h2, local_rate, momentum, delta):
+    """Kernel (grid-stride): AdaDelta with decay ρ = momentum"""
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        gi = g[i]
+        h[i] = momentum * h[i] + (1.0 - momentum) * gi * gi
+        s = gi * math.sqrt((h2[i] + delta) / (h[i] + delta))
+        h2[i] = momentum * h2[i] + (1.0 - momentum) * s * s
+        u = local_rate * s
+        g[i] = u
+        w[i] = w[i] - u
+
+
+def adadelta_update(w, g, h, h2, local_rate, momentum, delta):
+    """h = ρh + (1 − ρ)g²; s = g·√((h2 + δ)/(h + δ)); h2 = ρh2 + (1 − ρ)s²; u = local_rate·s; g = u; w −= u"""
+    launch_1d(_adadelta_update, w.size)(w, g, h, h2, local_rate, momentum, delta)
+
+
+@cuda.jit
+def _adam_update(w, g, m, v, local_rate, beta1, beta2, eps, correction):
+    """Kernel (grid-stride): Adam moments and bias-corrected step"""
+    for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
+        gi = g[i]
+        m[i] = beta1 * m[i] + (1.0 - beta1) * gi
+        v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        u = local_rate * correction * m[i] / (math.sqrt(v[i]) + eps)
+        g[i] = u
+        w[i] = w[i] - u
+
+
+def adam_update(w, g, m, v, local_rate, beta1, beta2, eps, correction):
+    """m = β1·m + (1 − β1)·g; v = β2·v + (1 − β2)·g²; u = local_rate·correction·m / (√v + eps); g = u; w −= u"""
+    launch_1d(_adam_update, w.size)(w, g, m, v, local_rate, beta1, beta2, eps, correction)

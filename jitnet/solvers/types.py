@@ -1,0 +1,92 @@
+"""The six solver types of Caffe. Each only says how many history blobs it keeps per
+parameter, what it checks, and which update kernel (kernels/{cpu,gpu}/solver.py) it
+calls; the rest of the iteration is the Solver pipeline. Formulas, with g the
+regularized gradient and lr the parameter's local rate:
+
+- SGD:      v ← μv + lr·g;  w ← w − v
+- Nesterov: v' ← μv + lr·g;  w ← w − ((1 + μ)v' − μv)
+- AdaGrad:  h ← h + g²;  w ← w − lr·g / (√h + δ)
+- RMSProp:  h ← ρh + (1 − ρ)g²;  w ← w − lr·g / (√h + δ)           (ρ = rms_decay)
+- AdaDelta: h ← ρh + (1 − ρ)g²;  s = g·√((h2 + δ)/(h + δ));  h2 ← ρh2 + (1 − ρ)s²;  w ← w − lr·s   (ρ = momentum)
+- Adam:     m ← β1m + (1 − β1)g;  v ← β2v + (1 − β2)g²;  w ← w − lr·√(1 − β2ᵗ)/(1 − β1ᵗ)·m/(√v + ε)
+            (β1 = momentum, β2 = momentum2, ε = delta, t = iter + 1)
+"""
+import math
+
+from .. import common
+from ..errors import SolverError
+from .solver import Solver, register_solver
+
+
+class _OneHistory(Solver):
+    history_count = 1
+
+    def buffers(self, i):
+        blob, device = self.net.learnable_params[i], common.mode()
+        return ([blob.mutable_data_on(device), blob.mutable_diff_on(device)]
+                + [h.mutable_data_on(device) for h in self.histories(i)])
+
+    def local_rate(self, i, rate):
+        return rate * self.net.params_lr[i]
+
+
+@register_solver("SGD")
+class SGDSolver(_OneHistory):
+    def compute_update(self, i, rate):
+        self.kernels("solver").sgd_update(*self.buffers(i), self.local_rate(i, rate), self.param.momentum)
+
+
+@register_solver("Nesterov")
+class NesterovSolver(_OneHistory):
+    def compute_update(self, i, rate):
+        self.kernels("solver").nesterov_update(*self.buffers(i), self.local_rate(i, rate),
+                                               self.param.momentum)
+
+
+def _no_momentum(solver, name):
+    if solver.param.momentum != 0:
+        raise SolverError(f"{solver.where}: momentum cannot be used with {name} "
+                          f"(got momentum: {solver.param.momentum:g})")
+
+
+@register_solver("AdaGrad")
+class AdaGradSolver(_OneHistory):
+    def check_param(self):
+        super().check_param()
+        _no_momentum(self, "AdaGrad")
+
+    def compute_update(self, i, rate):
+        self.kernels("solver").adagrad_update(*self.buffers(i), self.local_rate(i, rate), self.param.delta)
+
+
+@register_solver("RMSProp")
+class RMSPropSolver(_OneHistory):
+    def check_param(self):
+        super().check_param()
+        _no_momentum(self, "RMSProp")
+        if not 0 <= self.param.rms_decay < 1:
+            raise SolverError(f"{self.where}: rms_decay must be in [0, 1), got {self.param.rms_decay:g}")
+
+    def compute_update(self, i, rate):
+        self.kernels("solver").rmsprop_update(*self.buffers(i), self.local_rate(i, rate),
+                                              self.param.rms_decay, self.param.delta)
+
+
+@register_solver("AdaDelta")
+class AdaDeltaSolver(_OneHistory):
+    history_count = 2
+
+    def compute_update(self, i, rate):
+        self.kernels("solver").adadelta_update(*self.buffers(i), self.local_rate(i, rate),
+                                               self.param.momentum, self.param.delta)
+
+
+@register_solver("Adam")
+class AdamSolver(_OneHistory):
+    history_count = 2
+
+    def compute_update(self, i, rate):
+        p, t = self.param, self.iter + 1
+        correction = math.sqrt(1.0 - p.momentum2 ** t) / (1.0 - p.momentum ** t)
+        self.kernels("solver").adam_update(*self.buffers(i), self.local_rate(i, rate), p.momentum,
+                                           p.momentum2, p.delta, correction)
