@@ -12,8 +12,8 @@ The surface follows pycaffe::
 """
 from .blob import Blob
 from .common import (mode, set_device, set_mode_cpu, set_mode_gpu, set_random_seed)
-from .errors import (DeviceError, JitnetError, LayerError, NetDefinitionError, ProtoError,
-                     SolverError, WeightsError)
+from .errors import (DeviceError, JitnetError, LayerError, NetDefinitionError, NumericalError,
+                     ProtoError, SolverError, WeightsError)
 from .layer import Layer, layer_type_list, register
 from .net import Net
 from .planner import TEST, TRAIN
@@ -26,6 +26,6 @@ __all__ = [
     "Blob", "Layer", "Net", "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
     "AdaDeltaSolver", "AdamSolver", "get_solver", "register", "layer_type_list",
     "TRAIN", "TEST", "mode", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
-    "JitnetError", "ProtoError", "NetDefinitionError", "LayerError", "SolverError", "WeightsError",
+    "JitnetError", "NumericalError", "ProtoError", "NetDefinitionError", "LayerError", "SolverError", "WeightsError",
     "DeviceError",
 ]

@@ -3,6 +3,7 @@
     jitnet train --solver S [--weights W[,W2] | --snapshot STATE] [--gpu 0] [--log FILE]
     jitnet test  --model M --weights W [--iterations 50] [--gpu 0]
     jitnet time  --model M [--iterations 50] [--gpu 0]
+    jitnet plot  LOGFILE [-o curves.png]
     jitnet device_query [--gpu 0]
 
 Caffe's single-dash spellings (``-solver``, ``-weights``, ...) work too.
@@ -69,6 +70,10 @@ def build_parser():
     _flag(timing, "weights", default=None, help="optional caffemodel")
     _net_state_flags(timing, "TRAIN")
     _common_flags(timing)
+
+    plot = sub.add_parser("plot", help="draw loss and test scores from a training log")
+    plot.add_argument("logfile", help="a log written by 'jitnet train --log FILE' (or Caffe's)")
+    _flag(plot, "o", dest="output", default="curves.png", help="the image to write (default curves.png)")
 
     query = sub.add_parser("device_query", help="show the CUDA devices numba sees")
     _flag(query, "gpu", default="0", help="device id (default 0)")
@@ -259,7 +264,15 @@ def device_query(args):
     return 0
 
 
-COMMANDS = {"train": train, "test": test, "time": time_net, "device_query": device_query}
+def plot(args):
+    from .plot import plot_log
+    curves = plot_log(args.logfile, args.output)
+    tests = sum(len(v) for v in curves["test"].values())
+    print(f"wrote {args.output}: {len(curves['train'])} training points, {tests} test points")
+    return 0
+
+
+COMMANDS = {"train": train, "test": test, "time": time_net, "plot": plot, "device_query": device_query}
 
 
 def main(argv=None):

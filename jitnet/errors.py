@@ -52,3 +52,8 @@ class WeightsError(JitnetError):
 class DeviceError(JitnetError):
     """GPU mode was asked for but no CUDA device (or simulator) is available,
     or a layer has no GPU implementation."""
+
+
+class NumericalError(JitnetError):
+    """Training produced NaN or infinity. The message names the iteration and the first
+    layer (in forward order, then backward order) whose output went non-finite."""

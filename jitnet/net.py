@@ -59,6 +59,7 @@ class Net:
             self._tops.append(tops)
         self._setup_params()
         self.loss_terms = [0.0] * len(self.layers)
+        self.debug_info = bool(net_param.debug_info)
         if weights:
             self.copy_from(weights)
 
@@ -136,6 +137,8 @@ class Net:
         end = len(self.layers) - 1 if end is None else end
         for i in range(start, end + 1):
             self.loss_terms[i] = self.layers[i].run_forward(self._bottoms[i], self._tops[i])
+            if self.debug_info:
+                self._forward_debug_info(i)
         return sum(self.loss_terms[start:end + 1])
 
     def backward_from_to(self, start=None, end=0):
@@ -146,6 +149,65 @@ class Net:
             if end <= step.index <= start:
                 i = step.index
                 self.layers[i].run_backward(self._tops[i], step.propagate_down, self._bottoms[i])
+                if self.debug_info:
+                    self._backward_debug_info(step)
+
+    # -- debug_info: Caffe's per-layer mean |data| and |diff| ---------------------------------------
+    @staticmethod
+    def mean_abs(blob, diff=False):
+        device = common.mode()
+        values = blob.diff_on(device) if diff else blob.data_on(device)
+        return kernel_module("blas", device).asum(values) / max(blob.count, 1)
+
+    def _forward_debug_info(self, i):
+        layer = self.layers[i]
+        for name, blob in zip(self.plan.steps[i].tops, self._tops[i]):
+            log.info("    [Forward] Layer %s, top blob %s data: %.6g", layer.name, name, self.mean_abs(blob))
+        for j, blob in enumerate(layer.blobs):
+            log.info("    [Forward] Layer %s, param blob %d data: %.6g", layer.name, j, self.mean_abs(blob))
+
+    def _backward_debug_info(self, step):
+        layer = self.layers[step.index]
+        for name, blob, down in zip(step.bottoms, self._bottoms[step.index], step.propagate_down):
+            if down:
+                log.info("    [Backward] Layer %s, bottom blob %s diff: %.6g", layer.name, name,
+                         self.mean_abs(blob, diff=True))
+        for j, blob in enumerate(layer.blobs):
+            if layer.param_propagate_down[j]:
+                log.info("    [Backward] Layer %s, param blob %d diff: %.6g", layer.name, j,
+                         self.mean_abs(blob, diff=True))
+
+    # -- finding where NaN or infinity first appeared -----------------------------------------------
+    def first_nonfinite(self):
+        """Where the last forward/backward pass first produced NaN or infinity, or None.
+
+        Looks at every layer's tops in forward order, then at the bottom and parameter
+        diffs in backward order; returns a sentence naming the layer and blob."""
+        def bad(array):
+            return not np.isfinite(array).all()
+        writers = {}
+        for step in self.plan.steps:
+            for name in step.tops:
+                writers.setdefault(name, []).append(step.name)
+        for step, tops in zip(self.plan.steps, self._tops):
+            for name, blob in zip(step.tops, tops):
+                if bad(blob.data):
+                    shared = writers[name]
+                    note = (f" (the blob is written in place by layers {', '.join(shared)})"
+                            if len(shared) > 1 else "")
+                    return (f"forward: layer '{step.name}' ({step.type}) wrote a non-finite value "
+                            f"into top '{name}'{note}")
+        for step in self.plan.backward:
+            layer = self.layers[step.index]
+            for name, blob, down in zip(step.bottoms, self._bottoms[step.index], step.propagate_down):
+                if down and bad(blob.diff):
+                    return (f"backward: layer '{step.name}' ({step.type}) wrote a non-finite value "
+                            f"into the diff of bottom '{name}'")
+            for j, blob in enumerate(layer.blobs):
+                if bad(blob.diff):
+                    return (f"backward: layer '{step.name}' ({step.type}) wrote a non-finite value "
+                            f"into the diff of its param blob {j}")
+        return None
 
     def _seed_loss_diffs(self):
         """Each loss top's diff starts as its loss weight (Caffe's convention)."""

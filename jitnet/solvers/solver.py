@@ -17,6 +17,7 @@ one would have.
 """
 import json
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -25,7 +26,7 @@ import numpy as np
 
 from .. import common
 from ..blob import Blob
-from ..errors import JitnetError, SolverError
+from ..errors import JitnetError, NumericalError, SolverError
 from ..layer import kernel_module
 from ..net import Net
 from ..planner import TEST, TRAIN
@@ -161,9 +162,11 @@ class Solver:
                     and (self.iter > 0 or p.test_initialization)):
                 self.test_all()
             display = p.display and self.iter % p.display == 0
+            self.net.debug_info = bool(display and p.debug_info)
             loss = 0.0
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
+                self.check_finite(loss)
             loss /= p.iter_size
             self._update_smoothed_loss(loss)
             if display:
@@ -201,6 +204,17 @@ class Solver:
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         log.info("Optimization Done.")
+
+    def check_finite(self, loss):
+        """NumericalError naming the first layer that produced NaN or infinity, if any did."""
+        device, blas = common.mode(), self.kernels("blas")
+        total = loss + sum(blas.asum(p.diff_on(device)) for p in self.net.learnable_params)
+        if math.isfinite(total):
+            return
+        where = self.net.first_nonfinite() or "the loss itself is not finite"
+        raise NumericalError(f"iteration {self.iter}: training produced NaN or infinity (loss = {loss}); "
+                             f"first at {where}. Stopped before updating the weights; the last "
+                             "snapshot is intact. A lower base_lr or clip_gradients often helps.")
 
     def _update_smoothed_loss(self, loss):
         self.losses.append(loss)
@@ -261,6 +275,22 @@ class Solver:
             self.normalize(i)
             self.regularize(i)
             self.compute_update(i, rate)
+        if self.net.debug_info:
+            self._update_debug_info()
+
+    def _update_debug_info(self):
+        names = self.net.param_display_names
+        l1_data = l1_diff = l2_data = l2_diff = 0.0
+        device, blas = common.mode(), self.kernels("blas")
+        for name, blob in zip(names, self.net.learnable_params):
+            log.info("    [Update] Param %s data: %.6g; diff: %.6g", name, self.net.mean_abs(blob),
+                     self.net.mean_abs(blob, diff=True))
+            l1_data += blas.asum(blob.data_on(device))
+            l1_diff += blas.asum(blob.diff_on(device))
+            l2_data += blas.sumsq(blob.data_on(device))
+            l2_diff += blas.sumsq(blob.diff_on(device))
+        log.info("    [Update] All net params (data, diff): L1 norm = (%.6g, %.6g); L2 norm = (%.6g, %.6g)",
+                 l1_data, l1_diff, math.sqrt(l2_data), math.sqrt(l2_diff))
 
     def kernels(self, family):
         return kernel_module(family, common.mode())
