@@ -27,6 +27,8 @@ def save_weights_hdf5(net, path, write_diff=False):
             group = data.create_group(layer.name)
             dgroup = diff.create_group(layer.name) if diff is not None else None
             for j, blob in enumerate(layer.blobs):
+                if (layer.name, j) in net.shared_blobs:
+                    continue              # as Caffe: only the owner of a shared param is saved
                 group.create_dataset(str(j), data=blob.data)
                 if dgroup is not None:
                     dgroup.create_dataset(str(j), data=blob.diff)
@@ -45,5 +47,12 @@ def load_weights_hdf5(net, path):
             target = net.layer_dict.get(name)
             if target is None or (not len(group) and not target.blobs):
                 continue
-            arrays = [np.asarray(group[str(j)]) for j in range(len(group))]
-            net.copy_layer_arrays(target, arrays, path)
+            if len(group) > len(target.blobs):
+                raise WeightsError(f"{path}: layer '{name}' has {len(group)} blobs in the file "
+                                   f"but {len(target.blobs)} in the net")
+            for j, blob in enumerate(target.blobs):
+                if str(j) in group:
+                    net.copy_layer_arrays(target, {j: np.asarray(group[str(j)])}, path)
+                elif (name, j) not in net.shared_blobs:
+                    raise WeightsError(f"{path}: layer '{name}' has no blob {j} in the file "
+                                       "(only blobs shared with another layer may be missing)")

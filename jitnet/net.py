@@ -36,7 +36,9 @@ class Net:
         if phase is None:
             raise JitnetError("Net(model, phase): give the phase, jitnet.TRAIN or jitnet.TEST")
         if isinstance(model, pb.NetParameter):
-            net_param, self.source = model, None
+            net_param, self.source = pb.NetParameter(), None
+            net_param.CopyFrom(model)
+            proto_io.upgrade_net(net_param)
         else:
             net_param, self.source = proto_io.read_net(model), os.fspath(model)
         self.net_param = net_param
@@ -69,6 +71,7 @@ class Net:
         self.params = OrderedDict()
         self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
         self.param_display_names = []
+        self.shared_blobs = set()         # (layer name, j) of blobs that use another layer's param
         owners = {}                       # shared name -> (index into learnable_params, layer, j)
         lr_given, decay_given = [], []
         for layer in self.layers:
@@ -85,13 +88,14 @@ class Net:
                 spec = specs[j] if j < len(specs) else pb.ParamSpec()
                 lr = spec.lr_mult if spec.HasField("lr_mult") else 1.0
                 decay = spec.decay_mult if spec.HasField("decay_mult") else 1.0
-                propagate.append(lr != 0)
+                propagate.append(lr != 0 or self.plan.force_backward)
                 if spec.name and spec.name in owners:
                     k, owner_layer, owner_j = owners[spec.name]
                     owner = self.learnable_params[k]
                     self._check_share(spec, blob, owner, layer, owner_layer, owner_j)
                     blob.share_data(owner)
                     blob.share_diff(owner)
+                    self.shared_blobs.add((layer.name, j))
                     for given, values, value, has, what in (
                             (lr_given, self.params_lr, lr, spec.HasField("lr_mult"), "lr_mult"),
                             (decay_given, self.params_weight_decay, decay,
@@ -352,11 +356,16 @@ class Net:
 
     @staticmethod
     def copy_layer_arrays(target, arrays, path):
-        """Copy a list of arrays into a layer's blobs, checking count and shapes."""
-        if len(arrays) != len(target.blobs):
-            raise WeightsError(f"{path}: layer '{target.name}' has {len(arrays)} blobs in the file "
-                               f"but {len(target.blobs)} in the net")
-        for j, (array, blob) in enumerate(zip(arrays, target.blobs)):
+        """Copy arrays into a layer's blobs, checking shapes: a list for all blobs (its length
+        must match), or a dict {blob index: array} for some."""
+        if isinstance(arrays, dict):
+            pairs = [(j, array, target.blobs[j]) for j, array in arrays.items()]
+        else:
+            if len(arrays) != len(target.blobs):
+                raise WeightsError(f"{path}: layer '{target.name}' has {len(arrays)} blobs in the file "
+                                   f"but {len(target.blobs)} in the net")
+            pairs = [(j, array, blob) for j, (array, blob) in enumerate(zip(arrays, target.blobs))]
+        for j, array, blob in pairs:
             if tuple(array.shape) != blob.shape:
                 raise WeightsError(f"{path}: layer '{target.name}' blob {j} has shape "
                                    f"{tuple(array.shape)} in the file but {blob.shape} in the net")

@@ -15,8 +15,9 @@ once, so that ``Net`` only runs the result:
    and carries a loss weight), named as Caffe names them, so diffs are summed;
 5. give loss layers loss_weight 1 on their first top by default;
 6. decide, per layer and per bottom, whether backward runs (learnable params
-   with lr_mult != 0, propagate_down, force_backward, and only where the layer
-   leads to a loss);
+   with lr_mult != 0, bottoms that need gradients, propagate_down, and only where
+   the layer leads to a loss; force_backward turns every layer and every bottom
+   that can take a gradient on);
 7. the backward order is the forward order reversed, keeping the layers that
    need backward.
 """
@@ -235,17 +236,23 @@ def _build_steps(layers, order, producers):
             loss_weight = weights[i][t]
             if len(users) + (1 if loss_weight else 0) <= 1:
                 continue
+            in_place = [layers[user].name for user, b in users if top in layers[user].top]
+            if in_place:
+                readers = [layers[user].name for user, b in users if layers[user].name not in in_place]
+                raise NetDefinitionError(
+                    f"layer '{in_place[0]}' works in place on '{top}', which "
+                    f"{'layer' if len(readers) == 1 else 'layers'} {', '.join(repr(r) for r in readers)} "
+                    f"also read{'s' if len(readers) == 1 else ''}; its write would change their input. "
+                    f"Give the top of '{in_place[0]}' another name (Caffe rejects this net too: "
+                    f"top '{top}' produced by multiple sources)")
             split = pb.LayerParameter(name=split_layer_name(top, layer.name, t), type="Split")
             split.bottom.append(top)
-            split_tops, split_weights = [], []
+            # As Caffe's InsertSplits: the top carrying the loss weight comes first.
+            split_weights = ([loss_weight] if loss_weight else []) + [0.0] * len(users)
+            split_tops = [split_blob_name(top, layer.name, t, k) for k in range(len(split_weights))]
             for k, (user, b) in enumerate(users):
-                name = split_blob_name(top, layer.name, t, k)
-                split_tops.append(name)
-                split_weights.append(0.0)
-                bottoms[user][b] = name
+                bottoms[user][b] = split_tops[k + (1 if loss_weight else 0)]
             if loss_weight:
-                split_tops.append(split_blob_name(top, layer.name, t, len(users)))
-                split_weights.append(loss_weight)
                 weights[i][t] = 0.0
                 steps[-1].loss_weights[t] = 0.0
             split.top.extend(split_tops)
@@ -267,14 +274,12 @@ def _decide_backward(steps, force_backward):
             raise NetDefinitionError(
                 f"layer '{step.name}' has {len(step.param.propagate_down)} propagate_down values "
                 f"for {len(step.bottoms)} bottoms")
-        need = False
-        step.propagate_down = []
-        for b, bottom in enumerate(step.bottoms):
-            wanted = blob_need.get(bottom, False)
-            if step.param.propagate_down:
-                wanted = bool(step.param.propagate_down[b])
-            step.propagate_down.append(wanted)
-            need = need or wanted
+        # As Caffe's Net::Init: a layer needs backward when a bottom blob needs it or a param
+        # learns; propagate_down only says, per bottom, whether the gradient goes there.
+        need = any(blob_need.get(bottom, False) for bottom in step.bottoms)
+        step.propagate_down = [bool(step.param.propagate_down[b]) if step.param.propagate_down
+                               else blob_need.get(bottom, False)
+                               for b, bottom in enumerate(step.bottoms)]
         need = need or any(m != 0 for m in _lr_mults(step.param, cls.param_count(step.param)))
         step.need_backward = need
         for top in step.tops:
@@ -309,9 +314,6 @@ def _decide_backward(steps, force_backward):
             step.need_backward = True
             step.propagate_down = [pd or cls.allow_force_backward(step.param, b)
                                    for b, pd in enumerate(step.propagate_down)]
-            if step.param.propagate_down:
-                step.propagate_down = [pd and bool(step.param.propagate_down[b])
-                                       for b, pd in enumerate(step.propagate_down)]
     for step in steps:
         for top in step.tops:
             blob_need[top] = step.need_backward
@@ -353,7 +355,7 @@ def plan(net_param, phase=TEST, level=0, stages=()):
             loss_weights[top] = weight
             available[top] = True
     inputs = [top for s in steps if s.type == "Input" for top in s.tops]
-    outputs = list(available)             # written last and read by nobody after
+    outputs = sorted(available)           # read by nobody after; sorted, as Caffe's std::set
     backward = [s for s in reversed(steps) if s.need_backward]
     return Plan(net_param.name, phase, level, stages, steps, backward, blobs, inputs, outputs,
                 loss_weights, blob_need, net_param.force_backward)
