@@ -237,7 +237,7 @@ def test_sighup_snapshots_and_sigint_stops(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
-    states = sorted(tmp_path.glob("snap_iter_*.solverstate"), key=lambda p: int(re.findall(r"\d+", p.name)[-1]))
+    states = sorted(tmp_path.glob("r*snap_iter_*.solverstate"), key=lambda p: int(re.findall(r"\d+", p.name)[-1]))
     assert len(states) == 2, "SIGINT should snapshot, then stop"
     last = int(re.search(r"snap_iter_(\d+)", states[-1].name).group(1))
     assert read_binary(str(states[-1]), pb.SolverState()).iter == last
@@ -268,3 +268,51 @@ def test_plot_of_a_file_without_training_lines_is_an_error(tmp_path):
     junk.write_text("hello\n")
     result = jitnet_cli("plot", str(junk), "-o", str(tmp_path / "x.png"))
     assert result.returncode == 1 and "no training or test lines" in result.stderr
+
+
+def test_kill_9_never_leaves_a_corrupt_snapshot(tmp_path):
+    """Kill -9 the trainer the moment a new snapshot file appears (while it is being
+    written), four times: every file under a final name must still load, and the
+    latest state must restore."""
+    path = classifier_solver(tmp_path, "snapshot: 1")
+    net = tmp_path / "net.prototxt"
+    net.write_text(net.read_text().replace("num_output: 12", "num_output: 200000"))   # ~14 MB per file
+    path.write_text(path.read_text().replace("max_iter: 30", "max_iter: 100000"))
+    text = path.read_text()
+    for round_ in range(4):
+        # Each round has its own prefix, so the first new file is always one being written.
+        path.write_text(text.replace(f'"{tmp_path / "snap"}"', f'"{tmp_path / f"r{round_}snap"}"'))
+        proc = subprocess.Popen([sys.executable, "-m", "jitnet", "train", "--solver", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(tmp_path.glob(f"r{round_}snap_iter_*.solverstate")):
+            time.sleep(0.005)                          # one snapshot of this round is there...
+        before = set(os.listdir(tmp_path))
+        while time.time() < deadline and proc.poll() is None:
+            if set(os.listdir(tmp_path)) - before:     # ...and the next one is being written
+                break
+            time.sleep(0.0005)
+        proc.kill()
+        proc.wait(timeout=60)
+    finals = [p for p in tmp_path.glob("r*snap_iter_*") if p.suffix in (".caffemodel", ".solverstate")]
+    assert finals, "the trainer should have written snapshots before being killed"
+    for final in finals:
+        read_binary(str(final), pb.NetParameter() if final.suffix == ".caffemodel" else pb.SolverState())
+    states = sorted(tmp_path.glob("r*snap_iter_*.solverstate"),
+                    key=lambda p: int(re.search(r"_iter_(\d+)", p.name).group(1)))
+    solver = jitnet.get_solver(str(path))
+    solver.restore(str(states[-1]))
+    assert solver.iter == int(re.search(r"_iter_(\d+)", states[-1].name).group(1))
+
+
+def test_train_state_selects_layers(tmp_path):
+    path = classifier_solver(tmp_path)
+    net = tmp_path / "net.prototxt"
+    net.write_text(net.read_text().replace(
+        'layer { name: "drop1"', 'layer { name: "drop1" include { stage: "with_dropout" }'))
+    plain = jitnet.get_solver(str(path))
+    assert "drop1" not in plain.net.layer_dict
+    path.write_text(path.read_text() + ' train_state { stage: "with_dropout" }')
+    staged = jitnet.get_solver(str(path))
+    assert "drop1" in staged.net.layer_dict
+    assert "drop1" not in staged.test_nets[0].layer_dict    # test nets keep their own state
