@@ -166,35 +166,29 @@ def train(args):
     return 0
 
 
-def test(args):
+def _load_net(args):
     from .net import Net
     _select_mode(args.gpu, force_cpu=args.cpu)
-    net = Net(args.model, _phase(args.phase), weights=args.weights, level=args.level,
-              stages=_stages(args.stage))
+    return Net(args.model, _phase(args.phase), weights=args.weights, level=args.level,
+               stages=_stages(args.stage))
+
+
+def test(args):
+    net = _load_net(args)
     log.info("Running for %d iterations.", args.iterations)
-    sums, loss = {}, 0.0
-    for i in range(args.iterations):
-        loss += net.forward_from_to()
-        for name in net.outputs:
-            values = np.array(net.blobs[name].data, dtype=np.float64)
-            sums[name] = sums[name] + values if name in sums else values
-            for value in np.ravel(values):
-                log.info("Batch %d, %s = %.6g", i, name, value)
-    loss /= args.iterations
+
+    def log_batch(i, net):
+        for line in net.output_lines():
+            log.info("Batch %d, %s", i, line)
+    loss, scores = net.score(args.iterations, log_batch)
     log.info("Loss: %.6g", loss)
-    for name, total in sums.items():
-        weight = net.plan.blob_loss_weights.get(name, 0.0)
-        for value in np.ravel(total / args.iterations):
-            extra = f" (* {weight:g} = {weight * value:.6g} loss)" if weight else ""
-            print(f"{name} = {value:.6g}{extra}")
+    for line in net.output_lines(scores):
+        print(line)
     return 0
 
 
 def time_net(args):
-    from .net import Net
-    _select_mode(args.gpu, force_cpu=args.cpu)
-    net = Net(args.model, _phase(args.phase), weights=args.weights, level=args.level,
-              stages=_stages(args.stage))
+    net = _load_net(args)
     log.info("Performing Forward (and Backward, which also compiles every kernel once)")
     net.forward_backward()
     n = len(net.layers)

@@ -244,6 +244,32 @@ class Net:
         names = list(diffs or []) + self.inputs
         return {name: self.blobs[name].diff for name in names}
 
+    def score(self, iterations, on_batch=None):
+        """Run ``iterations`` forward passes; return (mean loss, {output: mean value}).
+
+        ``on_batch(i, net)`` is called after each pass (the ``jitnet test`` log uses it)."""
+        sums, loss = {}, 0.0
+        for i in range(iterations):
+            loss += self.forward_from_to()
+            for name in self.outputs:
+                values = np.array(self.blobs[name].data, dtype=np.float64)
+                sums[name] = sums[name] + values if name in sums else values
+            if on_batch is not None:
+                on_batch(i, self)
+        return loss / iterations, {name: total / iterations for name, total in sums.items()}
+
+    def output_lines(self, values=None):
+        """'name = value' lines, one per output value (Caffe's '(* w = x loss)' on loss outputs);
+        ``values`` maps output names to arrays, the outputs' current data by default."""
+        lines = []
+        for name in self.outputs:
+            weight = self.plan.blob_loss_weights.get(name, 0.0)
+            array = self.blobs[name].data if values is None else values[name]
+            for value in np.ravel(array):
+                extra = f" (* {weight:g} = {weight * value:.6g} loss)" if weight else ""
+                lines.append(f"{name} = {value:.6g}{extra}")
+        return lines
+
     def forward_backward(self):
         """One forward and one backward pass; returns the loss."""
         loss = self.forward_from_to()

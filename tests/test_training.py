@@ -237,7 +237,7 @@ def test_sighup_snapshots_and_sigint_stops(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
-    states = sorted(tmp_path.glob("r*snap_iter_*.solverstate"), key=lambda p: int(re.findall(r"\d+", p.name)[-1]))
+    states = sorted(tmp_path.glob("snap_iter_*.solverstate"), key=lambda p: int(re.findall(r"\d+", p.name)[-1]))
     assert len(states) == 2, "SIGINT should snapshot, then stop"
     last = int(re.search(r"snap_iter_(\d+)", states[-1].name).group(1))
     assert read_binary(str(states[-1]), pb.SolverState()).iter == last

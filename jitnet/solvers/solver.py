@@ -220,15 +220,9 @@ class Solver:
         self.losses.append(loss)
         self.smoothed_loss = float(np.mean(self.losses))
 
-    def _log_outputs(self, net, label):
-        weights = net.plan.blob_loss_weights
-        k = 0
-        for name in net.outputs:
-            for value in np.ravel(net.blobs[name].data):
-                weight = weights.get(name, 0.0)
-                extra = f" (* {weight:g} = {weight * value:.6g} loss)" if weight else ""
-                log.info("    %s net output #%d: %s = %.6g%s", label, k, name, value, extra)
-                k += 1
+    def _log_outputs(self, net, label, values=None):
+        for k, line in enumerate(net.output_lines(values)):
+            log.info("    %s net output #%d: %s", label, k, line)
 
     # -- testing ----------------------------------------------------------------------------------
     def test_all(self):
@@ -240,24 +234,10 @@ class Solver:
         p, net = self.param, self.test_nets[index]
         log.info("Iteration %d, Testing net (#%d)", self.iter, index)
         net.share_with(self.net)
-        sums, loss = {}, 0.0
-        for _ in range(p.test_iter[index]):
-            batch_loss = net.forward_from_to()
-            if p.test_compute_loss:
-                loss += batch_loss
-            for name in net.outputs:
-                value = np.array(net.blobs[name].data, dtype=np.float64)
-                sums[name] = sums[name] + value if name in sums else value
+        loss, scores = net.score(p.test_iter[index])
         if p.test_compute_loss:
-            log.info("Test loss: %.6g", loss / p.test_iter[index])
-        scores = {name: total / p.test_iter[index] for name, total in sums.items()}
-        k = 0
-        for name, mean in scores.items():
-            weight = net.plan.blob_loss_weights.get(name, 0.0)
-            for value in np.ravel(mean):
-                extra = f" (* {weight:g} = {weight * value:.6g} loss)" if weight else ""
-                log.info("    Test net output #%d: %s = %.6g%s", k, name, value, extra)
-                k += 1
+            log.info("Test loss: %.6g", loss)
+        self._log_outputs(net, "Test", scores)
         return {name: (float(v) if np.ndim(v) == 0 else v) for name, v in scores.items()}
 
     # -- the update pipeline ----------------------------------------------------------------------
