@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jitnet
-from test_solver import classifier_solver, final_state
+from test_solver import final_state
 from test_training import typed_solver
 
 

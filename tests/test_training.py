@@ -15,7 +15,7 @@ import pytest
 
 import jitnet
 from jitnet.proto import pb, read_binary
-from test_solver import classifier_solver, final_state, write_h5
+from test_solver import classifier_solver, final_state
 
 TYPES = {"SGD": "momentum: 0.9", "Nesterov": "momentum: 0.9", "AdaGrad": "momentum: 0",
          "RMSProp": "momentum: 0 rms_decay: 0.95", "AdaDelta": "momentum: 0.95 delta: 1e-6",

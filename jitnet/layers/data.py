@@ -100,8 +100,8 @@ class MemoryData(Layer):
         self.position = 0
 
     def reset(self, data, labels):
-        data = np.ascontiguousarray(data, dtype=np.float32)
-        labels = np.ascontiguousarray(labels, dtype=np.float32).reshape(-1)
+        data = np.ascontiguousarray(data, dtype=self.dtype)
+        labels = np.ascontiguousarray(labels, dtype=self.dtype).reshape(-1)
         if data.ndim != 4 or data.shape[1:] != self.sample_shape:
             raise self.error(f"set_input_arrays: data must have shape (N, {', '.join(map(str, self.sample_shape))}), "
                              f"got {data.shape}")

@@ -73,9 +73,13 @@ def axpy(alpha, x, y):
 
 @njit(cache=True, parallel=True)
 def axpby(alpha, x, beta, y):
-    """y = alpha·x + beta·y"""
-    for i in prange(x.size):
-        y[i] = alpha * x[i] + beta * y[i]
+    """y = alpha·x + beta·y (beta == 0 ignores y, which may hold NaN)"""
+    if beta == 0:
+        for i in prange(x.size):
+            y[i] = alpha * x[i]
+    else:
+        for i in prange(x.size):
+            y[i] = alpha * x[i] + beta * y[i]
 
 
 @njit(cache=True, parallel=True)

@@ -141,13 +141,16 @@ def axpy(alpha, x, y):
 
 @cuda.jit
 def _axpby(alpha, x, beta, y):
-    """Kernel (grid-stride): y = alpha·x + beta·y"""
+    """Kernel (grid-stride): y = alpha·x + beta·y (beta == 0 ignores y)"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        y[i] = alpha * x[i] + beta * y[i]
+        if beta == 0:
+            y[i] = alpha * x[i]
+        else:
+            y[i] = alpha * x[i] + beta * y[i]
 
 
 def axpby(alpha, x, beta, y):
-    """y = alpha·x + beta·y"""
+    """y = alpha·x + beta·y (beta == 0 ignores y, which may hold NaN)"""
     launch_1d(_axpby, x.size)(alpha, x, beta, y)
 
 

@@ -1,0 +1,438 @@
+"""One table of layer cases, LAYER_CASES, drives the per-layer tests in test_layers.py.
+
+A row (:class:`LayerCase`) says for one registered layer type:
+
+* ``draw(draw, ctx)`` - how hypothesis draws a :class:`Sample` (LayerParameter, bottom
+  arrays, phase, learnable params, a ``prepare`` hook for data layers) for a purpose
+  ("forward", "gradient" or "parity", in ``ctx.purpose``);
+* ``reference(sample)`` - the numpy oracle from tests/reference.py giving the expected
+  tops, or None with ``reference_note`` saying why;
+* ``grad_bottoms`` / ``check_params`` - what the gradient check covers (nothing for
+  layers without a backward);
+* ``kinks`` - points the drawn bottoms keep away from;
+* ``gpu_kernels`` - whether the layer runs GPU kernels in GPU mode (data layers only fill
+  host memory and Flatten/Reshape only re-view their bottom; the parity test runs them in
+  GPU mode all the same and checks they ask for no kernels);
+* ``marks`` - known problems as data: {test name: (pytest marks, ...)}.
+"""
+import itertools
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import h5py
+import numpy as np
+from hypothesis import strategies as st
+
+import jitnet
+from jitnet.proto import pb
+from jitnet.testing import strategies as jst
+
+import reference as ref
+
+TEST_NAMES = ("forward", "gradients", "gpu")
+
+
+@dataclass
+class Sample:
+    """One drawn example: what a test needs to build and run the layer."""
+    layer_param: object
+    bottoms: list
+    phase: int = jitnet.TRAIN
+    params: Optional[list] = None            # values for the learnable blobs
+    prepare: Optional[Callable] = None       # prepare(layer, bottom_blobs, top_blobs) after setup
+    check_tops: Optional[tuple] = None       # tops entering the gradient objective (None: all)
+    propagate_down: Optional[tuple] = None   # for the parity run's backward (None: grad_bottoms)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DrawContext:
+    purpose: str          # "forward", "gradient" or "parity"
+    workdir: str          # a directory for files (HDF5Data)
+    avoid: tuple = ()     # the case's kinks
+    max_size: int = 48    # bound on a bottom's element count
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    type: str
+    draw: Callable
+    reference: Optional[Callable]
+    reference_note: str = ""
+    grad_bottoms: tuple = ()
+    check_params: bool = False
+    kinks: tuple = ()
+    gpu_kernels: bool = True
+    forward_tol: Optional[dict] = None       # {dtype: (rtol, atol)} overriding the defaults
+    marks: dict = field(default_factory=dict)
+
+    @property
+    def differentiable(self):
+        return bool(self.grad_bottoms) or self.check_params
+
+    def samples(self, purpose, workdir):
+        """A hypothesis strategy of Samples for ``purpose``."""
+        ctx = DrawContext(purpose=purpose, workdir=str(workdir), avoid=self.kinks,
+                          max_size=16 if purpose == "parity" else 48)
+
+        @st.composite
+        def strategy(draw):
+            return self.draw(draw, ctx)
+        return strategy()
+
+    def marks_for(self, test):
+        assert test in TEST_NAMES, test
+        return self.marks.get(test, ())
+
+
+# --------------------------------------------------------------------------- helpers
+def _lp(type_name, bottoms=("x",), tops=("y",)):
+    return pb.LayerParameter(name=f"{type_name.lower()}1", type=type_name, bottom=list(bottoms),
+                             top=list(tops))
+
+
+def _shape(draw, ctx, min_dims=1, max_dims=4, max_side=4, max_size=None):
+    return draw(jst.shapes(min_dims=min_dims, max_dims=max_dims, max_side=max_side,
+                           max_size=max_size or ctx.max_size))
+
+
+def _array(draw, ctx, shape, low=-2.0, high=2.0):
+    return draw(jst.arrays(shape, low=low, high=high, avoid=ctx.avoid))
+
+
+def _as_negative(draw, axis, ndim):
+    """The same axis, written negatively half of the time."""
+    return axis - ndim if draw(st.booleans()) else axis
+
+
+# --------------------------------------------------------------------------- neurons
+def draw_relu(draw, ctx):
+    lp = _lp("ReLU")
+    lp.relu_param.negative_slope = draw(st.one_of(st.just(0.0), st.floats(-0.5, 0.9)))
+    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))])
+
+
+def draw_sigmoid(draw, ctx):
+    return Sample(_lp("Sigmoid"), [_array(draw, ctx, _shape(draw, ctx), -6.0, 6.0)])
+
+
+def draw_tanh(draw, ctx):
+    return Sample(_lp("TanH"), [_array(draw, ctx, _shape(draw, ctx), -3.0, 3.0)])
+
+
+def draw_dropout(draw, ctx):
+    lp = _lp("Dropout")
+    lp.dropout_param.dropout_ratio = draw(st.sampled_from([0.0, 0.2, 0.5, 0.75]))
+    phase = jitnet.TEST if ctx.purpose == "forward" else jitnet.TRAIN
+    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))], phase=phase)
+
+
+# --------------------------------------------------------------------------- common
+def draw_softmax(draw, ctx):
+    shape = _shape(draw, ctx)
+    lp = _lp("Softmax")
+    lp.softmax_param.axis = draw(jst.axes(len(shape)))
+    return Sample(lp, [_array(draw, ctx, shape, -3.0, 3.0)])
+
+
+def draw_inner_product(draw, ctx):
+    shape = _shape(draw, ctx, max_size=24 if ctx.purpose != "parity" else 12)
+    axis = draw(st.integers(0, len(shape) - 1))
+    k = math.prod(shape[axis:])
+    n = draw(st.integers(1, 4))
+    lp = _lp("InnerProduct")
+    p = lp.inner_product_param
+    p.num_output = n
+    p.axis = _as_negative(draw, axis, len(shape))
+    p.transpose = draw(st.booleans())
+    p.bias_term = draw(st.booleans())
+    params = [draw(jst.arrays((k, n) if p.transpose else (n, k), low=-1.5, high=1.5))]
+    if p.bias_term:
+        params.append(draw(jst.arrays((n,), low=-1.5, high=1.5)))
+    return Sample(lp, [_array(draw, ctx, shape)], params=params)
+
+
+def draw_split(draw, ctx):
+    tops = draw(st.integers(1 if ctx.purpose == "forward" else 2, 3))
+    lp = _lp("Split", tops=[f"y{k}" for k in range(tops)])
+    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))])
+
+
+def draw_flatten(draw, ctx):
+    shape = _shape(draw, ctx)
+    n = len(shape)
+    start = draw(st.integers(0, n - 1))
+    end = draw(st.integers(start, n - 1))
+    lp = _lp("Flatten")
+    lp.flatten_param.axis = _as_negative(draw, start, n)
+    lp.flatten_param.end_axis = _as_negative(draw, end, n)
+    return Sample(lp, [_array(draw, ctx, shape)])
+
+
+def _factorizations(draw, count, max_parts=3):
+    """A random list of positive ints with product ``count``."""
+    parts = []
+    remaining = count
+    for _ in range(draw(st.integers(0, max_parts - 1))):
+        divisors = [d for d in range(1, remaining + 1) if remaining % d == 0]
+        d = draw(st.sampled_from(divisors))
+        parts.append(d)
+        remaining //= d
+    parts.append(remaining)
+    return parts
+
+
+def draw_reshape(draw, ctx):
+    """A valid Reshape: axes [start, end) of the bottom become dims whose product matches,
+    with a prefix of them written as 0 (copy) where they equal the bottom's dims, and at
+    most one written as −1."""
+    shape = _shape(draw, ctx)
+    n = len(shape)
+    start = draw(st.integers(0, n))
+    end = draw(st.integers(start, n))
+    copy = draw(st.integers(0, end - start))     # leading dims copied with 0
+    dims = list(shape[start:start + copy]) + _factorizations(draw, math.prod(shape[start + copy:end]))
+    written = [0 if i < copy else d for i, d in enumerate(dims)]
+    free = [i for i in range(len(written)) if i >= copy]
+    if free and draw(st.booleans()):
+        written[draw(st.sampled_from(free))] = -1
+    lp = _lp("Reshape")
+    rp = lp.reshape_param
+    rp.shape.dim.extend(written)
+    # axis: start, or written negatively as start − n − 1 (Caffe's convention for Reshape)
+    rp.axis = start - n - 1 if draw(st.booleans()) else start
+    if end == n and draw(st.booleans()):
+        rp.num_axes = -1
+    else:
+        rp.num_axes = end - start
+    return Sample(lp, [_array(draw, ctx, shape)])
+
+
+def ref_reshape(s):
+    rp = s.layer_param.reshape_param
+    return [ref.reshape(s.bottoms[0], list(rp.shape.dim), rp.axis, rp.num_axes)]
+
+
+# --------------------------------------------------------------------------- losses
+_NORM_NAMES = {pb.LossParameter.FULL: "FULL", pb.LossParameter.VALID: "VALID",
+               pb.LossParameter.BATCH_SIZE: "BATCH_SIZE", pb.LossParameter.NONE: "NONE"}
+
+
+def _class_axis_case(draw, ctx, type_name, tops):
+    """Scores with a drawn class axis and labels shaped like the scores without it."""
+    shape = _shape(draw, ctx, min_dims=2)
+    axis = draw(st.integers(0, len(shape) - 1))
+    classes = shape[axis]
+    label_shape = shape[:axis] + shape[axis + 1:]
+    ignore = draw(st.one_of(st.none(), st.integers(-1, classes - 1)))
+    labels = draw(jst.labels(classes, label_shape, ignore_label=ignore))
+    lp = _lp(type_name, bottoms=("scores", "label"), tops=tops)
+    return lp, shape, axis, ignore, labels
+
+
+def draw_softmax_loss(draw, ctx):
+    ntops = 1 if ctx.purpose == "gradient" else draw(st.integers(1, 2))
+    lp, shape, axis, ignore, labels = _class_axis_case(draw, ctx, "SoftmaxWithLoss",
+                                                       ["loss", "prob"][:ntops])
+    lp.softmax_param.axis = _as_negative(draw, axis, len(shape))
+    if ignore is not None:
+        lp.loss_param.ignore_label = ignore
+    mode = draw(st.sampled_from(["unset", "legacy_true", "legacy_false"] + list(_NORM_NAMES)))
+    if mode == "legacy_true":
+        lp.loss_param.normalize = True
+    elif mode == "legacy_false":
+        lp.loss_param.normalize = False
+    elif mode != "unset":
+        lp.loss_param.normalization = mode
+    scores = _array(draw, ctx, shape, -3.0, 3.0)
+    return Sample(lp, [scores, labels], check_tops=(0,), propagate_down=(True, False))
+
+
+def ref_softmax_loss(s):
+    lp = s.layer_param.loss_param
+    normalization = _NORM_NAMES[lp.normalization] if lp.HasField("normalization") else None
+    normalize = lp.normalize if lp.HasField("normalize") else None
+    ignore = lp.ignore_label if lp.HasField("ignore_label") else None
+    loss, prob = ref.softmax_loss(s.bottoms[0], s.bottoms[1], s.layer_param.softmax_param.axis,
+                                  ignore, normalization, normalize)
+    return [loss, prob][:len(s.layer_param.top)]
+
+
+def draw_euclidean_loss(draw, ctx):
+    shape = _shape(draw, ctx)
+    lp = _lp("EuclideanLoss", bottoms=("a", "b"), tops=("loss",))
+    return Sample(lp, [_array(draw, ctx, shape), _array(draw, ctx, shape)])
+
+
+def draw_accuracy(draw, ctx):
+    ntops = draw(st.integers(1, 2))
+    lp, shape, axis, ignore, labels = _class_axis_case(draw, ctx, "Accuracy",
+                                                       ["accuracy", "per_class"][:ntops])
+    p = lp.accuracy_param
+    p.axis = _as_negative(draw, axis, len(shape))
+    p.top_k = draw(st.integers(1, shape[axis]))
+    if ignore is not None:
+        p.ignore_label = ignore
+    scores = _array(draw, ctx, shape)
+    if draw(st.booleans()):
+        scores = np.round(scores)                 # many ties: they count against the sample
+    return Sample(lp, [scores, labels], phase=draw(st.sampled_from([jitnet.TRAIN, jitnet.TEST])),
+                  propagate_down=(False, False))
+
+
+def ref_accuracy(s):
+    p = s.layer_param.accuracy_param
+    acc, per_class = ref.accuracy(s.bottoms[0], s.bottoms[1], p.axis, p.top_k,
+                                  p.ignore_label if p.HasField("ignore_label") else None)
+    return [acc, per_class][:len(s.layer_param.top)]
+
+
+# --------------------------------------------------------------------------- data layers
+def _write_user_inputs(arrays):
+    def prepare(layer, bottom, top):
+        for blob, a in zip(top, arrays):
+            blob.data[...] = a
+    return prepare
+
+
+def draw_input(draw, ctx):
+    ntops = draw(st.integers(1, 2))
+    lp = _lp("Input", bottoms=(), tops=[f"data{k}" for k in range(ntops)])
+    one_for_all = ntops == 1 or draw(st.booleans())
+    shapes = [_shape(draw, ctx)] if one_for_all else [_shape(draw, ctx) for _ in range(ntops)]
+    for s in shapes:
+        lp.input_param.shape.add().dim.extend(s)
+    # the user writes into the input blobs; forward must leave them as written
+    values = [_array(draw, ctx, shapes[0 if one_for_all else k]) for k in range(ntops)]
+    return Sample(lp, [], prepare=_write_user_inputs(values), extra={"values": values})
+
+
+def draw_dummy_data(draw, ctx):
+    ntops = draw(st.integers(1, 2))
+    lp = _lp("DummyData", bottoms=(), tops=[f"data{k}" for k in range(ntops)])
+    p = lp.dummy_data_param
+    nshapes = draw(st.sampled_from([1, ntops]))
+    if draw(st.booleans()):
+        shapes = [_shape(draw, ctx) for _ in range(nshapes)]
+        for s in shapes:
+            p.shape.add().dim.extend(s)
+    else:
+        shapes = [_shape(draw, ctx, min_dims=4, max_dims=4, max_side=2) for _ in range(nshapes)]
+        for s in shapes:
+            p.num.append(s[0]); p.channels.append(s[1]); p.height.append(s[2]); p.width.append(s[3])
+    nfillers = draw(st.sampled_from([0, 1, ntops]))
+    for _ in range(nfillers):
+        p.data_filler.add(type="constant", value=draw(st.floats(-3.0, 3.0, width=32)))
+    return Sample(lp, [], extra={"shapes": shapes})
+
+
+def ref_dummy_data(s):
+    p = s.layer_param.dummy_data_param
+    shapes, n = s.extra["shapes"], len(s.layer_param.top)
+    values = [f.value for f in p.data_filler] or [0.0]
+    return [np.full(shapes[0 if len(shapes) == 1 else k], values[0 if len(values) == 1 else k],
+                    dtype=np.float64) for k in range(n)]
+
+
+def draw_memory_data(draw, ctx):
+    batch = draw(st.integers(1, 3))
+    c, h, w = (draw(st.integers(1, 3)) for _ in range(3))
+    rows = batch * draw(st.integers(1, 3))
+    lp = _lp("MemoryData", bottoms=(), tops=("data", "label"))
+    p = lp.memory_data_param
+    p.batch_size, p.channels, p.height, p.width = batch, c, h, w
+    data = _array(draw, ctx, (rows, c, h, w))
+    if np.all(data.astype(np.float32) == data):
+        data.flat[0] += 2.0 ** -30        # one value float32 cannot hold: a float32 detour shows
+    labels = draw(jst.labels(5, (rows,)))
+
+    def prepare(layer, bottom, top):
+        layer.reset(data, labels)
+    return Sample(lp, [], prepare=prepare, extra={"data": data, "labels": labels})
+
+
+def ref_memory_data(s):
+    batch = s.layer_param.memory_data_param.batch_size
+    return [s.extra["data"][:batch], s.extra["labels"][:batch]]
+
+
+_h5_counter = itertools.count()
+
+
+def draw_hdf5_data(draw, ctx):
+    """1-3 files of 1-4 rows each, listed in a source file; the first batch may span files
+    and wrap around to the first row again."""
+    nfiles = draw(st.integers(1, 3))
+    sample_shape = _shape(draw, ctx, min_dims=1, max_dims=2, max_side=3)
+    batch = draw(st.integers(1, 6))
+    tag = f"{os.getpid()}_{next(_h5_counter)}"
+    paths, datas, labels = [], [], []
+    for f in range(nfiles):
+        rows = draw(st.integers(1, 4))
+        data = _array(draw, ctx, (rows,) + sample_shape)
+        label = draw(jst.labels(4, (rows,)))
+        path = os.path.join(ctx.workdir, f"h5_{tag}_{f}.h5")
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("data", data=data)
+            h5.create_dataset("label", data=label)
+        paths.append(path)
+        datas.append(data)
+        labels.append(label)
+    source = os.path.join(ctx.workdir, f"h5_{tag}.txt")
+    with open(source, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    lp = _lp("HDF5Data", bottoms=(), tops=("data", "label"))
+    lp.hdf5_data_param.source = source
+    lp.hdf5_data_param.batch_size = batch
+    return Sample(lp, [], extra={"data": np.concatenate(datas), "label": np.concatenate(labels)})
+
+
+def ref_hdf5_data(s):
+    batch = s.layer_param.hdf5_data_param.batch_size
+    rows = np.arange(batch) % len(s.extra["label"])       # files in order, wrapping around
+    return [s.extra["data"][rows], s.extra["label"][rows]]
+
+
+# --------------------------------------------------------------------------- the table
+LAYER_CASES = [
+    LayerCase("ReLU", draw_relu,
+              lambda s: [ref.relu(s.bottoms[0], s.layer_param.relu_param.negative_slope)],
+              grad_bottoms=(0,), kinks=(0.0,)),
+    LayerCase("Sigmoid", draw_sigmoid, lambda s: [ref.sigmoid(s.bottoms[0])], grad_bottoms=(0,)),
+    LayerCase("TanH", draw_tanh, lambda s: [ref.tanh(s.bottoms[0])], grad_bottoms=(0,)),
+    LayerCase("Dropout", draw_dropout, lambda s: [ref.dropout_test(s.bottoms[0])],
+              reference_note="forward reference is the TEST phase (identity); TRAIN is checked "
+                             "by the gradient check (seeded mask) and a statistical test",
+              grad_bottoms=(0,)),
+    LayerCase("Softmax", draw_softmax,
+              lambda s: [ref.softmax(s.bottoms[0], s.layer_param.softmax_param.axis)],
+              grad_bottoms=(0,)),
+    LayerCase("InnerProduct", draw_inner_product,
+              lambda s: [ref.inner_product(s.bottoms[0], s.params[0],
+                                           s.params[1] if len(s.params) > 1 else None,
+                                           s.layer_param.inner_product_param.axis,
+                                           s.layer_param.inner_product_param.transpose)],
+              grad_bottoms=(0,), check_params=True),
+    LayerCase("Split", draw_split,
+              lambda s: [np.asarray(s.bottoms[0], np.float64)] * len(s.layer_param.top),
+              grad_bottoms=(0,)),
+    LayerCase("Flatten", draw_flatten,
+              lambda s: [ref.flatten(s.bottoms[0], s.layer_param.flatten_param.axis,
+                                     s.layer_param.flatten_param.end_axis)],
+              grad_bottoms=(0,), gpu_kernels=False),
+    LayerCase("Reshape", draw_reshape, ref_reshape, grad_bottoms=(0,), gpu_kernels=False),
+    LayerCase("SoftmaxWithLoss", draw_softmax_loss, ref_softmax_loss, grad_bottoms=(0,),
+              forward_tol={np.float32: (3e-5, 3e-6)}),
+    LayerCase("EuclideanLoss", draw_euclidean_loss,
+              lambda s: [ref.euclidean_loss(s.bottoms[0], s.bottoms[1])], grad_bottoms=(0, 1)),
+    LayerCase("Accuracy", draw_accuracy, ref_accuracy),
+    LayerCase("Input", draw_input, lambda s: [np.asarray(v, np.float64) for v in s.extra["values"]],
+              gpu_kernels=False),
+    LayerCase("DummyData", draw_dummy_data, ref_dummy_data, gpu_kernels=False),
+    LayerCase("MemoryData", draw_memory_data, ref_memory_data, gpu_kernels=False),
+    LayerCase("HDF5Data", draw_hdf5_data, ref_hdf5_data, gpu_kernels=False),
+]
+
+CASES_BY_TYPE = {case.type: case for case in LAYER_CASES}
