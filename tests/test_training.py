@@ -167,9 +167,10 @@ def test_hdf5_snapshot_layout(tmp_path):
     with h5py.File(model, "r") as f:
         np.testing.assert_array_equal(f["data/ip1/0"][...], solver.net.params["ip1"][0].data)
         np.testing.assert_array_equal(f["diff/ip2/1"][...], solver.net.params["ip2"][1].diff)
-    with h5py.File(state, "r") as f:
-        assert int(f["iter"][()]) == 2
-        assert f["learned_net"][()].decode() == model
+    with h5py.File(state, "r") as f:                   # Caffe's hdf5_save_int / _string layout
+        assert f["iter"].shape == (1,) and f["iter"][0] == 2
+        assert f["current_step"].shape == (1,)
+        assert f["learned_net"].dtype.kind == "S" and f["learned_net"][()].decode() == model
         assert len(f["history"]) == len(solver.net.learnable_params)
 
 

@@ -193,7 +193,8 @@ class Solver:
         if resume_file:
             self.restore(resume_file)
         self.step(p.max_iter - self.iter)
-        if self.iter < p.max_iter:        # stopped by a request
+        if self.iter < p.max_iter:        # stopped by a request (step snapshotted already)
+            log.info("Optimization stopped early.")
             return
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()

@@ -9,16 +9,22 @@ from ..hdf5 import atomic_h5, finish_atomic
 
 
 def write_state_hdf5(solver, path, model_file, extra):
+    # As Caffe's hdf5_save_int / hdf5_save_string: one-element int datasets and a
+    # fixed-length string, which Caffe's H5LT readers expect.
     f, tmp = atomic_h5(path)
     with f:
-        f.create_dataset("iter", data=np.int32(solver.iter))
-        f.create_dataset("learned_net", data=model_file)
-        f.create_dataset("current_step", data=np.int32(solver.current_step))
+        f.create_dataset("iter", data=np.array([solver.iter], dtype=np.int32))
+        f.create_dataset("learned_net", data=np.bytes_(model_file.encode()))
+        f.create_dataset("current_step", data=np.array([solver.current_step], dtype=np.int32))
         group = f.create_group("history")
         for i, h in enumerate(solver.history):
             group.create_dataset(str(i), data=h.data)
-        f.create_dataset("jitnet_state", data=extra)
+        f.create_dataset("jitnet_state", data=np.bytes_(extra.encode()))
     finish_atomic(tmp, path)
+
+
+def _int(dataset):
+    return int(np.asarray(dataset[()]).reshape(-1)[0])
 
 
 def read_state_hdf5(path):
@@ -28,9 +34,9 @@ def read_state_hdf5(path):
         raise SolverError(f"{path}: cannot open as an HDF5 solver state ({e})") from None
     with f:
         try:
-            it = int(f["iter"][()])
+            it = _int(f["iter"])
             learned_net = f["learned_net"][()]
-            current_step = int(f["current_step"][()])
+            current_step = _int(f["current_step"])
             history = [np.asarray(f["history"][str(i)]) for i in range(len(f["history"]))]
         except KeyError as e:
             raise SolverError(f"{path}: missing {e} in the HDF5 solver state") from None
