@@ -40,17 +40,7 @@ def softmax(s):
     return e / e.sum(1, keepdims=True)
 
 
-MLP = """
-name: "mlp"
-layer { name: "data" type: "Input" top: "data" top: "label"
-        input_param { shape { dim: 4 dim: 5 } shape { dim: 4 } } }
-layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
-        inner_product_param { num_output: 6 } }
-layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
-layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
-        inner_product_param { num_output: 3 } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
-"""
+from test_planner import MLP  # noqa: E402  (the small classifier both files use)
 
 
 def mlp_reference(net, x, label):

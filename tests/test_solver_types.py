@@ -3,11 +3,11 @@ of Caffe's update rules (written here from CAFFE-NOTES, not calling jitnet's cod
 lr policy, lr_mult, decay_mult, L2 and L1 regularization, clip_gradients, iter_size."""
 import math
 
-import h5py
 import numpy as np
 import pytest
 
 import jitnet
+from test_solver import write_h5
 
 NET = """
 name: "regression"
@@ -27,9 +27,7 @@ def make_problem(tmp_path, solver_text):
     rng = np.random.default_rng(21)
     x = rng.normal(size=(ROWS, 3)).astype(np.float32)
     t = rng.normal(size=(ROWS, 2)).astype(np.float32)
-    with h5py.File(tmp_path / "d.h5", "w") as f:
-        f.create_dataset("data", data=x)
-        f.create_dataset("target", data=t)
+    write_h5(tmp_path / "d.h5", data=x, target=t)
     (tmp_path / "list.txt").write_text(str(tmp_path / "d.h5") + "\n")
     (tmp_path / "net.prototxt").write_text(NET.format(source=tmp_path / "list.txt"))
     (tmp_path / "solver.prototxt").write_text(f'net: "{tmp_path / "net.prototxt"}" {solver_text}')
