@@ -90,3 +90,17 @@ def test_device_query_without_device_says_so():
                             text=True, timeout=120, env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"})
     assert result.returncode in (0, 1), result.stderr
     assert ("No CUDA device" in result.stdout) or ("Compute capability" in result.stdout)
+
+
+def test_train_on_the_gpu(tmp_path):
+    """--gpu 0 trains in GPU mode (the CUDA simulator in the test suite, which the
+    subprocess inherits from conftest's environment)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_solver import classifier_solver
+    path = classifier_solver(tmp_path, "test_initialization: false")
+    path.write_text(path.read_text().replace("max_iter: 30", "max_iter: 1").replace("test_iter: 2", "test_iter: 1")
+                    .replace("test_interval: 10", "test_interval: 1"))
+    result = run_cli(["train", "--solver", str(path), "--gpu", "0"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Use GPU with device ID 0" in result.stderr
+    assert re.search(r"Test net #0 at iteration 1: accuracy = [0-9.]+", result.stdout)
