@@ -317,3 +317,16 @@ def test_train_state_selects_layers(tmp_path):
     staged = jitnet.get_solver(str(path))
     assert "drop1" in staged.net.layer_dict
     assert "drop1" not in staged.test_nets[0].layer_dict    # test nets keep their own state
+
+
+def test_generic_net_fills_the_remaining_test_iters(tmp_path):
+    """As Caffe: an explicit test_net first, then the generic net for the remaining test_iter."""
+    path = classifier_solver(tmp_path)
+    explicit = tmp_path / "explicit_test.prototxt"
+    explicit.write_text((tmp_path / "net.prototxt").read_text().replace('name: "classifier"', 'name: "explicit"'))
+    path.write_text(path.read_text().replace("test_iter: 2", f'test_net: "{explicit}" test_iter: 2 test_iter: 1'))
+    solver = jitnet.get_solver(str(path))
+    assert [n.name for n in solver.test_nets] == ["explicit", "classifier"]
+    assert all(n.phase == jitnet.TEST for n in solver.test_nets)
+    path.write_text(path.read_text().replace("test_iter: 1", ""))
+    assert len(jitnet.get_solver(str(path)).test_nets) == 1

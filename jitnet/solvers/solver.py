@@ -129,11 +129,12 @@ class Solver:
         p = self.param
         sources = [("test_net_param", m) for m in p.test_net_param]
         sources += [("test_net", f) for f in p.test_net]
-        if not sources and (p.test_iter or p.test_state):
-            if p.HasField("net"):
-                sources = [("net", p.net)] * max(1, len(p.test_iter))
-            elif p.HasField("net_param"):
-                sources = [("net_param", p.net_param)] * max(1, len(p.test_iter))
+        # As Caffe's InitTestNets: with a generic net (net / net_param), every test_iter
+        # beyond the explicit test nets gets a TEST-phase instance of it.
+        generic = (("net", p.net) if p.HasField("net") else
+                   ("net_param", p.net_param) if p.HasField("net_param") else None)
+        if generic is not None and len(p.test_iter) > len(sources):
+            sources += [generic] * (len(p.test_iter) - len(sources))
         if len(p.test_iter) != len(sources):
             raise SolverError(f"{self.where}: {len(sources)} test net(s) but {len(p.test_iter)} "
                               "test_iter value(s); give one test_iter per test net")
