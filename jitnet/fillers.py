@@ -14,10 +14,14 @@ from .errors import JitnetError
 
 
 def _fans(shape):
+    """(fan_in, fan_out) = (count / num, count / channels); as Caffe's legacy num() and
+    channels(), an axis the blob does not have counts as 1."""
     count = math.prod(shape)
-    if len(shape) < 2:
-        raise JitnetError(f"xavier and msra fillers need a blob of 2 or more axes, got shape {shape}")
-    return count / shape[0], count / shape[1]
+    num = shape[0] if len(shape) > 0 else 1
+    channels = shape[1] if len(shape) > 1 else 1
+    if num == 0 or channels == 0:
+        raise JitnetError(f"xavier and msra fillers need a non-empty blob, got shape {shape}")
+    return count / num, count / channels
 
 
 def _variance_scale(param, shape):

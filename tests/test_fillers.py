@@ -67,6 +67,21 @@ def test_msra_std_follows_variance_norm(norm, n):
     assert abs(v.mean()) < 4 * math.sqrt(2.0 / n) / math.sqrt(v.size)
 
 
+@pytest.mark.parametrize("kind", ["xavier", "msra"])
+def test_xavier_and_msra_on_1d_and_0d_blobs(kind):
+    """As Caffe's legacy num()/channels(), a missing axis counts as 1: a 1-D blob of n values
+    has fan_in = n / n = 1 and fan_out = n / 1 = n (a bias filled with xavier, say)."""
+    v = filled(f'type: "{kind}"', (5000,))
+    bound_or_std = math.sqrt(3.0) if kind == "xavier" else math.sqrt(2.0)      # n = fan_in = 1
+    if kind == "xavier":
+        assert np.abs(v).max() <= bound_or_std and np.abs(v).max() > 0.95 * bound_or_std
+    else:
+        assert abs(v.std() - bound_or_std) < 0.05 * bound_or_std
+    v_out = filled(f'type: "{kind}" variance_norm: FAN_OUT', (5000,))       # n = fan_out = 5000
+    assert np.abs(v_out).max() < 0.1
+    assert filled(f'type: "{kind}"', ()).shape == ()
+
+
 def test_bilinear_kernel_is_the_upsampling_kernel():
     # Caffe's filler is meant for kernel = 2·factor − factor % 2: the factor-2 kernel (size 4)
     # is the outer product of [1/4, 3/4, 3/4, 1/4], the factor-3 one (size 5) of

@@ -265,6 +265,9 @@ def _loss_ref(prob, lab, outer, channels, inner, has_ignore, ignore_label):
     p3 = prob.astype(np.float64).reshape(outer, channels, inner)
     for o in range(outer):
         for i in range(inner):
+            if np.isnan(lab[o * inner + i]):
+                b += 1
+                continue
             l = int(lab[o * inner + i])
             if has_ignore and l == ignore_label:
                 continue
@@ -286,6 +289,7 @@ def test_softmax_loss(dt, has_ignore):
     ign = 2
     lab = _labels(rng, outer, inner, channels, ignore_label=ign, n_bad=2)
     lab[0] = 0
+    lab[lab.size - 1] = np.nan                 # a NaN label is a bad label, on CPU and GPU alike
     lab_f = lab.astype(dt)
     got = loss.softmax_loss_forward(prob, lab_f, outer, channels, inner, has_ignore, ign)
     ref = _loss_ref(prob, lab, outer, channels, inner, has_ignore, ign)
@@ -299,7 +303,7 @@ def test_softmax_loss(dt, has_ignore):
     dref = prob.astype(np.float64).reshape(outer, channels, inner).copy()
     for o in range(outer):
         for i in range(inner):
-            l = int(lab[o * inner + i])
+            l = -1 if np.isnan(lab[o * inner + i]) else int(lab[o * inner + i])
             if (has_ignore and l == ign) or l < 0 or l >= channels:
                 dref[o, :, i] = 0
             else:
@@ -309,16 +313,22 @@ def test_softmax_loss(dt, has_ignore):
 
 def _accuracy_ref(scores, lab, outer, channels, inner, top_k, has_ignore, ignore_label):
     s3 = scores.reshape(outer, channels, inner)
-    cc, cn = np.zeros(channels), np.zeros(channels)
+    cc, cn, bad = np.zeros(channels), np.zeros(channels), 0
     for o in range(outer):
         for i in range(inner):
+            if np.isnan(lab[o * inner + i]):
+                bad += 1
+                continue
             l = int(lab[o * inner + i])
-            if (has_ignore and l == ignore_label) or l < 0 or l >= channels:
+            if has_ignore and l == ignore_label:
+                continue
+            if l < 0 or l >= channels:
+                bad += 1
                 continue
             cn[l] += 1
             if np.count_nonzero(s3[o, :, i] >= s3[o, l, i]) <= top_k:
                 cc[l] += 1
-    return cc, cn
+    return cc, cn, bad
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -337,13 +347,15 @@ def test_accuracy(dt, top_k, has_ignore):
     l = 0
     lab[1 * inner + 1] = l
     s3[1, :, 1] = [2.0, 2.0, -1.0, -2.0]
+    lab[5 * inner + 1] = np.nan                # a NaN label is a bad label
     cc = np.full(channels, 7.0)
     cn = np.full(channels, 7.0)
     got = loss.accuracy_forward(scores, lab.astype(dt), outer, channels, inner, top_k, has_ignore, ign,
                                 cc, cn)
-    rcc, rcn = _accuracy_ref(scores, lab, outer, channels, inner, top_k, has_ignore, ign)
+    rcc, rcn, rbad = _accuracy_ref(scores, lab, outer, channels, inner, top_k, has_ignore, ign)
     assert np.array_equal(cc, rcc) and np.array_equal(cn, rcn)
-    assert got == (int(rcc.sum()), int(rcn.sum()))
+    assert got == (int(rcc.sum()), int(rcn.sum()), rbad)
+    assert rbad >= 2                           # the out-of-range label and the NaN
     assert float(rcn.sum()) > 0
 
 
@@ -351,8 +363,8 @@ def test_accuracy(dt, top_k, has_ignore):
 def test_accuracy_ties_count_against(dt):
     scores = np.array([1.0, 1.0, 0.0], dt)   # outer=1, channels=3, inner=1, label 0 tied with 1
     cc, cn = np.zeros(3), np.zeros(3)
-    assert loss.accuracy_forward(scores, np.array([0.0], dt), 1, 3, 1, 1, False, -1, cc, cn) == (0, 1)
-    assert loss.accuracy_forward(scores, np.array([0.0], dt), 1, 3, 1, 2, False, -1, cc, cn) == (1, 1)
+    assert loss.accuracy_forward(scores, np.array([0.0], dt), 1, 3, 1, 1, False, -1, cc, cn) == (0, 1, 0)
+    assert loss.accuracy_forward(scores, np.array([0.0], dt), 1, 3, 1, 2, False, -1, cc, cn) == (1, 1, 0)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -407,7 +419,9 @@ def _gemm_case(ta, tb, beta, m, n, k):
 
 def _loss_args(rng, dt, outer=3, channels=4, inner=2):
     prob = _softmax_ref(_randn(rng, outer * channels * inner, dt), outer, channels, inner).astype(dt)
-    lab = _labels(rng, outer, inner, channels, ignore_label=1, n_bad=1).astype(dt)
+    lab = _labels(rng, outer, inner, channels, ignore_label=1, n_bad=1)
+    lab[lab.size - 1] = np.nan
+    lab = lab.astype(dt)
     return prob, lab, outer, channels, inner
 
 

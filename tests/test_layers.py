@@ -205,6 +205,7 @@ def _big_cases():
     cases.append((loss, [rng.normal(size=(30, 3, 10)), labels], None, [True, False]))
     accuracy = _lp("Accuracy", bottoms=("x", "label"), tops=("acc", "per_class"))
     accuracy.accuracy_param.top_k = 2
+    accuracy.accuracy_param.ignore_label = -1
     cases.append((accuracy, [np.round(rng.normal(size=(30, 3, 10))), labels], None, [False, False]))
     cases.append((_lp("EuclideanLoss", bottoms=("a", "b"), tops=("loss",)),
                   [rng.normal(size=(5, 130)), rng.normal(size=(5, 130))], None, [True, True]))
@@ -262,7 +263,7 @@ def test_dropout_train_drops_a_fraction_and_rescales(ratio):
     assert not np.array_equal(other == 0, dropped)
 
 
-@pytest.mark.parametrize("bad_label", [3.0, -1.0, 7.0])
+@pytest.mark.parametrize("bad_label", [3.0, -1.0, 7.0, np.nan])
 def test_softmax_loss_bad_label_names_the_layer(bad_label):
     lp = _lp("SoftmaxWithLoss", bottoms=("scores", "label"), tops=("loss",), name="my_loss")
     lp.loss_param.ignore_label = 1                        # an ignore label does not excuse others
@@ -270,6 +271,47 @@ def test_softmax_loss_bad_label_names_the_layer(bad_label):
         forward_layer(lp, [np.ones((2, 3)), np.array([0.0, bad_label])])
     assert info.value.layer_name == "my_loss"
     assert "my_loss" in str(info.value) and "SoftmaxWithLoss" in str(info.value)
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+@pytest.mark.parametrize("bad_label", [3.0, -2.0, np.nan])
+def test_accuracy_bad_label_is_a_layer_error(device, bad_label):
+    """An out-of-range or NaN label is an error, as in SoftmaxWithLoss, not a silently
+    dropped sample (which would inflate the accuracy); on the GPU int(NaN) would be 0."""
+    lp = _lp("Accuracy", bottoms=("scores", "label"), tops=("acc",), name="my_acc")
+    with pytest.raises(jitnet.LayerError, match="my_acc.*label"):
+        run_layer_on(device, lp, [np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]]), np.array([0.0, bad_label])],
+                     backward=False)
+
+
+@pytest.mark.parametrize("type_name,tops", [("Softmax", ("y",)), ("SoftmaxWithLoss", ("loss",)),
+                                            ("Accuracy", ("acc",))])
+def test_empty_class_axis_is_a_layer_error(type_name, tops):
+    bottoms = ("x",) if type_name == "Softmax" else ("x", "label")
+    lp = _lp(type_name, bottoms=bottoms, tops=tops, name="sm")
+    arrays = [np.ones((2, 0))] + ([np.zeros(2)] if len(bottoms) == 2 else [])
+    with pytest.raises(jitnet.LayerError, match="sm.*empty"):
+        forward_layer(lp, arrays)
+
+
+def test_hdf5_source_list_and_row_shapes(tmp_path):
+    """The list is whitespace-separated (as Caffe reads it); a later file whose rows have
+    another shape is an error naming the file, not a silent broadcast."""
+    import h5py
+    for k, width in enumerate((3, 3, 1)):
+        with h5py.File(tmp_path / f"f{k}.h5", "w") as f:
+            f.create_dataset("x", data=np.full((2, width), float(k)))
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'f0.h5'}  {tmp_path / 'f1.h5'}\n\n{tmp_path / 'f2.h5'}\n")
+    lp = _lp("HDF5Data", bottoms=(), tops=("x",), name="h5")
+    lp.hdf5_data_param.source = str(tmp_path / "list.txt")
+    lp.hdf5_data_param.batch_size = 2
+    layer, bottom, top = _layer(lp, [])
+    assert layer.files == [str(tmp_path / f"f{k}.h5") for k in range(3)]
+    layer.run_forward(bottom, top)
+    assert (top[0].data == 0.0).all()
+    # The second batch empties f1.h5, and the layer moves on to f2.h5 (as Caffe does).
+    with pytest.raises(jitnet.LayerError, match="f2.h5.*shape"):
+        layer.run_forward(bottom, top)
 
 
 def test_softmax_loss_label_count_mismatch_is_a_layer_error():

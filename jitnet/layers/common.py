@@ -86,6 +86,8 @@ class Softmax(Layer):
 
     def reshape(self, bottom, top):
         self.axis = bottom[0].canonical_axis(self.param.softmax_param.axis)
+        if bottom[0].shape[self.axis] == 0:
+            raise self.error(f"the softmax axis {self.axis} of bottom {bottom[0].shape} is empty")
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):

@@ -150,7 +150,7 @@ class HDF5Data(Layer):
         self.batch_size, self.shuffle = p.batch_size, p.shuffle
         try:
             with open(p.source) as f:
-                self.files = [line.strip() for line in f if line.strip()]
+                self.files = f.read().split()       # as Caffe: whitespace-separated paths
         except OSError as e:
             raise self.error(f"cannot read the source list '{p.source}': {e.strerror}") from None
         if not self.files:
@@ -179,6 +179,14 @@ class HDF5Data(Layer):
         if len(rows) != 1 or 0 in rows:
             raise self.error(f"HDF5 file '{path}': datasets {self.top_names} need the same, "
                              f"non-zero number of rows, got {[a.shape[0] for a in self.arrays]}")
+        shapes = getattr(self, "row_shapes", None)
+        if shapes is None:
+            self.row_shapes = [a.shape[1:] for a in self.arrays]
+        else:
+            for name, want, array in zip(self.top_names, shapes, self.arrays):
+                if array.shape[1:] != want:
+                    raise self.error(f"HDF5 file '{path}': dataset '{name}' has rows of shape "
+                                     f"{array.shape[1:]}, but the first file's are {want}")
         self.rows = np.arange(rows.pop())
         if self.shuffle and shuffle_rows:
             common.rng().shuffle(self.rows)

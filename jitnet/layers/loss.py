@@ -16,6 +16,8 @@ _NORM = pb.LossParameter
 
 def _label_positions(layer, scores, labels, axis):
     outer, channels, inner = softmax_dims(scores, axis)
+    if channels == 0:
+        raise layer.error(f"the class axis {axis} of the scores {scores.shape} is empty")
     if labels.count != outer * inner:
         raise layer.error(
             f"the label blob has {labels.count} values, but scores of shape {scores.shape} with "
@@ -66,7 +68,7 @@ class SoftmaxWithLoss(LossLayer):
         loss, valid, bad = self.K("loss").softmax_loss_forward(
             self.prob.data_on(d), bottom[1].data_on(d), *self.dims, self.has_ignore, self.ignore_label)
         if bad:
-            raise self.error(f"{bad} label(s) outside [0, {self.dims[1]}) (and not ignore_label)")
+            raise self.error(f"{bad} label(s) outside [0, {self.dims[1]}) or NaN (and not ignore_label)")
         self.valid = valid
         top[0].data[...] = loss / self.normalizer(valid)
 
@@ -151,9 +153,11 @@ class Accuracy(Layer):
 
     def forward(self, bottom, top):
         d = self.device
-        correct, count = self.K("loss").accuracy_forward(
+        correct, count, bad = self.K("loss").accuracy_forward(
             bottom[0].data_on(d), bottom[1].data_on(d), *self.dims, self.top_k, self.has_ignore,
             self.ignore_label, self.class_correct.mutable_data_on(d), self.class_count.mutable_data_on(d))
+        if bad:
+            raise self.error(f"{bad} label(s) outside [0, {self.dims[1]}) or NaN (and not ignore_label)")
         top[0].data[...] = correct / count if count else 0.0
         if len(top) > 1:
             counts, corrects = self.class_count.data, self.class_correct.data

@@ -18,25 +18,31 @@ def _nchunks(n):
     return c
 
 
-@njit(cache=True, parallel=True)
-def softmax_loss_forward(prob, label, outer, channels, inner, has_ignore, ignore_label):
-    """(Σ −log(max(prob[label], FLT_MIN)), valid count, out-of-range label count), ignored labels skipped"""
-    n = outer * inner
-    nc = _nchunks(n)
-    loss_part = np.zeros(nc, dtype=np.float64)
-    valid_part = np.zeros(nc, dtype=np.int64)
-    bad_part = np.zeros(nc, dtype=np.int64)
-    for k in prange(nc):
-        s = 0.0
-        v = 0
-        b = 0
-        for p in range(k * n // nc, (k + 1) * n // nc):
-            l = int(label[p])
-            if has_ignore and l == ignore_label:
-                continue
-            if l < 0 or l >= channels:
-                b += 1
-                continue
+@njit(cache=True)
+def _label_at(label, p, has_ignore, ignore_label, channels):
+    """The class index at position p; -1 for an ignored label, -2 for a bad one
+    (outside [0, channels) or NaN, whatever int(NaN) gives on this machine)."""
+    if label[p] != label[p]:
+        return -2
+    l = int(label[p])
+    if has_ignore and l == ignore_label:
+        return -1
+    if l < 0 or l >= channels:
+        return -2
+    return l
+
+
+@njit(cache=True)
+def _loss_chunk(prob, label, start, end, channels, inner, has_ignore, ignore_label):
+    """(Σ −log max(p, FLT_MIN), valid, bad) over positions [start, end)."""
+    s = 0.0
+    v = 0
+    b = 0
+    for p in range(start, end):
+        l = _label_at(label, p, has_ignore, ignore_label, channels)
+        if l == -2:
+            b += 1
+        elif l >= 0:
             o = p // inner
             i = p - o * inner
             q = np.float64(prob[(o * channels + l) * inner + i])
@@ -44,6 +50,21 @@ def softmax_loss_forward(prob, label, outer, channels, inner, has_ignore, ignore
                 q = FLT_MIN
             s -= np.log(q)
             v += 1
+    return s, v, b
+
+
+@njit(cache=True, parallel=True)
+def softmax_loss_forward(prob, label, outer, channels, inner, has_ignore, ignore_label):
+    """(Σ −log(max(prob[label], FLT_MIN)), valid count, bad label count): ignored labels are
+    skipped; labels outside [0, channels) and NaN are counted as bad and left out"""
+    n = outer * inner
+    nc = _nchunks(n)
+    loss_part = np.zeros(nc, dtype=np.float64)
+    valid_part = np.zeros(nc, dtype=np.int64)
+    bad_part = np.zeros(nc, dtype=np.int64)
+    for k in prange(nc):
+        s, v, b = _loss_chunk(prob, label, k * n // nc, (k + 1) * n // nc, channels, inner,
+                              has_ignore, ignore_label)
         loss_part[k] = s
         valid_part[k] = v
         bad_part[k] = b
@@ -57,8 +78,8 @@ def softmax_loss_backward(prob, label, dx, outer, channels, inner, has_ignore, i
         o = p // inner
         i = p - o * inner
         base = o * channels * inner + i
-        l = int(label[p])
-        if (has_ignore and l == ignore_label) or l < 0 or l >= channels:
+        l = _label_at(label, p, has_ignore, ignore_label, channels)
+        if l < 0:
             for c in range(channels):
                 dx[base + c * inner] = 0
         else:
@@ -72,17 +93,19 @@ def softmax_loss_backward(prob, label, dx, outer, channels, inner, has_ignore, i
 @njit(cache=True, parallel=True)
 def accuracy_forward(scores, label, outer, channels, inner, top_k, has_ignore, ignore_label,
                      class_correct, class_count):
-    """correct iff #{c : score[c] >= score[label]} <= top_k; zeroes then fills per-class correct/count"""
+    """(correct, count, bad): correct iff #{c : score[c] >= score[label]} <= top_k; bad counts
+    out-of-range (and NaN) labels, which are left out; zeroes then fills per-class correct/count"""
     n = outer * inner
     nc = _nchunks(n)
     corr = np.zeros((nc, channels), dtype=np.float64)
     cnt = np.zeros((nc, channels), dtype=np.float64)
+    bad = np.zeros(nc, dtype=np.int64)
     for k in prange(nc):
         for p in range(k * n // nc, (k + 1) * n // nc):
-            l = int(label[p])
-            if has_ignore and l == ignore_label:
-                continue
-            if l < 0 or l >= channels:
+            l = _label_at(label, p, has_ignore, ignore_label, channels)
+            if l == -2:
+                bad[k] += 1
+            if l < 0:
                 continue
             o = p // inner
             i = p - o * inner
@@ -107,7 +130,7 @@ def accuracy_forward(scores, label, outer, channels, inner, top_k, has_ignore, i
         class_count[c] = b
         correct += a
         count += b
-    return int(correct), int(count)
+    return int(correct), int(count), bad.sum()
 
 
 @njit(cache=True, parallel=True)

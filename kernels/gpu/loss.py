@@ -21,6 +21,20 @@ def _tree_sum(sm, tid):
         s //= 2
 
 
+@cuda.jit(device=True)
+def _label_at(label, p, has_ignore, ignore_label, channels):
+    """The class index at position p; -1 for an ignored label, -2 for a bad one
+    (outside [0, channels) or NaN: int(NaN) is 0 on a GPU, so NaN is tested first)."""
+    if label[p] != label[p]:
+        return -2
+    l = int(label[p])
+    if has_ignore and l == ignore_label:
+        return -1
+    if l < 0 or l >= channels:
+        return -2
+    return l
+
+
 @cuda.jit
 def _softmax_loss_forward(prob, label, outer, channels, inner, has_ignore, ignore_label,
                           loss_part, valid_part, bad_part):
@@ -33,11 +47,10 @@ def _softmax_loss_forward(prob, label, outer, channels, inner, has_ignore, ignor
     v = 0.0
     b = 0.0
     for p in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
-        l = int(label[p])
-        if has_ignore and l == ignore_label:
-            continue
-        if l < 0 or l >= channels:
+        l = _label_at(label, p, has_ignore, ignore_label, channels)
+        if l == -2:
             b += 1.0
+        if l < 0:
             continue
         o = p // inner
         i = p - o * inner
@@ -77,8 +90,8 @@ def _softmax_loss_backward(prob, label, dx, outer, channels, inner, has_ignore, 
         o = p // inner
         i = p - o * inner
         base = o * channels * inner + i
-        l = int(label[p])
-        if (has_ignore and l == ignore_label) or l < 0 or l >= channels:
+        l = _label_at(label, p, has_ignore, ignore_label, channels)
+        if l < 0:
             for c in range(channels):
                 dx[base + c * inner] = 0
         else:
@@ -105,13 +118,14 @@ def _zero2(a, b):
 
 @cuda.jit
 def _accuracy_forward(scores, label, outer, channels, inner, top_k, has_ignore, ignore_label,
-                      class_correct, class_count):
-    """Kernel (grid-stride, atomics): class_count[l] += 1; class_correct[l] += [#{c : score[c] >= score[l]} <= top_k]"""
+                      class_correct, class_count, bad):
+    """Kernel (grid-stride, atomics): class_count[l] += 1; class_correct[l] += [#{c : score[c] >= score[l]} <= top_k];
+    bad[0] += 1 for an out-of-range or NaN label"""
     for p in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
-        l = int(label[p])
-        if has_ignore and l == ignore_label:
-            continue
-        if l < 0 or l >= channels:
+        l = _label_at(label, p, has_ignore, ignore_label, channels)
+        if l == -2:
+            cuda.atomic.add(bad, 0, 1.0)
+        if l < 0:
             continue
         o = p // inner
         i = p - o * inner
@@ -128,14 +142,16 @@ def _accuracy_forward(scores, label, outer, channels, inner, top_k, has_ignore, 
 
 def accuracy_forward(scores, label, outer, channels, inner, top_k, has_ignore, ignore_label,
                      class_correct, class_count):
-    """correct iff #{c : score[c] >= score[label]} <= top_k; zeroes then fills per-class correct/count"""
+    """(correct, count, bad): correct iff #{c : score[c] >= score[label]} <= top_k; bad counts
+    out-of-range (and NaN) labels, which are left out; zeroes then fills per-class correct/count"""
     launch_1d(_zero2, channels)(class_correct, class_count)
+    bad = cuda.to_device(np.zeros(1, dtype=np.float64))
     launch_1d(_accuracy_forward, outer * inner)(
         scores, label, outer, channels, inner, int(top_k), bool(has_ignore), int(ignore_label),
-        class_correct, class_count)
+        class_correct, class_count, bad)
     correct = class_correct.copy_to_host().sum()
     count = class_count.copy_to_host().sum()
-    return int(round(correct)), int(round(count))
+    return int(round(correct)), int(round(count)), int(round(bad.copy_to_host()[0]))
 
 
 @cuda.jit
