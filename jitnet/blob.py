@@ -75,8 +75,13 @@ class SyncedMemory:
 
 def _as_shape(shape):
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
-        shape = tuple(shape[0])
-    shape = tuple(int(d) for d in shape)
+        shape = shape[0]
+    try:
+        if isinstance(shape, (str, bytes)):
+            raise TypeError
+        shape = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise JitnetError(f"a blob shape is a sequence of integers, got {shape!r}") from None
     if any(d < 0 for d in shape):
         raise JitnetError(f"blob shape {shape} has a negative dimension")
     return shape

@@ -85,7 +85,10 @@ def _setup_logging(path=None):
     handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%H:%M:%S"))
     log.handlers[:] = [handler]
     if path:
-        file_handler = logging.FileHandler(path, mode="w")
+        try:
+            file_handler = logging.FileHandler(path, mode="w")
+        except OSError as e:
+            raise JitnetError(f"--log {path}: cannot write the log file ({e.strerror})") from None
         file_handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%H:%M:%S"))
         log.addHandler(file_handler)
     log.setLevel(logging.INFO)
@@ -104,11 +107,19 @@ def _select_mode(gpu, solver_mode_gpu=False, device_id=0, force_cpu=False):
         common.set_mode_cpu()
         log.info("Use CPU.")
         return
-    if gpu == "all" or "," in gpu:
-        raise JitnetError(f"--gpu {gpu}: jitnet trains on one device for now; give one id")
+    _check_gpu_flag(gpu)
     common.set_device(int(gpu))
     common.set_mode_gpu()
     log.info("Use GPU with device ID %s", gpu)
+
+
+def _check_gpu_flag(gpu):
+    if gpu is None:
+        return
+    if gpu == "all" or "," in gpu:
+        raise JitnetError(f"--gpu {gpu}: jitnet trains on one device for now; give one id")
+    if not gpu.isdigit():
+        raise JitnetError(f"--gpu {gpu}: give a device id (0, 1, ...)")
 
 
 def _phase(text):
@@ -162,7 +173,7 @@ def train(args):
     for i, scores in enumerate(solver.test_scores):
         shown = ", ".join(f"{k} = {np.ravel(v)[0]:.4f}" if np.size(v) == 1 else f"{k} = {np.ravel(v)}"
                           for k, v in scores.items())
-        print(f"Test net #{i} at iteration {solver.iter}: {shown}")
+        print(f"Test net #{i} at iteration {solver.tested_at}: {shown}")
     return 0
 
 
@@ -193,7 +204,6 @@ def time_net(args):
     net.forward_backward()
     n = len(net.layers)
     forward_ms, backward_ms = np.zeros(n), np.zeros(n)
-    backward_steps = {s.index: s for s in net.plan.backward}
     bar = ProgressBar(args.iterations, label="time ")
     args.handler.bar = bar
     t_total = time.perf_counter()
@@ -204,10 +214,8 @@ def time_net(args):
             _sync()
             forward_ms[i] += (time.perf_counter() - t) * 1e3
         net._seed_loss_diffs()
-        for i in reversed(range(n)):
-            step = backward_steps.get(i)
-            if step is None:
-                continue
+        for i in reversed(range(n)):        # every layer, as `caffe time` (param gradients too)
+            step = net.plan.steps[i]
             t = time.perf_counter()
             net.layers[i].run_backward(net._tops[i], step.propagate_down, net._bottoms[i])
             _sync()
@@ -271,8 +279,11 @@ COMMANDS = {"train": train, "test": test, "time": time_net, "plot": plot, "devic
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    args.handler = _setup_logging(getattr(args, "log", None))
     try:
+        if getattr(args, "iterations", 1) < 1:
+            raise JitnetError(f"--iterations must be at least 1, got {args.iterations}")
+        _check_gpu_flag(getattr(args, "gpu", None))
+        args.handler = _setup_logging(getattr(args, "log", None))
         return COMMANDS[args.command](args)
     except JitnetError as e:
         print(f"jitnet {args.command}: error: {e}", file=sys.stderr)

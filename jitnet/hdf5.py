@@ -35,24 +35,36 @@ def save_weights_hdf5(net, path, write_diff=False):
     finish_atomic(tmp, path)
 
 
-def load_weights_hdf5(net, path):
+def read_weights_hdf5(net, path):
+    """[(blob, array)] for the layers of ``net`` found in the HDF5 weights file, shapes checked."""
     try:
         f = h5py.File(path, "r")
     except OSError as e:
         raise WeightsError(f"{path}: cannot open as HDF5 weights ({e})") from None
+    found = []
     with f:
-        if "data" not in f:
-            raise WeightsError(f"{path}: no /data group; not a Caffe HDF5 weights file")
-        for name, group in f["data"].items():
+        data = f.get("data")
+        if not isinstance(data, h5py.Group):
+            raise WeightsError(f"{path}: no /data group of layers; not a Caffe HDF5 weights file "
+                               "(a .caffemodel.h5 as Caffe or jitnet snapshot it)")
+        for name, group in data.items():
             target = net.layer_dict.get(name)
-            if target is None or (not len(group) and not target.blobs):
+            if target is None:
+                continue
+            if not isinstance(group, h5py.Group):
+                raise WeightsError(f"{path}: /data/{name} is not a group of blobs; not a Caffe "
+                                   "HDF5 weights file")
+            if not len(group) and not target.blobs:
                 continue
             if len(group) > len(target.blobs):
                 raise WeightsError(f"{path}: layer '{name}' has {len(group)} blobs in the file "
                                    f"but {len(target.blobs)} in the net")
-            for j, blob in enumerate(target.blobs):
+            arrays = {}
+            for j in range(len(target.blobs)):
                 if str(j) in group:
-                    net.copy_layer_arrays(target, {j: np.asarray(group[str(j)])}, path)
+                    arrays[j] = np.asarray(group[str(j)])
                 elif (name, j) not in net.shared_blobs:
                     raise WeightsError(f"{path}: layer '{name}' has no blob {j} in the file "
                                        "(only blobs shared with another layer may be missing)")
+            found.extend(net.check_layer_arrays(target, arrays, path))
+    return found

@@ -35,12 +35,13 @@ same for tops), ``is_loss`` (a loss layer's first top gets loss_weight 1 by
 default), ``param_count(param)`` (how many learnable blobs it will create) and
 ``allow_force_backward(param, bottom_index)``.
 """
+import contextlib
 import importlib
 
 import numpy as np
 
 from . import common
-from .errors import DeviceError, LayerError, NetDefinitionError
+from .errors import DeviceError, JitnetError, LayerError, NetDefinitionError
 
 _REGISTRY = {}
 
@@ -49,8 +50,9 @@ def register(type_name):
     """Class decorator: register a Layer subclass under its Caffe type name."""
     def decorate(cls):
         if type_name in _REGISTRY:
-            raise ValueError(f"layer type {type_name!r} is registered twice "
-                             f"({_REGISTRY[type_name].__module__} and {cls.__module__})")
+            raise JitnetError(f"layer type {type_name!r} is already registered (by "
+                              f"{_REGISTRY[type_name].__module__}.{_REGISTRY[type_name].__name__}); "
+                              f"choose another name for {cls.__module__}.{cls.__name__}")
         cls.type = type_name
         _REGISTRY[type_name] = cls
         return cls
@@ -151,27 +153,45 @@ class Layer:
     # -- the fixed sequence --------------------------------------------------------------------
     def setup_layer(self, bottom, top, loss_weights=None):
         self.check_arity(self.param)
+        for what, blobs, names in (("bottom", bottom, self.param.bottom), ("top", top, self.param.top)):
+            if len(blobs) != len(names):
+                raise self.error(f"set up with {len(blobs)} {what} blob(s), but the definition "
+                                 f"names {len(names)} ({', '.join(names) or 'none'})")
         self.loss_weights = list(loss_weights) if loss_weights is not None else [0.0] * len(top)
         self.dtype = (bottom or top)[0].dtype if (bottom or top) else np.dtype(np.float32)
-        self.setup(bottom, top)
-        # Which learnable blobs get gradients; Net turns off those with lr_mult 0.
-        self.param_propagate_down = [True] * len(self.blobs)
-        self.reshape(bottom, top)
+        with self._naming_errors():
+            self.setup(bottom, top)
+            # Which learnable blobs get gradients; Net turns off those with lr_mult 0.
+            self.param_propagate_down = [True] * len(self.blobs)
+            self.reshape(bottom, top)
 
     def run_forward(self, bottom, top):
         """Reshape, forward, and return Σ loss_weight · sum(top) over this layer's tops."""
         self._select_device()
-        self.reshape(bottom, top)
-        self.forward(bottom, top)
+        with self._naming_errors():
+            self.reshape(bottom, top)
+            self.forward(bottom, top)
         loss = 0.0
         for weight, blob in zip(self.loss_weights, top):
             if weight:
-                loss += weight * float(blob.data_on(common.CPU).sum(dtype=np.float64))
+                with np.errstate(over="ignore", invalid="ignore"):   # the NaN guard reports it
+                    loss += weight * float(blob.data_on(common.CPU).sum(dtype=np.float64))
         return loss
 
     def run_backward(self, top, propagate_down, bottom):
         self._select_device()
-        self.backward(top, propagate_down, bottom)
+        with self._naming_errors():
+            self.backward(top, propagate_down, bottom)
+
+    @contextlib.contextmanager
+    def _naming_errors(self):
+        """A JitnetError raised inside the hooks (a bad axis, a shape) names this layer."""
+        try:
+            yield
+        except LayerError:
+            raise
+        except JitnetError as e:
+            raise LayerError(self.name, self.type, str(e)) from None
 
     def _select_device(self):
         device = common.mode()

@@ -35,12 +35,21 @@ class Net:
             phase, weights = weights, phase           # Net(model, weights, phase)
         if phase is None:
             raise JitnetError("Net(model, phase): give the phase, jitnet.TRAIN or jitnet.TEST")
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise JitnetError(f"Net(dtype={np.dtype(dtype).name}): jitnet nets are float32 or float64")
+        if isinstance(stages, str):
+            stages = (stages,)                        # one stage, not its characters
+        if not isinstance(level, (int, np.integer)):
+            raise JitnetError(f"Net(level={level!r}): the level is an integer")
         if isinstance(model, pb.NetParameter):
             net_param, self.source = pb.NetParameter(), None
             net_param.CopyFrom(model)
             proto_io.upgrade_net(net_param)
-        else:
+        elif isinstance(model, (str, os.PathLike)):
             net_param, self.source = proto_io.read_net(model), os.fspath(model)
+        else:
+            raise JitnetError(f"Net(model, ...): model is a prototxt path or a NetParameter, "
+                              f"not {type(model).__name__}")
         self.net_param = net_param
         self.phase = phase
         self.dtype = np.dtype(dtype)
@@ -62,6 +71,7 @@ class Net:
         self._setup_params()
         self.loss_terms = [0.0] * len(self.layers)
         self.debug_info = bool(net_param.debug_info)
+        self.forward_done = False
         if weights:
             self.copy_from(weights)
 
@@ -139,15 +149,21 @@ class Net:
     def forward_from_to(self, start=0, end=None):
         """Run layers start..end (inclusive) bottom to top; return the summed loss."""
         end = len(self.layers) - 1 if end is None else end
+        if start > end:
+            raise JitnetError(f"forward: start layer '{self.layers[start].name}' comes after end "
+                              f"layer '{self.layers[end].name}' in net '{self.name}'")
         for i in range(start, end + 1):
             self.loss_terms[i] = self.layers[i].run_forward(self._bottoms[i], self._tops[i])
             if self.debug_info:
                 self._forward_debug_info(i)
+        self.forward_done = True
         return sum(self.loss_terms[start:end + 1])
 
     def backward_from_to(self, start=None, end=0):
         """Run backward from layer ``start`` down to layer ``end`` over the layers that need it."""
         start = len(self.layers) - 1 if start is None else start
+        if not self.forward_done:
+            raise JitnetError(f"net '{self.name}': backward() needs a forward() first")
         self._seed_loss_diffs()
         for step in self.plan.backward:
             if end <= step.index <= start:
@@ -223,13 +239,17 @@ class Net:
         """pycaffe's forward: copy ``inputs`` into the input blobs, run, return the outputs.
 
         Returns {output blob name: data} (plus the blobs named in ``blobs``)."""
-        for name, value in inputs.items():
-            if name not in self.blobs:
-                raise JitnetError(f"forward(): no blob named '{name}' in net '{self.name}'")
-            value = np.asarray(value)
-            if value.shape != self.blobs[name].shape:
-                self.blobs[name].reshape(value.shape)
-            self.blobs[name].data[...] = value
+        arrays = {}
+        for name, value in inputs.items():              # check every input before changing any
+            if name not in self.inputs:
+                raise JitnetError(f"forward(): '{name}' is not an input blob of net '{self.name}' "
+                                  f"(inputs: {', '.join(self.inputs) or 'none'})")
+            arrays[name] = self._as_array(value, f"forward(): input '{name}'")
+        self._check_names(blobs, "forward(blobs=...)")
+        for name, array in arrays.items():
+            if array.shape != self.blobs[name].shape:
+                self.blobs[name].reshape(array.shape)
+            self.blobs[name].data[...] = array
         end_index = self._index(end, len(self.layers) - 1)
         self.loss = self.forward_from_to(self._index(start, 0), end_index)
         names = list(blobs or []) + (self.outputs if end is None else
@@ -238,16 +258,38 @@ class Net:
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs):
         """pycaffe's backward: run, return {input blob name: diff} (plus blobs named in ``diffs``)."""
-        for name, value in top_diffs.items():
-            self.blobs[name].diff[...] = value
+        self._check_names(list(top_diffs) + list(diffs or []), "backward()")
+        arrays = {name: self._as_array(value, f"backward(): diff of '{name}'")
+                  for name, value in top_diffs.items()}
+        for name, array in arrays.items():
+            if array.size != self.blobs[name].count:
+                raise JitnetError(f"backward(): the diff for '{name}' has shape {array.shape}, "
+                                  f"but the blob has shape {self.blobs[name].shape}")
+        for name, array in arrays.items():
+            self.blobs[name].diff[...] = array.reshape(self.blobs[name].shape)
         self.backward_from_to(self._index(start, len(self.layers) - 1), self._index(end, 0))
         names = list(diffs or []) + self.inputs
         return {name: self.blobs[name].diff for name in names}
+
+    def _as_array(self, value, what):
+        try:
+            array = np.asarray(value, dtype=self.dtype)
+        except (TypeError, ValueError) as e:
+            raise JitnetError(f"{what} is not numeric ({e})") from None
+        return array
+
+    def _check_names(self, names, what):
+        unknown = [name for name in names or [] if name not in self.blobs]
+        if unknown:
+            raise JitnetError(f"{what}: no blob named {', '.join(repr(n) for n in unknown)} in net "
+                              f"'{self.name}' (blobs: {', '.join(self.blobs)})")
 
     def score(self, iterations, on_batch=None):
         """Run ``iterations`` forward passes; return (mean loss, {output: mean value}).
 
         ``on_batch(i, net)`` is called after each pass (the ``jitnet test`` log uses it)."""
+        if iterations < 1:
+            raise JitnetError(f"score: iterations must be at least 1, got {iterations}")
         sums, loss = {}, 0.0
         for i in range(iterations):
             loss += self.forward_from_to()
@@ -344,19 +386,34 @@ class Net:
                 mine.share_data(theirs)
 
     def copy_from(self, weights):
-        """Copy learned blobs from caffemodel file(s) (comma-separated) or a NetParameter, by layer name."""
-        if isinstance(weights, pb.NetParameter):
-            self._copy_from_proto(weights, "<NetParameter>")
-            return
-        for path in str(weights).split(","):
-            path = path.strip()
-            if path.endswith(".h5"):
-                from .hdf5 import load_weights_hdf5
-                load_weights_hdf5(self, path)
-            else:
-                self._copy_from_proto(proto_io.read_net_binary(path), path)
+        """Copy learned blobs from caffemodel file(s) (comma-separated, or ``.caffemodel.h5``)
+        or a NetParameter, matching layers by name.
 
-    def _copy_from_proto(self, source, path):
+        Everything is read and checked before anything is written, so a failure leaves the
+        net as it was. A file none of whose layers matches a layer of this net with
+        learnable blobs is an error (it is almost always the wrong file)."""
+        if isinstance(weights, pb.NetParameter):
+            sources = [(weights, "<NetParameter>")]
+        else:
+            sources = [(None, path.strip()) for path in os.fspath(weights).split(",")]
+        assignments = []
+        for source, path in sources:
+            if source is None and path.endswith(".h5"):
+                from .hdf5 import read_weights_hdf5
+                found = read_weights_hdf5(self, path)
+            else:
+                found = self._weights_from_proto(source or proto_io.read_net_binary(path), path)
+            if not found:
+                mine = [layer.name for layer in self.layers if layer.blobs]
+                raise WeightsError(f"{path}: no layer in the file matches a layer with learnable "
+                                   f"blobs in net '{self.name}' ({', '.join(mine) or 'none'}); "
+                                   "is it the right weights file?")
+            assignments.extend(found)
+        for blob, array in assignments:
+            blob.data[...] = array
+
+    def _weights_from_proto(self, source, path):
+        found = []
         for layer_param in source.layer:
             target = self.layer_dict.get(layer_param.name)
             if target is None:
@@ -367,7 +424,8 @@ class Net:
             if not layer_param.blobs and not target.blobs:
                 continue
             arrays = [self._blob_array(bp, target, j, path) for j, bp in enumerate(layer_param.blobs)]
-            self.copy_layer_arrays(target, arrays, path)
+            found.extend(self.check_layer_arrays(target, arrays, path))
+        return found
 
     @staticmethod
     def _blob_array(bp, target, j, path):
@@ -381,9 +439,9 @@ class Net:
         return array
 
     @staticmethod
-    def copy_layer_arrays(target, arrays, path):
-        """Copy arrays into a layer's blobs, checking shapes: a list for all blobs (its length
-        must match), or a dict {blob index: array} for some."""
+    def check_layer_arrays(target, arrays, path):
+        """[(blob, array)] for a layer's blobs, shapes checked: ``arrays`` is a list for all
+        blobs (its length must match), or a dict {blob index: array} for some."""
         if isinstance(arrays, dict):
             pairs = [(j, array, target.blobs[j]) for j, array in arrays.items()]
         else:
@@ -395,7 +453,7 @@ class Net:
             if tuple(array.shape) != blob.shape:
                 raise WeightsError(f"{path}: layer '{target.name}' blob {j} has shape "
                                    f"{tuple(array.shape)} in the file but {blob.shape} in the net")
-            blob.data[...] = array
+        return [(blob, array) for _, array, blob in pairs]
 
     def to_proto(self, write_diff=False):
         """A NetParameter with every layer's definition and its blobs (what a caffemodel holds)."""

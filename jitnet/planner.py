@@ -24,7 +24,7 @@ once, so that ``Net`` only runs the result:
 from dataclasses import dataclass, field
 
 from .errors import NetDefinitionError
-from .layer import layer_class
+from .layer import layer_class, layer_type_list
 from .proto import pb
 
 TRAIN, TEST = pb.TRAIN, pb.TEST
@@ -320,6 +320,20 @@ def _decide_backward(steps, force_backward):
     return blob_need
 
 
+def _check_types(layers):
+    """One NetDefinitionError naming every layer whose type is not registered."""
+    known = set(layer_type_list())
+    unknown = {}
+    for layer in layers:
+        if layer.type not in known:
+            unknown.setdefault(layer.type, []).append(layer.name)
+    if unknown:
+        listed = "; ".join(f"'{t}' (layer{'s' if len(n) > 1 else ''} {', '.join(repr(x) for x in n[:3])}"
+                           f"{', ...' if len(n) > 3 else ''})" for t, n in unknown.items())
+        raise NetDefinitionError(f"unknown layer type{'s' if len(unknown) > 1 else ''} {listed}. "
+                                 f"Known types: {', '.join(sorted(known))}")
+
+
 # -- the whole plan -----------------------------------------------------------------------------
 def plan(net_param, phase=TEST, level=0, stages=()):
     """The Plan for ``net_param`` in the given state (phase, level, stages)."""
@@ -332,6 +346,7 @@ def plan(net_param, phase=TEST, level=0, stages=()):
     if net_param.state.HasField("level") and not level:
         level = net_param.state.level
     layers = filter_layers(net_param, phase, level, stages)
+    _check_types(layers)
     for layer in layers:
         layer_class(layer.type, layer.name).check_arity(layer)
     names = {}

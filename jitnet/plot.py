@@ -3,6 +3,7 @@ the training loss and the test scores against the iteration.
 
     jitnet plot train.log -o curves.png
 """
+import os
 import re
 
 from .errors import JitnetError
@@ -17,9 +18,12 @@ _TEST_OUTPUT = re.compile(rf"Test net output #\d+: (\S+) = {_NUMBER}( \(\* .* lo
 def parse_log(path):
     """{'train': [(iter, loss)], 'lr': [(iter, lr)], 'test': {(net, name): [(iter, value)]}, 'test_losses': set}."""
     try:
-        lines = open(path).read().splitlines()
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
     except OSError as e:
         raise JitnetError(f"{path}: cannot read the log ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise JitnetError(f"{path}: not a text file; give the log written by 'jitnet train --log'") from None
     curves = {"train": [], "lr": [], "test": {}, "test_losses": set()}
     test_iter = test_net = None
     for line in lines:
@@ -55,6 +59,15 @@ def plot_log(path, output):
     except ImportError:
         raise JitnetError("jitnet plot needs matplotlib: pip install 'jitnet[plot]'") from None
     curves = parse_log(path)
+    kind = output.rsplit(".", 1)[-1].lower() if "." in os.path.basename(output) else ""
+    if kind not in plt.gcf().canvas.get_supported_filetypes():
+        plt.close("all")
+        raise JitnetError(f"-o {output}: unknown image format '{kind}'; use one of "
+                          + ", ".join(sorted(plt.gcf().canvas.get_supported_filetypes())))
+    plt.close("all")
+    folder = os.path.dirname(output)
+    if folder and not os.path.isdir(folder):
+        raise JitnetError(f"-o {output}: the folder '{folder}' does not exist")
     scores = {k: v for k, v in curves["test"].items() if k not in curves["test_losses"]}
     rows = 2 if scores else 1
     fig, axes = plt.subplots(rows, 1, figsize=(8, 3.2 * rows), sharex=True, squeeze=False)

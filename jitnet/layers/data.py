@@ -52,19 +52,24 @@ class DummyData(Layer):
     def setup(self, bottom, top):
         p = self.param.dummy_data_param
         n = len(top)
+        counts = "one" if n == 1 else f"one (for all tops) or {n} (one per top)"
         if p.shape:
             if p.num or p.channels or p.height or p.width:
                 raise self.error("give either shape or num/channels/height/width, not both")
             if len(p.shape) not in (1, n):
-                raise self.error(f"{len(p.shape)} shapes for {n} tops; give 1 or {n}")
+                raise self.error(f"{len(p.shape)} shape entries for {n} top(s); give {counts}")
             shapes = [_shape_of(p.shape[0 if len(p.shape) == 1 else i]) for i in range(n)]
         else:
             legacy = [p.num, p.channels, p.height, p.width]
+            if not any(legacy):
+                raise self.error("dummy_data_param needs the tops' shapes: add shape { dim: ... }")
             if any(len(v) not in (1, n) for v in legacy):
-                raise self.error(f"num, channels, height and width need 1 or {n} values each")
+                raise self.error(f"the legacy num, channels, height and width need {counts} "
+                                 "value(s) each; or use shape { dim: ... }")
             shapes = [tuple(int(v[0 if len(v) == 1 else i]) for v in legacy) for i in range(n)]
         if len(p.data_filler) not in (0, 1, n):
-            raise self.error(f"{len(p.data_filler)} data_fillers for {n} tops; give 0, 1 or {n}")
+            raise self.error(f"{len(p.data_filler)} data_filler entries for {n} top(s); give none "
+                             f"(constant 0) or {counts}")
         fillers = list(p.data_filler) or [pb.FillerParameter(type="constant", value=0)]
         self.fillers = [fillers[0 if len(fillers) == 1 else i] for i in range(n)]
         for blob, shape, filler in zip(top, shapes, self.fillers):
@@ -148,11 +153,18 @@ class HDF5Data(Layer):
         if p.batch_size <= 0:
             raise self.error("hdf5_data_param.batch_size must be positive")
         self.batch_size, self.shuffle = p.batch_size, p.shuffle
+        if not p.source:
+            raise self.error("hdf5_data_param.source is not set (a text file listing .h5 files)")
         try:
-            with open(p.source) as f:
+            with open(p.source, encoding="utf-8") as f:
                 self.files = f.read().split()       # as Caffe: whitespace-separated paths
         except OSError as e:
-            raise self.error(f"cannot read the source list '{p.source}': {e.strerror}") from None
+            raise self.error(f"cannot read the source list '{p.source}': {e.strerror} "
+                             f"(relative paths are read from the working directory, "
+                             f"{os.getcwd()})") from None
+        except UnicodeDecodeError:
+            raise self.error(f"the source '{p.source}' is not a text file; source names a text "
+                             "file listing the .h5 files, one per line, not an .h5 file itself") from None
         if not self.files:
             raise self.error(f"the source list '{p.source}' names no files")
         self.top_names = list(self.param.top)
@@ -168,13 +180,28 @@ class HDF5Data(Layer):
         path = self.files[file_number]
         if not os.path.exists(path):
             raise self.error(f"HDF5 file '{path}' (listed in '{self.param.hdf5_data_param.source}') "
-                             "does not exist")
-        with h5py.File(path, "r") as f:
+                             f"does not exist (relative paths are read from the working directory, "
+                             f"{os.getcwd()})")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise self.error(f"cannot open '{path}' (listed in '{self.param.hdf5_data_param.source}') "
+                             f"as HDF5: {e}") from None
+        with f:
             missing = [name for name in self.top_names if name not in f]
             if missing:
                 raise self.error(f"HDF5 file '{path}' has no dataset {missing[0]!r} "
                                  f"(it has: {', '.join(f.keys())})")
-            self.arrays = [np.asarray(f[name], dtype=np.float64) for name in self.top_names]
+            self.arrays = []
+            for name in self.top_names:
+                dataset = f[name]
+                if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "biuf":
+                    raise self.error(f"HDF5 file '{path}': '{name}' must be a numeric dataset, "
+                                     f"got {dataset}")
+                if dataset.ndim == 0:
+                    raise self.error(f"HDF5 file '{path}': dataset '{name}' is a scalar; it needs "
+                                     "one row per sample")
+                self.arrays.append(np.asarray(dataset, dtype=np.float64))
         rows = {a.shape[0] for a in self.arrays}
         if len(rows) != 1 or 0 in rows:
             raise self.error(f"HDF5 file '{path}': datasets {self.top_names} need the same, "

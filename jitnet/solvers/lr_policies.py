@@ -53,6 +53,8 @@ LR_POLICIES = {
 
 def check_policy(p, where="solver"):
     """SolverError for an unknown policy or one missing what it needs."""
+    if not p.HasField("lr_policy"):
+        raise SolverError(f"{where}: lr_policy is not set; give one of " + ", ".join(LR_POLICIES))
     if p.lr_policy not in LR_POLICIES:
         raise SolverError(f"{where}: unknown lr_policy '{p.lr_policy}'; known: "
                           + ", ".join(LR_POLICIES))

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import common
 from ..blob import Blob
-from ..errors import JitnetError, NumericalError, SolverError
+from ..errors import NumericalError, SolverError
 from ..layer import kernel_module
 from ..net import Net
 from ..planner import TEST, TRAIN
@@ -76,8 +76,12 @@ class Solver:
             None if isinstance(solver, pb.SolverParameter) else os.fspath(solver))
         self.where = self.source or "solver"
         if self.type is not None and self.param.type != self.type:
+            if self.param.HasField("type"):
+                log.warning("%s says type '%s', but this is a %s; it trains with %s",
+                            self.where, self.param.type, type(self).__name__, self.type)
             self.param.type = self.type
         self.check_param()
+        self._prepare_snapshot_prefix()
         if self.param.random_seed >= 0:
             common.set_random_seed(self.param.random_seed)
         self.net = self._train_net()
@@ -94,6 +98,7 @@ class Solver:
         self.iteration_callbacks = []
         self.action_request = None     # callable returning None, "stop" or "snapshot"
         self.test_scores = []
+        self.tested_at = None          # the iteration test_scores belong to
         if self.param.weights:
             for weights in self.param.weights:
                 self.net.copy_from(weights)
@@ -114,6 +119,44 @@ class Solver:
             raise SolverError(f"{where}: unknown regularization_type '{p.regularization_type}'; "
                               "known: L1, L2")
 
+    def _prepare_snapshot_prefix(self):
+        """Caffe's rules for the prefix, then a probe that it can be written, before training
+        starts rather than when the first snapshot is due.
+
+        Without snapshot_prefix (allowed when no periodic snapshot is asked for), the prefix
+        is the solver file's path without its extension, as Caffe sets it; a prefix naming a
+        folder gets the solver file's stem appended."""
+        p = self.param
+        stem = os.path.splitext(os.path.basename(self.source))[0] if self.source else None
+        if not p.snapshot_prefix and self.source:
+            p.snapshot_prefix = os.path.splitext(self.source)[0]
+            log.info("snapshot_prefix was not set; snapshots go to %s_iter_N", p.snapshot_prefix)
+        elif p.snapshot_prefix and stem and (p.snapshot_prefix.endswith(os.sep)
+                                             or os.path.isdir(p.snapshot_prefix)):
+            p.snapshot_prefix = os.path.join(p.snapshot_prefix, stem)
+        if not p.snapshot_prefix or not (p.snapshot or p.snapshot_after_train):
+            return
+        probe = f"{p.snapshot_prefix}_iter_0.tempfile"
+        try:
+            folder = os.path.dirname(probe)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as e:
+            raise SolverError(f"{self.where}: cannot write snapshots with snapshot_prefix "
+                              f"'{p.snapshot_prefix}': {e.strerror or e}. Make sure the folder "
+                              "exists (or can be created) and is writable.") from None
+
+    def _net(self, model, field, phase, state):
+        """A Net for a solver's net field, with an error that says where the path came from."""
+        if isinstance(model, str) and not os.path.exists(model):
+            raise SolverError(f"{self.where}: the net file '{model}' named by '{field}' does not "
+                              f"exist (paths in a solver file are relative to the working "
+                              f"directory, {os.getcwd()})")
+        return Net(model, phase, level=state.level, stages=tuple(state.stage))
+
     def _train_net(self):
         p = self.param
         given = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
@@ -121,9 +164,7 @@ class Solver:
             raise SolverError(f"{self.where}: give exactly one of net, net_param, train_net, "
                               f"train_net_param (found {', '.join(given) or 'none'})")
         kind = given[0]
-        model = getattr(p, kind)
-        state = p.train_state
-        return Net(model, TRAIN, level=state.level, stages=tuple(state.stage))
+        return self._net(getattr(p, kind), kind, TRAIN, p.train_state)
 
     def _test_nets(self):
         p = self.param
@@ -141,11 +182,8 @@ class Solver:
         if p.test_state and len(p.test_state) != len(sources):
             raise SolverError(f"{self.where}: {len(p.test_state)} test_state(s) for "
                               f"{len(sources)} test net(s)")
-        nets = []
-        for i, (_, model) in enumerate(sources):
-            state = p.test_state[i] if p.test_state else pb.NetState()
-            nets.append(Net(model, TEST, level=state.level, stages=tuple(state.stage)))
-        return nets
+        return [self._net(model, field, TEST, p.test_state[i] if p.test_state else pb.NetState())
+                for i, (field, model) in enumerate(sources)]
 
     # -- the loop ---------------------------------------------------------------------------------
     def add_callback(self, on_iteration):
@@ -155,6 +193,8 @@ class Solver:
     def step(self, iters):
         """Run ``iters`` training iterations."""
         p = self.param
+        if not isinstance(iters, (int, np.integer)) or iters < 0:
+            raise SolverError(f"step(iters): iters is a whole number >= 0, got {iters!r}")
         stop = self.iter + int(iters)
         tic, tic_iter = time.perf_counter(), self.iter
         while self.iter < stop:
@@ -198,7 +238,11 @@ class Solver:
             log.info("Optimization stopped early.")
             return
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
-            self.snapshot()
+            if p.snapshot_prefix:
+                self.snapshot()
+            else:
+                log.warning("no snapshot_prefix (and no solver file to derive one from): the "
+                            "final weights are not saved; call solver.net.save(path)")
         if p.display and self.iter % p.display == 0:
             loss = self.net.forward_from_to()
             self._update_smoothed_loss(loss)
@@ -215,8 +259,9 @@ class Solver:
             return
         where = self.net.first_nonfinite() or "the loss itself is not finite"
         raise NumericalError(f"iteration {self.iter}: training produced NaN or infinity (loss = {loss}); "
-                             f"first at {where}. Stopped before updating the weights; the last "
-                             "snapshot is intact. A lower base_lr or clip_gradients often helps.")
+                             f"first at {where}. Stopped before this iteration's update; snapshots "
+                             "already written are untouched. A lower base_lr or clip_gradients "
+                             "often helps.")
 
     def _update_smoothed_loss(self, loss):
         self.losses.append(loss)
@@ -230,6 +275,7 @@ class Solver:
     def test_all(self):
         """Run every test net for its test_iter batches; returns a list of {output: mean} dicts."""
         self.test_scores = [self.test(i) for i in range(len(self.test_nets))]
+        self.tested_at = self.iter
         return self.test_scores
 
     def test(self, index=0):
@@ -321,6 +367,12 @@ class Solver:
         """Write the weights and the solver state for the current iteration; returns both paths."""
         if not self.param.snapshot_prefix:
             raise SolverError(f"{self.where}: cannot snapshot without snapshot_prefix")
+        try:
+            return self._snapshot()
+        except OSError as e:
+            raise SolverError(f"{self.where}: snapshot at iteration {self.iter} failed: {e}") from None
+
+    def _snapshot(self):
         hdf5 = self._hdf5()
         folder = os.path.dirname(self.param.snapshot_prefix)
         if folder:
@@ -351,13 +403,19 @@ class Solver:
                 "test_data": [positions(n) for n in self.test_nets]}
 
     def restore(self, state_file):
-        """Continue from a ``.solverstate`` (or ``.solverstate.h5``) written by ``snapshot``."""
+        """Continue from a ``.solverstate`` (or ``.solverstate.h5``) written by ``snapshot``.
+
+        Everything is read and checked first (history shapes, the weights file, the data
+        layers named in the resume state); a failure leaves the solver as it was."""
         state_file = os.fspath(state_file)
         if state_file.endswith(".h5"):
             from .state_hdf5 import read_state_hdf5
             it, learned_net, current_step, history, extra = read_state_hdf5(state_file)
         else:
             proto = proto_io.read_binary(state_file, pb.SolverState())
+            if not proto.HasField("iter") and not proto.history:
+                raise SolverError(f"{state_file}: not a solver state (no iteration, no history); "
+                                  "give a .solverstate written by a snapshot")
             it, learned_net, current_step = proto.iter, proto.learned_net, proto.current_step
             history = [proto_io.blob_to_array(b) for b in proto.history]
             extra = proto.jitnet_state
@@ -368,19 +426,37 @@ class Solver:
             if array.size != blob.count:
                 raise SolverError(f"{state_file}: history blob {j} has {array.size} values, "
                                   f"expected {blob.count} (shape {blob.shape})")
-            blob.data[...] = array.reshape(blob.shape)
+        try:
+            resume = json.loads(extra) if extra else None
+        except json.JSONDecodeError as e:
+            raise SolverError(f"{state_file}: its jitnet_state is not valid JSON ({e})") from None
+        if resume:
+            self._check_resume_state(resume, state_file)
         if learned_net:
+            if not os.path.exists(learned_net):
+                raise SolverError(f"{state_file}: the weights file it names, '{learned_net}', does "
+                                  f"not exist (relative to the working directory, {os.getcwd()})")
             self.net.copy_from(learned_net)
+        for array, blob in zip(history, self.history):
+            blob.data[...] = array.reshape(blob.shape)
         self.iter, self.current_step = it, current_step
-        if extra:
-            self._restore_resume_state(json.loads(extra), state_file)
+        if resume:
+            self._restore_resume_state(resume, state_file)
         log.info("Restored solver state from %s (iteration %d)", state_file, it)
+
+    def _check_resume_state(self, extra, state_file):
+        nets = [(self.net, extra.get("train_data", {}))]
+        nets += list(zip(self.test_nets, extra.get("test_data", [])))
+        for net, positions in nets:
+            for name in positions:
+                if not hasattr(net.layer_dict.get(name), "set_state"):
+                    raise SolverError(f"{state_file}: data layer '{name}' is not in net '{net.name}'")
+        if "rng" not in extra:
+            raise SolverError(f"{state_file}: its jitnet_state has no random generator state")
 
     def _restore_resume_state(self, extra, state_file):
         def restore_positions(net, positions):
             for name, value in positions.items():
-                if name not in net.layer_dict:
-                    raise JitnetError(f"{state_file}: data layer '{name}' is not in net '{net.name}'")
                 net.layer_dict[name].set_state(value)
         restore_positions(self.net, extra.get("train_data", {}))
         for net, positions in zip(self.test_nets, extra.get("test_data", [])):

@@ -38,8 +38,10 @@ def read_state_hdf5(path):
             learned_net = f["learned_net"][()]
             current_step = _int(f["current_step"])
             history = [np.asarray(f["history"][str(i)]) for i in range(len(f["history"]))]
-        except KeyError as e:
-            raise SolverError(f"{path}: missing {e} in the HDF5 solver state") from None
+        except KeyError:
+            raise SolverError(f"{path}: not a solver state (it needs 'iter', 'learned_net', "
+                              "'current_step' and 'history'); give a .solverstate.h5 written by "
+                              "a snapshot") from None
         extra = f["jitnet_state"][()] if "jitnet_state" in f else b""
     decode = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
     return it, decode(learned_net), current_step, history, decode(extra)
