@@ -53,7 +53,7 @@ name: "regression"
 layer {{ name: "data" type: "HDF5Data" top: "data" top: "target"
         hdf5_data_param {{ source: "{source}" batch_size: 4 }} }}
 layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-        param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: 0 }}
+        param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: {bias_decay} }}
         inner_product_param {{ num_output: 2 weight_filler {{ type: "gaussian" std: 0.5 }}
                               bias_filler {{ type: "uniform" min: -0.5 max: 0.5 }} }} }}
 layer {{ name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "loss" }}
@@ -66,7 +66,7 @@ def regression_solver(tmp_path, extra=""):
     t = rng.normal(size=(8, 2)).astype(np.float32)
     write_h5(tmp_path / "train.h5", data=x, target=t)
     (tmp_path / "train.txt").write_text(str(tmp_path / "train.h5") + "\n")
-    (tmp_path / "net.prototxt").write_text(REGRESSION_NET.format(source=tmp_path / "train.txt"))
+    (tmp_path / "net.prototxt").write_text(REGRESSION_NET.format(source=tmp_path / "train.txt", bias_decay=0))
     (tmp_path / "solver.prototxt").write_text(
         f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.1 momentum: 0.9 weight_decay: 0.01 '
         f'lr_policy: "step" gamma: 0.5 stepsize: 2 max_iter: 5 random_seed: 3 {extra}')

@@ -7,18 +7,8 @@ import numpy as np
 import pytest
 
 import jitnet
-from test_solver import write_h5
+from test_solver import REGRESSION_NET, write_h5
 
-NET = """
-name: "regression"
-layer {{ name: "data" type: "HDF5Data" top: "data" top: "target"
-        hdf5_data_param {{ source: "{source}" batch_size: 4 }} }}
-layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-        param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: 0.5 }}
-        inner_product_param {{ num_output: 2 weight_filler {{ type: "gaussian" std: 0.5 }}
-                              bias_filler {{ type: "uniform" min: -0.5 max: 0.5 }} }} }}
-layer {{ name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "loss" }}
-"""
 
 ROWS = 12
 
@@ -29,7 +19,7 @@ def make_problem(tmp_path, solver_text):
     t = rng.normal(size=(ROWS, 2)).astype(np.float32)
     write_h5(tmp_path / "d.h5", data=x, target=t)
     (tmp_path / "list.txt").write_text(str(tmp_path / "d.h5") + "\n")
-    (tmp_path / "net.prototxt").write_text(NET.format(source=tmp_path / "list.txt"))
+    (tmp_path / "net.prototxt").write_text(REGRESSION_NET.format(source=tmp_path / "list.txt", bias_decay=0.5))
     (tmp_path / "solver.prototxt").write_text(f'net: "{tmp_path / "net.prototxt"}" {solver_text}')
     return x.astype(np.float64), t.astype(np.float64), tmp_path / "solver.prototxt"
 

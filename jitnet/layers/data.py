@@ -1,4 +1,4 @@
-"""Data layers: no bottoms; they fill their tops from Python, from fillers or from files.
+"""Data layers: no bottoms (DataLayer); they fill their tops from Python, from fillers or from files.
 
 Data layers read on the host and write the host side of their tops; in GPU mode
 the next layer's request for the device buffer copies it over (as Caffe's data
@@ -20,12 +20,20 @@ def _shape_of(blob_shape):
     return tuple(int(d) for d in blob_shape.dim)
 
 
-@register("Input")
-class Input(Layer):
-    """Tops of the shapes in ``input_param.shape`` (one per top, or one for all); filled by the user."""
+class DataLayer(Layer):
+    """No bottoms; the tops get their shapes in setup, and keep them (reshape does nothing:
+    the user, or the layer itself, reshapes them)."""
 
     exact_bottoms = 0
     min_tops = 1
+
+    def reshape(self, bottom, top):
+        pass
+
+
+@register("Input")
+class Input(DataLayer):
+    """Tops of the shapes in ``input_param.shape`` (one per top, or one for all); filled by the user."""
 
     def setup(self, bottom, top):
         shapes = self.param.input_param.shape
@@ -35,19 +43,13 @@ class Input(Layer):
         for i, blob in enumerate(top):
             blob.reshape(_shape_of(shapes[0] if len(shapes) == 1 else shapes[i]))
 
-    def reshape(self, bottom, top):
-        pass   # the user reshapes input blobs; forward(**inputs) does it for them
-
     def forward(self, bottom, top):
         pass
 
 
 @register("DummyData")
-class DummyData(Layer):
+class DummyData(DataLayer):
     """Tops filled by ``data_filler`` (constant 0 by default); non-constant fillers refill every forward."""
-
-    exact_bottoms = 0
-    min_tops = 1
 
     def setup(self, bottom, top):
         p = self.param.dummy_data_param
@@ -77,9 +79,6 @@ class DummyData(Layer):
             fill(filler, blob, f"layer '{self.name}' data_filler")
         self.refill = [f.type != "constant" for f in self.fillers]
 
-    def reshape(self, bottom, top):
-        pass
-
     def forward(self, bottom, top):
         for blob, filler, refill in zip(top, self.fillers, self.refill):
             if refill:
@@ -87,10 +86,9 @@ class DummyData(Layer):
 
 
 @register("MemoryData")
-class MemoryData(Layer):
+class MemoryData(DataLayer):
     """Batches from arrays given by ``set_input_arrays(data, labels)`` (data N×C×H×W, labels N)."""
 
-    exact_bottoms = 0
     exact_tops = 2
 
     def setup(self, bottom, top):
@@ -117,9 +115,6 @@ class MemoryData(Layer):
                              f"multiple of batch_size ({self.batch_size})")
         self.data, self.labels, self.position = data, labels, 0
 
-    def reshape(self, bottom, top):
-        pass
-
     def forward(self, bottom, top):
         if self.data is None:
             raise self.error("no data: call net.set_input_arrays(data, labels) first")
@@ -136,7 +131,7 @@ class MemoryData(Layer):
 
 
 @register("HDF5Data")
-class HDF5Data(Layer):
+class HDF5Data(DataLayer):
     """Batches of rows from the .h5 files listed in ``hdf5_data_param.source``.
 
     Each file holds one dataset per top, named like the top, with the same number
@@ -144,9 +139,6 @@ class HDF5Data(Layer):
     directory, as in Caffe). With ``shuffle``, the file order is shuffled every
     pass and the rows of each file are shuffled when it is loaded.
     """
-
-    exact_bottoms = 0
-    min_tops = 1
 
     def setup(self, bottom, top):
         p = self.param.hdf5_data_param
@@ -218,9 +210,6 @@ class HDF5Data(Layer):
         if self.shuffle and shuffle_rows:
             common.rng().shuffle(self.rows)
         self.row = 0
-
-    def reshape(self, bottom, top):
-        pass
 
     def _advance(self):
         self.row += 1
