@@ -233,7 +233,7 @@ class Solver:
         log.info("Learning Rate Policy: %s", p.lr_policy)
         if resume_file:
             self.restore(resume_file)
-        self.step(p.max_iter - self.iter)
+        self.step(max(0, p.max_iter - self.iter))
         if self.iter < p.max_iter:        # stopped by a request (step snapshotted already)
             log.info("Optimization stopped early.")
             return
