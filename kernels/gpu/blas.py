@@ -3,6 +3,7 @@ import numpy as np
 from numba import cuda, float64, from_dtype
 
 from ._launch import MAX_THREADS, REDUCE_BLOCKS, TILE, grid_1d, launch_1d, launch_blocks, launch_tiles
+from ._reduce import tree_sum
 
 
 # --------------------------------------------------------------------------- reductions helper
@@ -11,13 +12,7 @@ def _block_sum(sm, value, partials):
     """Tree-reduce value over the block (blockDim.x a power of two) into partials[blockIdx.x]."""
     tid = cuda.threadIdx.x
     sm[tid] = value
-    cuda.syncthreads()
-    s = cuda.blockDim.x // 2
-    while s > 0:
-        if tid < s:
-            sm[tid] += sm[tid + s]
-        cuda.syncthreads()
-        s //= 2
+    tree_sum(sm, tid)
     if tid == 0:
         partials[cuda.blockIdx.x] = sm[0]
 
@@ -276,16 +271,10 @@ def _bias_grad(dy, db, m, n):
         for i in range(tid, m, cuda.blockDim.x):
             s += float64(dy[i, j])
         sm[tid] = s
-        cuda.syncthreads()
-        h = cuda.blockDim.x // 2
-        while h > 0:
-            if tid < h:
-                sm[tid] += sm[tid + h]
-            cuda.syncthreads()
-            h //= 2
+        tree_sum(sm, tid)
         if tid == 0:
             db[j] = db[j] + sm[0]
-        cuda.syncthreads()
+        cuda.syncthreads()                 # sm is written again for the next column
 
 
 def bias_grad(dy, db):

@@ -5,20 +5,9 @@ import numpy as np
 from numba import cuda, float64
 
 from ._launch import MAX_THREADS, REDUCE_BLOCKS, grid_1d, launch_1d
+from ._reduce import tree_sum
 
 FLT_MIN = 1.17549435e-38
-
-
-@cuda.jit(device=True)
-def _tree_sum(sm, tid):
-    """In-place shared-memory tree sum of sm[0:blockDim.x] (a power of two) into sm[0]."""
-    cuda.syncthreads()
-    s = cuda.blockDim.x // 2
-    while s > 0:
-        if tid < s:
-            sm[tid] += sm[tid + s]
-        cuda.syncthreads()
-        s //= 2
 
 
 @cuda.jit(device=True)
@@ -62,9 +51,9 @@ def _softmax_loss_forward(prob, label, outer, channels, inner, has_ignore, ignor
     sm_loss[tid] = s
     sm_valid[tid] = v
     sm_bad[tid] = b
-    _tree_sum(sm_loss, tid)
-    _tree_sum(sm_valid, tid)
-    _tree_sum(sm_bad, tid)
+    tree_sum(sm_loss, tid)
+    tree_sum(sm_valid, tid)
+    tree_sum(sm_bad, tid)
     if tid == 0:
         loss_part[cuda.blockIdx.x] = sm_loss[0]
         valid_part[cuda.blockIdx.x] = sm_valid[0]
@@ -165,7 +154,7 @@ def _euclidean_loss_forward(a, b, diff, partials):
         d = float64(diff[j])
         s += d * d
     sm[tid] = s
-    _tree_sum(sm, tid)
+    tree_sum(sm, tid)
     if tid == 0:
         partials[cuda.blockIdx.x] = sm[0]
 
