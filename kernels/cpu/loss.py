@@ -3,6 +3,9 @@ import numpy as np
 from numba import njit, prange
 
 FLT_MIN = 1.17549435e-38
+# Its own copy of blas._nchunks (with smaller chunks: a position here costs a loop over the
+# classes): an @njit helper stays in the module of the kernels calling it, since numba's
+# on-disk cache is per file and would keep stale code after a change in another module.
 _MAX_CHUNKS = 64
 _CHUNK_MIN = 256
 
