@@ -11,12 +11,11 @@ The surface follows pycaffe::
     solver.solve()
 """
 from .blob import Blob
-from .common import (mode, set_device, set_mode_cpu, set_mode_gpu, set_random_seed)
+from .common import (TEST, TRAIN, mode, set_device, set_mode_cpu, set_mode_gpu, set_random_seed)
 from .errors import (DeviceError, JitnetError, LayerError, NetDefinitionError, NumericalError,
                      ProtoError, SolverError, WeightsError)
 from .layer import Layer, layer_type_list, register
 from .net import Net
-from .planner import TEST, TRAIN
 from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver,
                       SGDSolver, Solver, get_solver)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import common
 from .errors import JitnetError
-from .planner import TEST, TRAIN
+from .common import TEST, TRAIN
 from .progress import BarAwareHandler, ProgressBar
 
 log = logging.getLogger("jitnet")

@@ -1,16 +1,20 @@
 """Process-wide state, as in Caffe's ``Caffe`` singleton: the compute mode, the
-device, and the random number generator that fillers, Dropout and data shuffling
-draw from.
+device, the random number generator that fillers, Dropout and data shuffling
+draw from, and the kernels for the mode. Also the phase constants TRAIN and TEST
+(Caffe's ``Phase`` enum), which layers, planner and solver all use.
 
 ``set_random_seed(n)`` makes two runs with the same seed identical. The
 generator's state can be saved and restored (solver snapshots do so), so that a
 resumed run draws exactly the numbers the uninterrupted run would have drawn.
 """
+import importlib
+
 import numpy as np
 
-from .errors import DeviceError
+from .errors import DeviceError, JitnetError
 
 CPU, GPU = "cpu", "gpu"
+TRAIN, TEST = 0, 1          # caffe.Phase: the values prototxt and caffemodel files carry
 
 _mode = CPU
 _device_id = 0
@@ -70,3 +74,48 @@ def rng_state():
 def set_rng_state(state):
     """Restore a state returned by :func:`rng_state`."""
     _rng.bit_generator.state = state
+
+
+_KERNEL_MODULES = {}
+
+
+def kernels(family, device=None):
+    """The kernel module ``jitnet.kernels.<device>.<family>`` (device: "cpu" or "gpu",
+    the current mode when None), imported on first use. Both sides have the same
+    function names and signatures, so code written against one runs on the other."""
+    key = (device or _mode, family)
+    module = _KERNEL_MODULES.get(key)
+    if module is None:
+        module = _KERNEL_MODULES[key] = importlib.import_module(f"jitnet.kernels.{key[0]}.{family}")
+    return module
+
+
+class Registry:
+    """Type names to classes, for layers and solvers: ``@registry.register("Name")`` on a
+    class sets its ``type`` and refuses a name taken twice; ``registry.get(name)`` raises
+    ``error`` listing the known names when the name is unknown."""
+
+    def __init__(self, what, error=JitnetError):
+        self.what, self.error, self.classes = what, error, {}
+
+    def register(self, type_name):
+        def decorate(cls):
+            taken = self.classes.get(type_name)
+            if taken is not None:
+                raise JitnetError(f"{self.what} type {type_name!r} is already registered (by "
+                                  f"{taken.__module__}.{taken.__name__}); choose another name "
+                                  f"for {cls.__module__}.{cls.__name__}")
+            cls.type = type_name
+            self.classes[type_name] = cls
+            return cls
+        return decorate
+
+    def get(self, type_name, where=""):
+        try:
+            return self.classes[type_name]
+        except KeyError:
+            raise self.error(f"{where}unknown {self.what} type '{type_name}'. Known types: "
+                             + ", ".join(sorted(self.classes))) from None
+
+    def names(self):
+        return sorted(self.classes)

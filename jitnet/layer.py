@@ -36,27 +36,18 @@ default), ``param_count(param)`` (how many learnable blobs it will create) and
 ``allow_force_backward(param, bottom_index)``.
 """
 import contextlib
-import importlib
 
 import numpy as np
 
 from . import common
 from .errors import DeviceError, JitnetError, LayerError, NetDefinitionError
 
-_REGISTRY = {}
+LAYERS = common.Registry("layer", NetDefinitionError)
 
 
 def register(type_name):
     """Class decorator: register a Layer subclass under its Caffe type name."""
-    def decorate(cls):
-        if type_name in _REGISTRY:
-            raise JitnetError(f"layer type {type_name!r} is already registered (by "
-                              f"{_REGISTRY[type_name].__module__}.{_REGISTRY[type_name].__name__}); "
-                              f"choose another name for {cls.__module__}.{cls.__name__}")
-        cls.type = type_name
-        _REGISTRY[type_name] = cls
-        return cls
-    return decorate
+    return LAYERS.register(type_name)
 
 
 def _load_builtin_layers():
@@ -66,36 +57,18 @@ def _load_builtin_layers():
 def layer_class(type_name, layer_name=None):
     """The class registered as ``type_name``; NetDefinitionError listing the known types if none."""
     _load_builtin_layers()
-    try:
-        return _REGISTRY[type_name]
-    except KeyError:
-        where = f"layer '{layer_name}': " if layer_name else ""
-        raise NetDefinitionError(
-            f"{where}unknown layer type '{type_name}'. Known types: "
-            + ", ".join(sorted(_REGISTRY))) from None
+    return LAYERS.get(type_name, f"layer '{layer_name}': " if layer_name else "")
 
 
 def layer_type_list():
     """The registered type names, sorted (pycaffe's ``layer_type_list``)."""
     _load_builtin_layers()
-    return sorted(_REGISTRY)
+    return LAYERS.names()
 
 
 def create_layer(layer_param, phase):
     """Instantiate the layer a LayerParameter describes, for ``phase`` (jitnet.TRAIN / TEST)."""
     return layer_class(layer_param.type, layer_param.name)(layer_param, phase)
-
-
-_KERNEL_MODULES = {}
-
-
-def kernel_module(family, device):
-    """``jitnet.kernels.<device>.<family>``, imported on first use."""
-    key = (device, family)
-    module = _KERNEL_MODULES.get(key)
-    if module is None:
-        module = _KERNEL_MODULES[key] = importlib.import_module(f"jitnet.kernels.{device}.{family}")
-    return module
 
 
 def _arity_text(exact, lo, hi):
@@ -200,9 +173,9 @@ class Layer:
                               "use set_mode_cpu()")
         self.device = device
 
-    def K(self, family):
+    def kernels(self, family):
         """The kernel module ``family`` for the device this layer runs on."""
-        return kernel_module(family, self.device)
+        return common.kernels(family, self.device)
 
     # -- hooks -------------------------------------------------------------------------------
     def setup(self, bottom, top):

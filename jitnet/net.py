@@ -15,7 +15,7 @@ import numpy as np
 from . import common, planner
 from .blob import Blob
 from .errors import JitnetError, NetDefinitionError, WeightsError
-from .layer import create_layer, kernel_module
+from .layer import create_layer
 from .proto import io as proto_io
 from .proto import pb
 
@@ -177,7 +177,7 @@ class Net:
     def mean_abs(blob, diff=False):
         device = common.mode()
         values = blob.diff_on(device) if diff else blob.data_on(device)
-        return kernel_module("blas", device).asum(values) / max(blob.count, 1)
+        return common.kernels("blas", device).asum(values) / max(blob.count, 1)
 
     def _forward_debug_info(self, i):
         layer = self.layers[i]
@@ -325,13 +325,13 @@ class Net:
 
     def clear_param_diffs(self):
         """Zero the diffs of the learnable parameters (the solver does this every iteration)."""
-        blas = kernel_module("blas", common.mode())
+        blas = common.kernels("blas")
         for blob in self.learnable_params:
             blas.set_value(blob.mutable_diff_on(common.mode()), 0.0)
 
     def update(self):
         """data −= diff for every learnable parameter (Caffe's Net::Update)."""
-        blas = kernel_module("blas", common.mode())
+        blas = common.kernels("blas")
         device = common.mode()
         for blob in self.learnable_params:
             blas.axpy(-1.0, blob.diff_on(device), blob.mutable_data_on(device))

@@ -23,11 +23,10 @@ once, so that ``Net`` only runs the result:
 """
 from dataclasses import dataclass, field
 
+from .common import TEST, TRAIN
 from .errors import NetDefinitionError
 from .layer import layer_class, layer_type_list
 from .proto import pb
-
-TRAIN, TEST = pb.TRAIN, pb.TEST
 
 
 @dataclass

@@ -141,14 +141,14 @@ def test_gradients(case, workdir, data):
 # =========================================================================== GPU vs CPU
 @contextlib.contextmanager
 def _kernel_requests():
-    """Record the (device, family) of every kernel module a layer asks for (Layer.K)."""
+    """Record the (device, family) of every kernel module a layer asks for (Layer.kernels)."""
     requested = set()
-    original = jitnet.layer.kernel_module
+    original = jitnet.common.kernels
 
-    def recording(family, device):
-        requested.add((device, family))
+    def recording(family, device=None):
+        requested.add((device or jitnet.mode(), family))
         return original(family, device)
-    with mock.patch.object(jitnet.layer, "kernel_module", recording):
+    with mock.patch.object(jitnet.common, "kernels", recording):
         yield requested
 
 

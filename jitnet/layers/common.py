@@ -46,7 +46,7 @@ class InnerProduct(Layer):
         top[0].reshape(bottom[0].shape[:axis] + (self.N,))
 
     def forward(self, bottom, top):
-        blas, d = self.K("blas"), self.device
+        blas, d = self.kernels("blas"), self.device
         x = bottom[0].data_on(d).reshape(self.M, self.K_)
         w = self.blobs[0].data_on(d).reshape(self.blobs[0].shape)
         y = top[0].mutable_data_on(d).reshape(self.M, self.N)
@@ -55,7 +55,7 @@ class InnerProduct(Layer):
             blas.add_bias(y, self.blobs[1].data_on(d))
 
     def backward(self, top, propagate_down, bottom):
-        blas, d = self.K("blas"), self.device
+        blas, d = self.kernels("blas"), self.device
         dy = top[0].diff_on(d).reshape(self.M, self.N)
         wshape = self.blobs[0].shape
         if self.param_propagate_down[0]:
@@ -91,12 +91,12 @@ class Softmax(Layer):
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
-        self.K("common").softmax_forward(bottom[0].data_on(self.device), top[0].mutable_data_on(self.device),
+        self.kernels("common").softmax_forward(bottom[0].data_on(self.device), top[0].mutable_data_on(self.device),
                                          *softmax_dims(bottom[0], self.axis))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            self.K("common").softmax_backward(top[0].data_on(self.device), top[0].diff_on(self.device),
+            self.kernels("common").softmax_backward(top[0].data_on(self.device), top[0].diff_on(self.device),
                                               bottom[0].mutable_diff_on(self.device),
                                               *softmax_dims(bottom[0], self.axis))
 
@@ -119,7 +119,7 @@ class Split(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        blas, d = self.K("blas"), self.device
+        blas, d = self.kernels("blas"), self.device
         dx = bottom[0].mutable_diff_on(d)
         blas.copy(top[0].diff_on(d), dx)
         for blob in top[1:]:

@@ -64,8 +64,8 @@ class SoftmaxWithLoss(LossLayer):
 
     def forward(self, bottom, top):
         d = self.device
-        self.K("common").softmax_forward(bottom[0].data_on(d), self.prob.mutable_data_on(d), *self.dims)
-        loss, valid, bad = self.K("loss").softmax_loss_forward(
+        self.kernels("common").softmax_forward(bottom[0].data_on(d), self.prob.mutable_data_on(d), *self.dims)
+        loss, valid, bad = self.kernels("loss").softmax_loss_forward(
             self.prob.data_on(d), bottom[1].data_on(d), *self.dims, self.has_ignore, self.ignore_label)
         if bad:
             raise self.error(f"{bad} label(s) outside [0, {self.dims[1]}) or NaN (and not ignore_label)")
@@ -79,7 +79,7 @@ class SoftmaxWithLoss(LossLayer):
         if propagate_down[0]:
             scale = self.loss_weight_of(top) / self.normalizer(self.valid)
             d = self.device
-            self.K("loss").softmax_loss_backward(self.prob.data_on(d), bottom[1].data_on(d),
+            self.kernels("loss").softmax_loss_backward(self.prob.data_on(d), bottom[1].data_on(d),
                                                  bottom[0].mutable_diff_on(d), *self.dims,
                                                  self.has_ignore, self.ignore_label, scale)
 
@@ -102,7 +102,7 @@ class EuclideanLoss(LossLayer):
 
     def forward(self, bottom, top):
         d = self.device
-        sumsq = self.K("loss").euclidean_loss_forward(bottom[0].data_on(d), bottom[1].data_on(d),
+        sumsq = self.kernels("loss").euclidean_loss_forward(bottom[0].data_on(d), bottom[1].data_on(d),
                                                       self.diff.mutable_data_on(d))
         top[0].data[...] = sumsq / bottom[0].shape[0] / 2.0
 
@@ -110,7 +110,7 @@ class EuclideanLoss(LossLayer):
         weight = self.loss_weight_of(top) / bottom[0].shape[0]
         for i, sign in ((0, 1.0), (1, -1.0)):
             if propagate_down[i]:
-                self.K("blas").axpby(sign * weight, self.diff.data_on(self.device), 0.0,
+                self.kernels("blas").axpby(sign * weight, self.diff.data_on(self.device), 0.0,
                                      bottom[i].mutable_diff_on(self.device))
 
 
@@ -153,7 +153,7 @@ class Accuracy(Layer):
 
     def forward(self, bottom, top):
         d = self.device
-        correct, count, bad = self.K("loss").accuracy_forward(
+        correct, count, bad = self.kernels("loss").accuracy_forward(
             bottom[0].data_on(d), bottom[1].data_on(d), *self.dims, self.top_k, self.has_ignore,
             self.ignore_label, self.class_correct.mutable_data_on(d), self.class_count.mutable_data_on(d))
         if bad:

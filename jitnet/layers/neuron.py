@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import common
 from ..layer import NeuronLayer, register
-from ..planner import TRAIN
+from ..common import TRAIN
 
 
 @register("ReLU")
@@ -12,12 +12,12 @@ class ReLU(NeuronLayer):
     """y = max(x, 0) + ν·min(x, 0);   ∂E/∂x = ∂E/∂y · (1 if x > 0 else ν)   (ν = negative_slope)."""
 
     def forward(self, bottom, top):
-        self.K("neuron").relu_forward(bottom[0].data_on(self.device), top[0].mutable_data_on(self.device),
+        self.kernels("neuron").relu_forward(bottom[0].data_on(self.device), top[0].mutable_data_on(self.device),
                                       self.param.relu_param.negative_slope)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            self.K("neuron").relu_backward(bottom[0].data_on(self.device), top[0].diff_on(self.device),
+            self.kernels("neuron").relu_backward(bottom[0].data_on(self.device), top[0].diff_on(self.device),
                                            bottom[0].mutable_diff_on(self.device),
                                            self.param.relu_param.negative_slope)
 
@@ -27,11 +27,11 @@ class Sigmoid(NeuronLayer):
     """y = 1 / (1 + e^−x);   ∂E/∂x = ∂E/∂y · y(1 − y)."""
 
     def forward(self, bottom, top):
-        self.K("neuron").sigmoid_forward(bottom[0].data_on(self.device), top[0].mutable_data_on(self.device))
+        self.kernels("neuron").sigmoid_forward(bottom[0].data_on(self.device), top[0].mutable_data_on(self.device))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            self.K("neuron").sigmoid_backward(top[0].data_on(self.device), top[0].diff_on(self.device),
+            self.kernels("neuron").sigmoid_backward(top[0].data_on(self.device), top[0].diff_on(self.device),
                                               bottom[0].mutable_diff_on(self.device))
 
 
@@ -40,11 +40,11 @@ class TanH(NeuronLayer):
     """y = tanh(x);   ∂E/∂x = ∂E/∂y · (1 − y²)."""
 
     def forward(self, bottom, top):
-        self.K("neuron").tanh_forward(bottom[0].data_on(self.device), top[0].mutable_data_on(self.device))
+        self.kernels("neuron").tanh_forward(bottom[0].data_on(self.device), top[0].mutable_data_on(self.device))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            self.K("neuron").tanh_backward(top[0].data_on(self.device), top[0].diff_on(self.device),
+            self.kernels("neuron").tanh_backward(top[0].data_on(self.device), top[0].diff_on(self.device),
                                            bottom[0].mutable_diff_on(self.device))
 
 
@@ -64,19 +64,19 @@ class Dropout(NeuronLayer):
     def forward(self, bottom, top):
         x, y = bottom[0].data_on(self.device), top[0].mutable_data_on(self.device)
         if self.phase != TRAIN:
-            self.K("blas").copy(x, y)
+            self.kernels("blas").copy(x, y)
             return
         self.mask = (common.rng().random(bottom[0].count) >= self.ratio).astype(np.uint8)
         if self.device == common.GPU:
             from numba import cuda
             self.mask = cuda.to_device(self.mask)
-        self.K("neuron").dropout_forward(x, self.mask, y, self.scale)
+        self.kernels("neuron").dropout_forward(x, self.mask, y, self.scale)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         dy, dx = top[0].diff_on(self.device), bottom[0].mutable_diff_on(self.device)
         if self.phase != TRAIN:
-            self.K("blas").copy(dy, dx)
+            self.kernels("blas").copy(dy, dx)
             return
-        self.K("neuron").dropout_backward(dy, self.mask, dx, self.scale)
+        self.kernels("neuron").dropout_backward(dy, self.mask, dx, self.scale)

@@ -25,36 +25,28 @@ from collections import deque
 import numpy as np
 
 from .. import common
+from ..common import TEST, TRAIN
 from ..blob import Blob
 from ..errors import NumericalError, SolverError
-from ..layer import kernel_module
 from ..net import Net
-from ..planner import TEST, TRAIN
 from ..proto import io as proto_io
 from ..proto import pb
 from .lr_policies import check_policy, learning_rate, multistep_index
 
 log = logging.getLogger("jitnet")
 
-SOLVERS = {}
+SOLVERS = common.Registry("solver", SolverError)
 
 
 def register_solver(type_name):
-    def decorate(cls):
-        cls.type = type_name
-        SOLVERS[type_name] = cls
-        return cls
-    return decorate
+    """Class decorator: register a Solver subclass under its Caffe type name."""
+    return SOLVERS.register(type_name)
 
 
 def get_solver(solver_file):
     """The solver of the type the file's ``type`` (or legacy ``solver_type``) names."""
     param = _read_param(solver_file)
-    try:
-        cls = SOLVERS[param.type]
-    except KeyError:
-        raise SolverError(f"{solver_file}: unknown solver type '{param.type}'; known: "
-                          + ", ".join(SOLVERS)) from None
+    cls = SOLVERS.get(param.type, f"{solver_file}: ")
     return cls(param, source=solver_file)
 
 
@@ -321,7 +313,7 @@ class Solver:
                  l1_data, l1_diff, math.sqrt(l2_data), math.sqrt(l2_diff))
 
     def kernels(self, family):
-        return kernel_module(family, common.mode())
+        return common.kernels(family)
 
     def clip_gradients(self):
         threshold = self.param.clip_gradients

@@ -43,7 +43,7 @@ import numpy as np
 from .. import common
 from ..blob import Blob
 from ..layer import create_layer
-from ..planner import TEST, TRAIN
+from ..common import TEST, TRAIN
 
 __all__ = ["check_gradients", "forward_layer", "run_layer_on", "GradientCheckError", "KinkError",
            "GradientReport", "InputReport", "LayerRun"]
