@@ -9,10 +9,13 @@ numpy view in the blob's shape; since a user may write into it, asking for it
 marks the host copy as the fresh one.
 """
 import math
+import os
 
 import numpy as np
 
 from .errors import JitnetError
+
+INT_MAX = 2**31 - 1     # Caffe's Blob::Reshape refuses more values than this
 
 _UNINIT, _AT_HOST, _AT_DEVICE, _SYNCED = range(4)
 
@@ -87,11 +90,35 @@ def _as_shape(shape):
     return shape
 
 
-class Blob:
-    """A shape, ``data`` and ``diff`` (float32 unless told otherwise)."""
+def available_memory():
+    """Bytes of memory the system can still give (Linux MemAvailable; else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
-    def __init__(self, *shape, dtype=np.float32):
+
+def _bytes_text(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.4g} {unit}" if unit != "bytes" else f"{n} bytes"
+        n /= 1024
+
+
+class Blob:
+    """A shape, ``data`` and ``diff`` (float32 unless told otherwise). ``name`` (the net's
+    name for the blob, when it has one) appears in error messages."""
+
+    def __init__(self, *shape, dtype=np.float32, name=None):
         self.dtype = np.dtype(dtype)
+        self.name = name
         self._shape = ()
         self._count = 1
         self._data = SyncedMemory(1, self.dtype)
@@ -117,23 +144,39 @@ class Blob:
         return math.prod(self._shape[start:end])
 
     def canonical_axis(self, axis):
-        """A possibly negative axis index as a non-negative one, checked."""
+        """A possibly negative axis index as a non-negative one, checked as Caffe's
+        CanonicalAxisIndex: -num_axes <= axis < num_axes (a 0-D blob has no axis)."""
         n = len(self._shape)
-        if not -n <= axis < max(n, 1):
-            raise JitnetError(f"axis {axis} is out of range for a blob of shape {self._shape}")
+        if not -n <= axis < n:
+            raise JitnetError(f"axis {axis} is out of range for a blob of shape {self._shape} "
+                              f"({n} axes)")
         return axis + n if axis < 0 else axis
 
     def reshape(self, *shape):
-        """Give the blob a new shape; keeps the allocation when the new count fits."""
+        """Give the blob a new shape; keeps the allocation when the new count fits.
+
+        Raises JitnetError, before allocating anything, for a shape with more than
+        INT_MAX values (Caffe's limit) or whose data would not fit in the memory left."""
         shape = _as_shape(shape)
         count = math.prod(shape)
-        self._shape, self._count = shape, count
         if count > self._data.size:
+            self._check_size(shape, count)
             self._data = SyncedMemory(count, self.dtype)
             self._diff = SyncedMemory(count, self.dtype)
+        self._shape, self._count = shape, count
 
-    def reshape_like(self, other):
-        self.reshape(other.shape)
+    def _check_size(self, shape, count):
+        what = f"blob '{self.name}'" if self.name else "a blob"
+        need = count * self.dtype.itemsize
+        if count > INT_MAX:
+            raise JitnetError(f"{what} of shape {shape} would hold {count} values "
+                              f"({_bytes_text(need)} as {self.dtype.name}), more than Caffe's "
+                              f"limit of {INT_MAX} values per blob")
+        free = available_memory()
+        if free is not None and need > free:
+            raise JitnetError(f"{what} of shape {shape} would need {_bytes_text(need)} "
+                              f"({self.dtype.name} data alone), more than the "
+                              f"{_bytes_text(free)} of memory available")
 
     # -- buffers for kernels -----------------------------------------------------------------
     def data_on(self, where):

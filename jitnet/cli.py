@@ -9,17 +9,20 @@
 Caffe's single-dash spellings (``-solver``, ``-weights``, ...) work too.
 """
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import time
 
 import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import common
-from .errors import JitnetError
 from .common import TEST, TRAIN
-from .progress import BarAwareHandler, ProgressBar
+from .errors import JitnetError
+from .timing import LayerTimer
 
 log = logging.getLogger("jitnet")
 
@@ -81,7 +84,7 @@ def build_parser():
 
 
 def _setup_logging(path=None):
-    handler = BarAwareHandler()
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%H:%M:%S"))
     log.handlers[:] = [handler]
     if path:
@@ -93,7 +96,21 @@ def _setup_logging(path=None):
         log.addHandler(file_handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    return handler
+
+
+@contextlib.contextmanager
+def progress_bar(total, label):
+    """A tqdm bar on stderr with log lines printed above it; on a terminal it redraws in
+    place, elsewhere (a CI log, a pipe) it prints a line about every tenth of the run."""
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=total, desc=label, ascii=".#", file=sys.stderr,
+               bar_format="{desc} [{bar:30}] {n_fmt}/{total_fmt} {postfix}  {rate_fmt}  ETA {remaining}",
+               mininterval=0.1 if tty else 0, miniters=None if tty else max(total // 10, 1))
+    try:
+        with logging_redirect_tqdm(loggers=[log]):
+            yield bar
+    finally:
+        bar.close()
 
 
 def _select_mode(gpu, solver_mode_gpu=False, device_id=0, force_cpu=False):
@@ -162,14 +179,12 @@ def train(args):
         return effect
     solver.action_request = action_request
 
-    bar = ProgressBar(param.max_iter, label="train ")
-    args.handler.bar = bar
-    solver.add_callback(lambda s: bar.update(s.iter, f"loss {s.smoothed_loss:.4g}"))
-    try:
+    with progress_bar(param.max_iter, "train") as bar:
+        def show(s):
+            bar.set_postfix_str(f"loss {s.smoothed_loss:.4g}", refresh=False)
+            bar.update(s.iter - bar.n)
+        solver.add_callback(show)
         solver.solve(resume_file=args.snapshot)
-    finally:
-        bar.close()
-        args.handler.bar = None
     for i, scores in enumerate(solver.test_scores):
         shown = ", ".join(f"{k} = {np.ravel(v)[0]:.4f}" if np.size(v) == 1 else f"{k} = {np.ravel(v)}"
                           for k, v in scores.items())
@@ -201,45 +216,26 @@ def test(args):
 def time_net(args):
     net = _load_net(args)
     log.info("Performing Forward (and Backward, which also compiles every kernel once)")
-    net.forward_backward()
-    n = len(net.layers)
-    forward_ms, backward_ms = np.zeros(n), np.zeros(n)
-    bar = ProgressBar(args.iterations, label="time ")
-    args.handler.bar = bar
-    t_total = time.perf_counter()
-    for it in range(args.iterations):
-        for i, layer in enumerate(net.layers):
-            t = time.perf_counter()
-            layer.run_forward(net._bottoms[i], net._tops[i])
-            _sync()
-            forward_ms[i] += (time.perf_counter() - t) * 1e3
-        net._seed_loss_diffs()
-        for i in reversed(range(n)):        # every layer, as `caffe time` (param gradients too)
-            step = net.plan.steps[i]
-            t = time.perf_counter()
-            net.layers[i].run_backward(net._tops[i], step.propagate_down, net._bottoms[i])
-            _sync()
-            backward_ms[i] += (time.perf_counter() - t) * 1e3
-        bar.update(it + 1)
-    total = (time.perf_counter() - t_total) * 1e3
-    bar.close()
-    args.handler.bar = None
+    net.forward_from_to()
+    net.backward_from_to(every_layer=True)
+    with progress_bar(args.iterations, "time") as bar, LayerTimer(net) as timer:
+        t_total = time.perf_counter()
+        for _ in range(args.iterations):
+            net.forward_from_to()
+            net.backward_from_to(every_layer=True)     # as `caffe time`: param gradients too
+            bar.update(1)
+        total = (time.perf_counter() - t_total) * 1e3
+    n = args.iterations
     print("Average time per layer:")
     width = max(len(layer.name) for layer in net.layers)
     for i, layer in enumerate(net.layers):
-        print(f"{layer.name:>{width}}\tforward: {forward_ms[i] / args.iterations:.4f} ms.")
-        print(f"{layer.name:>{width}}\tbackward: {backward_ms[i] / args.iterations:.4f} ms.")
-    print(f"Average Forward pass: {forward_ms.sum() / args.iterations:.4f} ms.")
-    print(f"Average Backward pass: {backward_ms.sum() / args.iterations:.4f} ms.")
-    print(f"Average Forward-Backward: {total / args.iterations:.4f} ms.")
+        print(f"{layer.name:>{width}}\tforward: {timer.forward_ms[i] / n:.4f} ms.")
+        print(f"{layer.name:>{width}}\tbackward: {timer.backward_ms[i] / n:.4f} ms.")
+    print(f"Average Forward pass: {timer.forward_ms.sum() / n:.4f} ms.")
+    print(f"Average Backward pass: {timer.backward_ms.sum() / n:.4f} ms.")
+    print(f"Average Forward-Backward: {total / n:.4f} ms.")
     print(f"Total Time: {total:.4f} ms.")
     return 0
-
-
-def _sync():
-    if common.mode() == common.GPU:
-        from numba import cuda
-        cuda.synchronize()
 
 
 def device_query(args):
@@ -283,7 +279,7 @@ def main(argv=None):
         if getattr(args, "iterations", 1) < 1:
             raise JitnetError(f"--iterations must be at least 1, got {args.iterations}")
         _check_gpu_flag(getattr(args, "gpu", None))
-        args.handler = _setup_logging(getattr(args, "log", None))
+        _setup_logging(getattr(args, "log", None))
         return COMMANDS[args.command](args)
     except JitnetError as e:
         print(f"jitnet {args.command}: error: {e}", file=sys.stderr)

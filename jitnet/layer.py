@@ -2,15 +2,19 @@
 
 Every layer type is a subclass of :class:`Layer` registered under its Caffe type
 name with ``@register("ReLU")``. The base class owns the fixed sequence Caffe's
-Layer owns:
+Layer owns, so no subclass can skip a step of it:
 
-* ``setup_layer(bottom, top)``: check the number of bottoms and tops, call the
-  ``setup`` hook (read parameters, create the learnable ``self.blobs`` with their
-  fillers), then ``reshape``.
-* ``run_forward(bottom, top)``: pick the kernels for the current mode, call the
-  ``reshape`` and ``forward`` hooks, and return this layer's share of the net's
-  loss, Σ loss_weight · sum(top).
+* ``setup_layer(bottom, top)``: check the number of bottoms and tops, run the
+  shared checks on the bottoms, call the ``setup`` hook (read parameters, create
+  the learnable ``self.blobs`` with their fillers), then reshape.
+* ``reshape_layer(bottom, top)``: the shared checks, then the ``reshape`` hook.
+* ``run_forward(bottom, top)``: pick the device, reshape as above, call the
+  ``forward`` hook, and return this layer's share of the net's loss,
+  Σ loss_weight · sum(top).
 * ``run_backward(top, propagate_down, bottom)``: call the ``backward`` hook.
+
+Every error a hook raises as a :class:`JitnetError` comes out as a
+:class:`LayerError` naming the layer.
 
 Subclasses fill in only the hooks:
 
@@ -22,25 +26,33 @@ Subclasses fill in only the hooks:
   into ``self.blobs[k].diff`` (they accumulate over ``iter_size`` passes and the
   solver clears them).
 
-Inside the hooks, ``self.K(family)`` is the kernel module of that family for the
-mode the layer runs in (``jitnet.kernels.cpu.neuron`` or
-``jitnet.kernels.gpu.neuron``; the functions have the same names on both sides),
-and ``self.device`` is ``"cpu"`` or ``"gpu"``, the side to ask blobs for
-(``blob.data_on(self.device)``). A layer that cannot run on the GPU sets
-``gpu = False`` and fails loudly in GPU mode instead of quietly running on the CPU.
+Inside the hooks, ``K = self.kernels(family)`` is the kernel module of that
+family for the device the layer runs on (``jitnet.kernels.cpu.neuron`` or
+``jitnet.kernels.gpu.neuron``: the functions have the same names on both
+sides), and ``d = self.device`` (``"cpu"`` or ``"gpu"``) is the side to ask
+blobs for: ``blob.data_on(d)``, ``blob.mutable_diff_on(d)``.
 
-Class attributes declare what the planner needs to know without building the
-layer: the arity (``exact_bottoms``, ``min_bottoms``, ``max_bottoms`` and the
-same for tops), ``is_loss`` (a loss layer's first top gets loss_weight 1 by
-default), ``param_count(param)`` (how many learnable blobs it will create) and
-``allow_force_backward(param, bottom_index)``.
+Class attributes declare what the planner and the Net need to know without
+building the layer:
+
+* the arity: ``exact_bottoms``, ``min_bottoms``, ``max_bottoms`` and the same for tops;
+* ``is_loss``: a loss layer's first top gets loss_weight 1 by default;
+* ``in_place``: whether a top may be one of its bottoms (ReLU's ``top: "h"
+  bottom: "h"``); the planner refuses in-place use of any other layer
+  (``can_run_in_place(param)`` refines it per parameter set);
+* ``host_only``: the layer computes on the host with numpy (data layers, a
+  user's numpy layer); in GPU mode it still runs on the host and its blobs are
+  copied to the device when a GPU layer asks for them;
+* ``no_gradient_bottoms``: bottoms that never get a gradient (labels);
+* ``min_axes``: how many axes every bottom needs (a tuple: one per bottom);
+* ``param_count(param)``: how many learnable blobs it creates.
 """
 import contextlib
 
 import numpy as np
 
 from . import common
-from .errors import DeviceError, JitnetError, LayerError, NetDefinitionError
+from .errors import JitnetError, LayerError, NetDefinitionError
 
 LAYERS = common.Registry("layer", NetDefinitionError)
 
@@ -88,9 +100,10 @@ class Layer:
     exact_bottoms = min_bottoms = max_bottoms = None
     exact_tops = min_tops = max_tops = None
     is_loss = False
-    gpu = True
-    # Bottom indices that never get a gradient (labels); force_backward leaves them alone.
+    in_place = False
+    host_only = False
     no_gradient_bottoms = ()
+    min_axes = ()
 
     def __init__(self, layer_param, phase):
         self.param = layer_param
@@ -109,6 +122,13 @@ class Layer:
     @classmethod
     def allow_force_backward(cls, layer_param, bottom_index):
         return bottom_index not in cls.no_gradient_bottoms
+
+    @classmethod
+    def can_run_in_place(cls, layer_param):
+        """(allowed, reason): whether a top of this layer may be one of its bottoms."""
+        if cls.in_place:
+            return True, ""
+        return False, f"{cls.type} layers compute their top from a bottom they must not overwrite"
 
     @classmethod
     def check_arity(cls, layer_param):
@@ -133,15 +153,23 @@ class Layer:
         self.loss_weights = list(loss_weights) if loss_weights is not None else [0.0] * len(top)
         self.dtype = (bottom or top)[0].dtype if (bottom or top) else np.dtype(np.float32)
         with self._naming_errors():
+            self.shared_checks(bottom)
             self.setup(bottom, top)
             # Which learnable blobs get gradients; Net turns off those with lr_mult 0.
             self.param_propagate_down = [True] * len(self.blobs)
+            self.reshape(bottom, top)
+
+    def reshape_layer(self, bottom, top):
+        """The shared checks, then the ``reshape`` hook; errors name the layer."""
+        with self._naming_errors():
+            self.shared_checks(bottom)
             self.reshape(bottom, top)
 
     def run_forward(self, bottom, top):
         """Reshape, forward, and return Σ loss_weight · sum(top) over this layer's tops."""
         self._select_device()
         with self._naming_errors():
+            self.shared_checks(bottom)
             self.reshape(bottom, top)
             self.forward(bottom, top)
         loss = 0.0
@@ -156,6 +184,16 @@ class Layer:
         with self._naming_errors():
             self.backward(top, propagate_down, bottom)
 
+    def shared_checks(self, bottom):
+        """Checks every layer of a family runs before its ``reshape`` hook, as Caffe's base
+        classes check in their Reshape (LossLayer: the same first dimension). Family bases
+        in this module extend it (calling super()); layer types leave it alone."""
+        for i, blob in enumerate(bottom):
+            need = self.min_axes[i] if i < len(self.min_axes) else 0
+            if blob.num_axes < need:
+                raise self.error(f"bottom {i} ('{self.param.bottom[i]}') has shape {blob.shape}, "
+                                 f"but {self.type} needs at least {need} axis(es) there")
+
     @contextlib.contextmanager
     def _naming_errors(self):
         """A JitnetError raised inside the hooks (a bad axis, a shape) names this layer."""
@@ -168,10 +206,7 @@ class Layer:
 
     def _select_device(self):
         device = common.mode()
-        if device == common.GPU and not self.gpu:
-            raise DeviceError(f"layer '{self.name}' (type {self.type}) has no GPU implementation; "
-                              "use set_mode_cpu()")
-        self.device = device
+        self.device = common.CPU if self.host_only else device
 
     def kernels(self, family):
         """The kernel module ``family`` for the device this layer runs on."""
@@ -202,17 +237,23 @@ class Layer:
 
 
 class LossLayer(Layer):
-    """Two bottoms (prediction, target), one loss top (a scalar); loss_weight 1 by default."""
+    """Two bottoms (prediction, target) with the same first dimension, one loss top (a
+    scalar); loss_weight 1 by default. Caffe's LossLayer."""
 
     is_loss = True
     min_bottoms, max_bottoms = 2, 2
     min_tops, max_tops = 1, 1
     no_gradient_bottoms = (1,)
+    min_axes = (1, 1)
+
+    def shared_checks(self, bottom):
+        super().shared_checks(bottom)
+        if bottom[0].shape[0] != bottom[1].shape[0]:
+            raise self.error(f"the data and label should have the same first dimension (num): "
+                             f"bottom '{self.param.bottom[0]}' has shape {bottom[0].shape}, "
+                             f"bottom '{self.param.bottom[1]}' has shape {bottom[1].shape}")
 
     def reshape(self, bottom, top):
-        if bottom[0].shape[:1] != bottom[1].shape[:1]:
-            raise self.error(f"bottoms must have the same first dimension (num), got "
-                             f"{bottom[0].shape} and {bottom[1].shape}")
         top[0].reshape(())
 
     def loss_weight_of(self, top):
@@ -221,9 +262,38 @@ class LossLayer(Layer):
 
 
 class NeuronLayer(Layer):
-    """One bottom, one top of the same shape; top[i] depends on bottom[i] only."""
+    """One bottom, one top of the same shape; top[i] depends on bottom[i] only.
+
+    A pointwise layer states only its kernels: ``forward_kernel(K, x, y)`` and
+    ``backward_kernel(K, x, y, dy, dx)``, where K is the kernel module ``kernel_family``
+    (None for a host-only layer that computes with numpy) and x, y, dy, dx are the
+    flat buffers of the bottom and top on the layer's device. Neuron layers may run in
+    place; then x *is* y (the bottom was overwritten), so a layer whose backward needs
+    the original x refuses in-place use (``in_place = False`` or ``can_run_in_place``).
+    """
 
     exact_bottoms = exact_tops = 1
+    in_place = True
+    kernel_family = "neuron"
 
     def reshape(self, bottom, top):
         top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        d = self.device
+        self.forward_kernel(self._family_kernels(), bottom[0].data_on(d), top[0].mutable_data_on(d))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            d = self.device
+            self.backward_kernel(self._family_kernels(), bottom[0].data_on(d), top[0].data_on(d),
+                                 top[0].diff_on(d), bottom[0].mutable_diff_on(d))
+
+    def _family_kernels(self):
+        return self.kernels(self.kernel_family) if self.kernel_family else None
+
+    def forward_kernel(self, K, x, y):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_kernel()")
+
+    def backward_kernel(self, K, x, y, dy, dx):
+        raise NotImplementedError(f"{type(self).__name__} must implement backward_kernel()")

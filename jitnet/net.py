@@ -2,13 +2,18 @@
 
 All graph reasoning (phase rules, order, splits, in-place, who runs backward) is
 done by :mod:`jitnet.planner`; Net creates one Blob per blob name (an in-place
-layer's top is the same Blob as its bottom), sets every layer up in order, ties
-shared parameters together, and then runs two short loops: forward bottom to
-top, backward top to bottom. The Python surface follows pycaffe.
+layer's top is the same Blob as its bottom), sets every layer up in order as a
+bound :class:`Step` (layer, bottom and top blobs), ties shared parameters
+together, and then runs two short loops: forward bottom to top, backward top to
+bottom. Around each step run Caffe's callback seams, lists of callables taking
+the Step: ``before_forward``, ``after_forward``, ``before_backward``,
+``after_backward`` (``debug_info``, ``jitnet time`` and a data-parallel
+allreduce are such callbacks). The Python surface follows pycaffe.
 """
 import logging
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,6 +25,29 @@ from .proto import io as proto_io
 from .proto import pb
 
 log = logging.getLogger("jitnet")
+
+
+@dataclass(eq=False)
+class Step:
+    """One layer of a built net: the plan's step bound to its layer and blobs."""
+    index: int
+    layer: object
+    bottoms: list                  # Blobs
+    tops: list                     # Blobs
+    plan: object                   # the planner's Step: names, loss weights, propagate_down
+    loss: float = 0.0              # this layer's share of the loss in the last forward
+
+    @property
+    def name(self):
+        return self.layer.name
+
+    @property
+    def propagate_down(self):
+        return self.plan.propagate_down
+
+    @property
+    def need_backward(self):
+        return self.plan.need_backward
 
 
 class Net:
@@ -56,22 +84,28 @@ class Net:
         self.plan = planner.plan(net_param, phase, level, tuple(stages or ()))
         self.name = self.plan.name
 
-        self.blobs = OrderedDict((name, Blob(dtype=self.dtype)) for name in self.plan.blobs)
-        self.layers, self._bottoms, self._tops = [], [], []
+        self.blobs = OrderedDict((name, Blob(dtype=self.dtype, name=name)) for name in self.plan.blobs)
+        self.steps, self.layers = [], []
         self.layer_dict = OrderedDict()
-        for step in self.plan.steps:
-            layer = create_layer(step.param, phase)
-            bottoms = [self.blobs[b] for b in step.bottoms]
-            tops = [self.blobs[t] for t in step.tops]
-            layer.setup_layer(bottoms, tops, step.loss_weights)
+        for planned in self.plan.forward:
+            layer = create_layer(planned.param, phase)
+            step = Step(planned.index, layer, [self.blobs[b] for b in planned.bottoms],
+                        [self.blobs[t] for t in planned.tops], planned)
+            layer.setup_layer(step.bottoms, step.tops, planned.loss_weights)
+            self.steps.append(step)
             self.layers.append(layer)
             self.layer_dict[layer.name] = layer
-            self._bottoms.append(bottoms)
-            self._tops.append(tops)
+        self.backward_steps = [self.steps[planned.index] for planned in self.plan.backward]
         self._setup_params()
-        self.loss_terms = [0.0] * len(self.layers)
+        self.before_forward, self.after_forward = [], []
+        self.before_backward, self.after_backward = [], []
         self.debug_info = bool(net_param.debug_info)
         self.forward_done = False
+        if common.mode() == common.GPU:
+            on_host = [layer.name for layer in self.layers if layer.host_only]
+            if on_host:
+                log.info("net '%s': layers computed on the host in GPU mode: %s", self.name,
+                         ", ".join(on_host))
         if weights:
             self.copy_from(weights)
 
@@ -148,47 +182,66 @@ class Net:
 
     def forward_from_to(self, start=0, end=None):
         """Run layers start..end (inclusive) bottom to top; return the summed loss."""
-        end = len(self.layers) - 1 if end is None else end
+        end = len(self.steps) - 1 if end is None else end
         if start > end:
             raise JitnetError(f"forward: start layer '{self.layers[start].name}' comes after end "
                               f"layer '{self.layers[end].name}' in net '{self.name}'")
-        for i in range(start, end + 1):
-            self.loss_terms[i] = self.layers[i].run_forward(self._bottoms[i], self._tops[i])
-            if self.debug_info:
-                self._forward_debug_info(i)
+        loss = 0.0
+        for step in self.steps[start:end + 1]:
+            for callback in self.before_forward:
+                callback(step)
+            step.loss = step.layer.run_forward(step.bottoms, step.tops)
+            loss += step.loss
+            for callback in self.after_forward:
+                callback(step)
         self.forward_done = True
-        return sum(self.loss_terms[start:end + 1])
+        return loss
 
-    def backward_from_to(self, start=None, end=0):
-        """Run backward from layer ``start`` down to layer ``end`` over the layers that need it."""
-        start = len(self.layers) - 1 if start is None else start
+    def backward_from_to(self, start=None, end=0, every_layer=False):
+        """Run backward from layer ``start`` down to layer ``end`` over the layers that need it
+        (``every_layer``: every layer, with its propagate_down, as ``caffe time`` times them)."""
+        start = len(self.steps) - 1 if start is None else start
         if not self.forward_done:
             raise JitnetError(f"net '{self.name}': backward() needs a forward() first")
         self._seed_loss_diffs()
-        for step in self.plan.backward:
+        for step in (self.steps[::-1] if every_layer else self.backward_steps):
             if end <= step.index <= start:
-                i = step.index
-                self.layers[i].run_backward(self._tops[i], step.propagate_down, self._bottoms[i])
-                if self.debug_info:
-                    self._backward_debug_info(step)
+                for callback in self.before_backward:
+                    callback(step)
+                step.layer.run_backward(step.tops, step.propagate_down, step.bottoms)
+                for callback in self.after_backward:
+                    callback(step)
 
-    # -- debug_info: Caffe's per-layer mean |data| and |diff| ---------------------------------------
+    # -- debug_info: Caffe's per-layer mean |data| and |diff|, as callbacks ---------------------
+    @property
+    def debug_info(self):
+        return self._forward_debug_info in self.after_forward
+
+    @debug_info.setter
+    def debug_info(self, on):
+        for callbacks, callback in ((self.after_forward, self._forward_debug_info),
+                                    (self.after_backward, self._backward_debug_info)):
+            if on and callback not in callbacks:
+                callbacks.append(callback)
+            elif not on and callback in callbacks:
+                callbacks.remove(callback)
+
     @staticmethod
     def mean_abs(blob, diff=False):
         device = common.mode()
         values = blob.diff_on(device) if diff else blob.data_on(device)
         return common.kernels("blas", device).asum(values) / max(blob.count, 1)
 
-    def _forward_debug_info(self, i):
-        layer = self.layers[i]
-        for name, blob in zip(self.plan.steps[i].tops, self._tops[i]):
+    def _forward_debug_info(self, step):
+        layer = step.layer
+        for name, blob in zip(step.plan.tops, step.tops):
             log.info("    [Forward] Layer %s, top blob %s data: %.6g", layer.name, name, self.mean_abs(blob))
         for j, blob in enumerate(layer.blobs):
             log.info("    [Forward] Layer %s, param blob %d data: %.6g", layer.name, j, self.mean_abs(blob))
 
     def _backward_debug_info(self, step):
-        layer = self.layers[step.index]
-        for name, blob, down in zip(step.bottoms, self._bottoms[step.index], step.propagate_down):
+        layer = step.layer
+        for name, blob, down in zip(step.plan.bottoms, step.bottoms, step.propagate_down):
             if down:
                 log.info("    [Backward] Layer %s, bottom blob %s diff: %.6g", layer.name, name,
                          self.mean_abs(blob, diff=True))
@@ -206,27 +259,26 @@ class Net:
         def bad(array):
             return not np.isfinite(array).all()
         writers = {}
-        for step in self.plan.steps:
+        for step in self.plan.forward:
             for name in step.tops:
                 writers.setdefault(name, []).append(step.name)
-        for step, tops in zip(self.plan.steps, self._tops):
-            for name, blob in zip(step.tops, tops):
+        for step in self.steps:
+            for name, blob in zip(step.plan.tops, step.tops):
                 if bad(blob.data):
                     shared = writers[name]
                     note = (f" (the blob is written in place by layers {', '.join(shared)})"
                             if len(shared) > 1 else "")
-                    return (f"forward: layer '{step.name}' ({step.type}) wrote a non-finite value "
-                            f"into top '{name}'{note}")
-        for step in self.plan.backward:
-            layer = self.layers[step.index]
-            for name, blob, down in zip(step.bottoms, self._bottoms[step.index], step.propagate_down):
+                    return (f"forward: layer '{step.name}' ({step.layer.type}) wrote a non-finite "
+                            f"value into top '{name}'{note}")
+        for step in self.backward_steps:
+            for name, blob, down in zip(step.plan.bottoms, step.bottoms, step.propagate_down):
                 if down and bad(blob.diff):
-                    return (f"backward: layer '{step.name}' ({step.type}) wrote a non-finite value "
-                            f"into the diff of bottom '{name}'")
-            for j, blob in enumerate(layer.blobs):
+                    return (f"backward: layer '{step.name}' ({step.layer.type}) wrote a non-finite "
+                            f"value into the diff of bottom '{name}'")
+            for j, blob in enumerate(step.layer.blobs):
                 if bad(blob.diff):
-                    return (f"backward: layer '{step.name}' ({step.type}) wrote a non-finite value "
-                            f"into the diff of its param blob {j}")
+                    return (f"backward: layer '{step.name}' ({step.layer.type}) wrote a non-finite "
+                            f"value into the diff of its param blob {j}")
         return None
 
     def _seed_loss_diffs(self):
@@ -253,7 +305,7 @@ class Net:
         end_index = self._index(end, len(self.layers) - 1)
         self.loss = self.forward_from_to(self._index(start, 0), end_index)
         names = list(blobs or []) + (self.outputs if end is None else
-                                     list(self.plan.steps[end_index].tops))
+                                     list(self.plan.forward[end_index].tops))
         return {name: self.blobs[name].data for name in names}
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs):
@@ -319,9 +371,9 @@ class Net:
         return loss
 
     def reshape(self):
-        """Propagate input shape changes through every layer."""
-        for layer, bottoms, tops in zip(self.layers, self._bottoms, self._tops):
-            layer.reshape(bottoms, tops)
+        """Propagate input shape changes through every layer (errors name the layer)."""
+        for step in self.steps:
+            step.layer.reshape_layer(step.bottoms, step.tops)
 
     def clear_param_diffs(self):
         """Zero the diffs of the learnable parameters (the solver does this every iteration)."""
@@ -351,15 +403,11 @@ class Net:
 
     @property
     def top_names(self):
-        return OrderedDict((s.name, list(s.tops)) for s in self.plan.steps)
+        return OrderedDict((s.name, list(s.tops)) for s in self.plan.forward)
 
     @property
     def bottom_names(self):
-        return OrderedDict((s.name, list(s.bottoms)) for s in self.plan.steps)
-
-    @property
-    def _layer_names(self):
-        return [s.name for s in self.plan.steps]
+        return OrderedDict((s.name, list(s.bottoms)) for s in self.plan.forward)
 
     def set_input_arrays(self, data, labels):
         """Feed arrays to the first MemoryData layer (pycaffe's ``set_input_arrays``)."""
@@ -458,9 +506,9 @@ class Net:
     def to_proto(self, write_diff=False):
         """A NetParameter with every layer's definition and its blobs (what a caffemodel holds)."""
         net_param = pb.NetParameter(name=self.name)
-        for step, layer in zip(self.plan.steps, self.layers):
-            layer_param = net_param.layer.add()
-            layer_param.CopyFrom(step.param)
+        for step in self.steps:
+            layer, layer_param = step.layer, net_param.layer.add()
+            layer_param.CopyFrom(step.plan.param)
             del layer_param.blobs[:]
             for blob in layer.blobs:
                 proto_io.array_to_blob(blob.data, layer_param.blobs.add(),

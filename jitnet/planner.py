@@ -56,7 +56,7 @@ class Plan:
     phase: int
     level: int
     stages: tuple
-    steps: list                    # forward order
+    forward: list                  # every step, bottom to top
     backward: list                 # reverse order, only steps with need_backward
     blobs: list                    # blob names, in order of first appearance
     inputs: list                   # tops of Input layers (pycaffe's net.inputs)
@@ -68,7 +68,7 @@ class Plan:
     def lifetimes(self):
         """blob name -> (index of the step that first writes it, index of the last step that reads it)."""
         spans = {}
-        for step in self.steps:
+        for step in self.forward:
             for name in step.tops:
                 first, last = spans.get(name, (step.index, step.index))
                 spans[name] = (min(first, step.index), max(last, step.index))
@@ -136,9 +136,10 @@ def _resolve_producers(layers):
         for bottom in layer.bottom:
             indices = writers.get(bottom)
             if not indices:
+                known = sorted(b for b, w in writers.items() if w != [i])
                 raise NetDefinitionError(
                     f"layer '{layer.name}' (type {layer.type}): bottom '{bottom}' is not produced "
-                    f"by any layer (known blobs: {', '.join(sorted(writers)) or 'none'})")
+                    f"by any layer (blobs other layers produce: {', '.join(known) or 'none'})")
             before = [j for j in indices if j < i]
             if before:
                 sources.append(before[-1])
@@ -319,6 +320,28 @@ def _decide_backward(steps, force_backward):
     return blob_need
 
 
+def _check_in_place(layers):
+    """NetDefinitionError for a layer written in place (a top that is also a bottom) whose
+    type cannot run so (Caffe refuses Flatten and Reshape in place; jitnet every layer
+    that does not declare it can)."""
+    for layer in layers:
+        shared = [top for top in layer.top if top in layer.bottom]
+        if not shared:
+            continue
+        for k, top in enumerate(layer.top):
+            j = list(layer.bottom).index(top) if top in layer.bottom else k
+            if j != k:
+                raise NetDefinitionError(
+                    f"layer '{layer.name}' (type {layer.type}): top '{top}' (top {k}) is its bottom "
+                    f"{j}; a top runs in place only over the bottom at its own position (Caffe "
+                    "refuses this as a top produced by multiple sources)")
+        ok, reason = layer_class(layer.type, layer.name).can_run_in_place(layer)
+        if not ok:
+            raise NetDefinitionError(
+                f"layer '{layer.name}' (type {layer.type}) cannot run in place (top "
+                f"'{shared[0]}' is also its bottom): {reason}. Give its top another name.")
+
+
 def _check_types(layers):
     """One NetDefinitionError naming every layer whose type is not registered."""
     known = set(layer_type_list())
@@ -348,6 +371,7 @@ def plan(net_param, phase=TEST, level=0, stages=()):
     _check_types(layers)
     for layer in layers:
         layer_class(layer.type, layer.name).check_arity(layer)
+    _check_in_place(layers)
     names = {}
     for layer in layers:
         if layer.name in names:

@@ -1,6 +1,6 @@
-"""One table of layer cases, LAYER_CASES, drives the per-layer tests in test_layers.py.
-
-A row (:class:`LayerCase`) says for one registered layer type:
+"""One table of layer cases, LAYER_CASES, drives the per-layer tests in test_layers.py and
+the per-layer rows of benchmarks/bench.py. It is the only place that knows a layer's test
+data. A row (:class:`LayerCase`) says for one registered layer type:
 
 * ``draw(draw, ctx)`` - how hypothesis draws a :class:`Sample` (LayerParameter, bottom
   arrays, phase, learnable params, a ``prepare`` hook for data layers) for a purpose
@@ -8,12 +8,23 @@ A row (:class:`LayerCase`) says for one registered layer type:
 * ``reference(sample)`` - the numpy oracle from tests/reference.py giving the expected
   tops, or None with ``reference_note`` saying why;
 * ``grad_bottoms`` / ``check_params`` - what the gradient check covers (nothing for
-  layers without a backward);
+  layers without a backward), with ``grad_tol`` = (rtol, atol);
 * ``kinks`` - points the drawn bottoms keep away from;
 * ``gpu_kernels`` - whether the layer runs GPU kernels in GPU mode (data layers only fill
   host memory and Flatten/Reshape only re-view their bottom; the parity test runs them in
   GPU mode all the same and checks they ask for no kernels);
+* ``big`` - inputs past one GPU thread block, reduction block and GEMM tile, which the tiny
+  drawn shapes never reach: a function returning :class:`Big` examples;
+* ``errors`` - parameters the layer must refuse with a LayerError naming it: a function
+  returning (id, LayerParameter named "bad", bottoms) triples;
+* ``bench`` - benchmark shapes: :class:`Bench` entries, timed against PyTorch by
+  benchmarks/bench.py;
 * ``marks`` - known problems as data: {test name: (pytest marks, ...)}.
+
+What the layer class declares is not repeated here: whether it may run in place
+(``in_place``; the in-place test runs every such case with top = bottom against the
+out-of-place result), whether it is a loss (``is_loss``), which bottoms take no gradient.
+``pointwise(...)`` writes the whole row of an elementwise layer in one line.
 """
 import itertools
 import math
@@ -56,6 +67,29 @@ class DrawContext:
 
 
 @dataclass(frozen=True)
+class Big:
+    """A fixed example past one GPU block: layer parameter, bottoms, params, propagate_down."""
+    layer_param: object
+    bottoms: list
+    params: Optional[list] = None
+    propagate_down: tuple = ()
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Bench:
+    """A benchmark row: ``params`` is LayerParameter text after the type (e.g.
+    'inner_product_param { num_output: 1024 }'), ``shapes`` the bottoms' shapes, ``torch``
+    the PyTorch equivalent, ``torch(F, x, params) -> y`` (F = torch.nn.functional, params
+    the layer's learnable blobs as tensors)."""
+    label: str
+    params: str
+    shapes: tuple
+    torch: Callable
+    phase: int = jitnet.TRAIN
+
+
+@dataclass(frozen=True)
 class LayerCase:
     type: str
     draw: Callable
@@ -63,9 +97,13 @@ class LayerCase:
     reference_note: str = ""
     grad_bottoms: tuple = ()
     check_params: bool = False
+    grad_tol: tuple = (1e-5, 1e-6)           # (rtol, atol) of the gradient check
     kinks: tuple = ()
     gpu_kernels: bool = True
     forward_tol: Optional[dict] = None       # {dtype: (rtol, atol)} overriding the defaults
+    big: Optional[Callable] = None           # () -> [Big]
+    errors: Optional[Callable] = None        # () -> [(id, LayerParameter, bottoms)]
+    bench: tuple = ()                        # Bench entries
     marks: dict = field(default_factory=dict)
 
     @property
@@ -88,9 +126,9 @@ class LayerCase:
 
 
 # --------------------------------------------------------------------------- helpers
-def _lp(type_name, bottoms=("x",), tops=("y",)):
-    return pb.LayerParameter(name=f"{type_name.lower()}1", type=type_name, bottom=list(bottoms),
-                             top=list(tops))
+def _lp(type_name, bottoms=("x",), tops=("y",), name=None):
+    return pb.LayerParameter(name=name or f"{type_name.lower()}1", type=type_name,
+                             bottom=list(bottoms), top=list(tops))
 
 
 def _shape(draw, ctx, min_dims=1, max_dims=4, max_side=4, max_size=None):
@@ -107,19 +145,42 @@ def _as_negative(draw, axis, ndim):
     return axis - ndim if draw(st.booleans()) else axis
 
 
+def _bad(type_name, bottoms=("x",), tops=("y",)):
+    return _lp(type_name, bottoms, tops, name="bad")
+
+
+def _rng():
+    return np.random.default_rng(21)
+
+
 # --------------------------------------------------------------------------- neurons
-def draw_relu(draw, ctx):
-    lp = _lp("ReLU")
-    lp.relu_param.negative_slope = draw(st.one_of(st.just(0.0), st.floats(-0.5, 0.9)))
-    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))])
+def pointwise(type_name, reference, low=-2.0, high=2.0, params=None, **row):
+    """The row of an elementwise layer: y = reference(x, **params) on any shape, x drawn in
+    [low, high]; ``params`` maps the layer's parameter message to strategies of its fields
+    (e.g. {"relu_param": {"negative_slope": st.floats(-0.5, 0.9)}}). A big example and a
+    256x4096 benchmark come with it; ``row`` adds or overrides columns."""
+    params = params or {}
 
+    def draw_pointwise(draw, ctx):
+        lp = _lp(type_name)
+        values = {}
+        for message, fields in params.items():
+            for name, strategy in fields.items():
+                values[name] = draw(strategy)
+                setattr(getattr(lp, message), name, values[name])
+        return Sample(lp, [_array(draw, ctx, _shape(draw, ctx), low, high)], extra=values)
 
-def draw_sigmoid(draw, ctx):
-    return Sample(_lp("Sigmoid"), [_array(draw, ctx, _shape(draw, ctx), -6.0, 6.0)])
+    def big():
+        return [Big(_lp(type_name), [_rng().uniform(low, high, size=(3, 110))], propagate_down=(True,))]
 
-
-def draw_tanh(draw, ctx):
-    return Sample(_lp("TanH"), [_array(draw, ctx, _shape(draw, ctx), -3.0, 3.0)])
+    torch = row.pop("torch", None)
+    columns = dict(grad_bottoms=(0,), big=big,
+                   bench=(Bench(f"{type_name} 256x4096", "", ((256, 4096),), torch),) if torch else ())
+    columns.update(row)
+    return LayerCase(type_name, draw_pointwise,
+                     lambda s: [reference(s.bottoms[0], **{k: getattr(getattr(s.layer_param, m), k)
+                                                           for m, f in params.items() for k in f})],
+                     **columns)
 
 
 def draw_dropout(draw, ctx):
@@ -129,12 +190,28 @@ def draw_dropout(draw, ctx):
     return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))], phase=phase)
 
 
+def dropout_errors():
+    lp = _bad("Dropout")
+    lp.dropout_param.dropout_ratio = 1.0
+    return [("ratio-1", lp, [np.ones(3)])]
+
+
+def dropout_big():
+    return [Big(_lp("Dropout"), [_rng().normal(size=(3, 110))], propagate_down=(True,))]
+
+
 # --------------------------------------------------------------------------- common
 def draw_softmax(draw, ctx):
     shape = _shape(draw, ctx)
     lp = _lp("Softmax")
     lp.softmax_param.axis = draw(jst.axes(len(shape)))
     return Sample(lp, [_array(draw, ctx, shape, -3.0, 3.0)])
+
+
+def softmax_big():
+    lp = _lp("Softmax")
+    lp.softmax_param.axis = 1
+    return [Big(lp, [_rng().normal(size=(30, 3, 10))], propagate_down=(True,))]
 
 
 def draw_inner_product(draw, ctx):
@@ -154,10 +231,32 @@ def draw_inner_product(draw, ctx):
     return Sample(lp, [_array(draw, ctx, shape)], params=params)
 
 
+def inner_product_big():
+    rng, cases = _rng(), []
+    for transpose in (False, True):
+        lp = _lp("InnerProduct", name=f"fc_transpose_{transpose}")
+        lp.inner_product_param.num_output = 17
+        lp.inner_product_param.transpose = transpose
+        w = rng.normal(size=(18, 17) if transpose else (17, 18))
+        cases.append(Big(lp, [rng.normal(size=(20, 3, 6))], [w, rng.normal(size=17)], (True,),
+                         id=lp.name))
+    return cases
+
+
+def inner_product_errors():
+    lp = _bad("InnerProduct")
+    lp.inner_product_param.num_output = 0
+    return [("num_output-0", lp, [np.ones((2, 3))])]
+
+
 def draw_split(draw, ctx):
     tops = draw(st.integers(1 if ctx.purpose == "forward" else 2, 3))
     lp = _lp("Split", tops=[f"y{k}" for k in range(tops)])
     return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))])
+
+
+def split_big():
+    return [Big(_lp("Split", tops=("y0", "y1", "y2")), [_rng().normal(size=(300,))], propagate_down=(True,))]
 
 
 def draw_flatten(draw, ctx):
@@ -169,6 +268,12 @@ def draw_flatten(draw, ctx):
     lp.flatten_param.axis = _as_negative(draw, start, n)
     lp.flatten_param.end_axis = _as_negative(draw, end, n)
     return Sample(lp, [_array(draw, ctx, shape)])
+
+
+def flatten_errors():
+    lp = _bad("Flatten")
+    lp.flatten_param.axis, lp.flatten_param.end_axis = 2, 1
+    return [("axis-after-end_axis", lp, [np.ones((2, 3, 4))])]
 
 
 def _factorizations(draw, count, max_parts=3):
@@ -220,10 +325,11 @@ _NORM_NAMES = {pb.LossParameter.FULL: "FULL", pb.LossParameter.VALID: "VALID",
                pb.LossParameter.BATCH_SIZE: "BATCH_SIZE", pb.LossParameter.NONE: "NONE"}
 
 
-def _class_axis_case(draw, ctx, type_name, tops):
-    """Scores with a drawn class axis and labels shaped like the scores without it."""
+def _class_axis_case(draw, ctx, type_name, tops, min_axis=0):
+    """Scores with a drawn class axis and labels shaped like the scores without it (a loss
+    layer's class axis is not 0: Caffe's LossLayer wants labels of the scores' first dim)."""
     shape = _shape(draw, ctx, min_dims=2)
-    axis = draw(st.integers(0, len(shape) - 1))
+    axis = draw(st.integers(min_axis, len(shape) - 1))
     classes = shape[axis]
     label_shape = shape[:axis] + shape[axis + 1:]
     ignore = draw(st.one_of(st.none(), st.integers(-1, classes - 1)))
@@ -235,7 +341,7 @@ def _class_axis_case(draw, ctx, type_name, tops):
 def draw_softmax_loss(draw, ctx):
     ntops = 1 if ctx.purpose == "gradient" else draw(st.integers(1, 2))
     lp, shape, axis, ignore, labels = _class_axis_case(draw, ctx, "SoftmaxWithLoss",
-                                                       ["loss", "prob"][:ntops])
+                                                       ["loss", "prob"][:ntops], min_axis=1)
     lp.softmax_param.axis = _as_negative(draw, axis, len(shape))
     if ignore is not None:
         lp.loss_param.ignore_label = ignore
@@ -258,6 +364,31 @@ def ref_softmax_loss(s):
     loss, prob = ref.softmax_loss(s.bottoms[0], s.bottoms[1], s.layer_param.softmax_param.axis,
                                   ignore, normalization, normalize)
     return [loss, prob][:len(s.layer_param.top)]
+
+
+def softmax_loss_big():
+    rng = _rng()
+    labels = rng.integers(0, 3, size=(30, 10)).astype(np.float64)
+    labels[0, :4] = -1
+    lp = _lp("SoftmaxWithLoss", bottoms=("x", "label"), tops=("loss", "prob"))
+    lp.loss_param.ignore_label = -1
+    return [Big(lp, [rng.normal(size=(30, 3, 10)), labels], propagate_down=(True, False))]
+
+
+def accuracy_big():
+    rng = _rng()
+    labels = rng.integers(0, 3, size=(30, 10)).astype(np.float64)
+    labels[0, :4] = -1
+    lp = _lp("Accuracy", bottoms=("x", "label"), tops=("acc", "per_class"))
+    lp.accuracy_param.top_k = 2
+    lp.accuracy_param.ignore_label = -1
+    return [Big(lp, [np.round(rng.normal(size=(30, 3, 10))), labels], propagate_down=(False, False))]
+
+
+def euclidean_loss_big():
+    rng = _rng()
+    return [Big(_lp("EuclideanLoss", bottoms=("a", "b"), tops=("loss",)),
+                [rng.normal(size=(5, 130)), rng.normal(size=(5, 130))], propagate_down=(True, True))]
 
 
 def draw_euclidean_loss(draw, ctx):
@@ -309,6 +440,13 @@ def draw_input(draw, ctx):
     return Sample(lp, [], prepare=_write_user_inputs(values), extra={"values": values})
 
 
+def input_errors():
+    lp = _bad("Input", bottoms=(), tops=("a", "b", "c"))
+    lp.input_param.shape.add().dim.append(1)
+    lp.input_param.shape.add().dim.append(2)
+    return [("2-shapes-3-tops", lp, [])]
+
+
 def draw_dummy_data(draw, ctx):
     ntops = draw(st.integers(1, 2))
     lp = _lp("DummyData", bottoms=(), tops=[f"data{k}" for k in range(ntops)])
@@ -326,6 +464,13 @@ def draw_dummy_data(draw, ctx):
     for _ in range(nfillers):
         p.data_filler.add(type="constant", value=draw(st.floats(-3.0, 3.0, width=32)))
     return Sample(lp, [], extra={"shapes": shapes})
+
+
+def dummy_data_errors():
+    lp = _bad("DummyData", bottoms=(), tops=("a",))
+    lp.dummy_data_param.shape.add().dim.append(2)
+    lp.dummy_data_param.num.append(2)
+    return [("shape-and-num", lp, [])]
 
 
 def ref_dummy_data(s):
@@ -351,6 +496,10 @@ def draw_memory_data(draw, ctx):
     def prepare(layer, bottom, top):
         layer.reset(data, labels)
     return Sample(lp, [], prepare=prepare, extra={"data": data, "labels": labels})
+
+
+def memory_data_errors():
+    return [("batch-0", _bad("MemoryData", bottoms=(), tops=("a", "b")), [])]
 
 
 def ref_memory_data(s):
@@ -389,6 +538,13 @@ def draw_hdf5_data(draw, ctx):
     return Sample(lp, [], extra={"data": np.concatenate(datas), "label": np.concatenate(labels)})
 
 
+def hdf5_data_errors():
+    lp = _bad("HDF5Data", bottoms=(), tops=("a",))
+    lp.hdf5_data_param.batch_size = 1
+    lp.hdf5_data_param.source = "/nonexistent/list.txt"
+    return [("missing-source", lp, [])]
+
+
 def ref_hdf5_data(s):
     batch = s.layer_param.hdf5_data_param.batch_size
     rows = np.arange(batch) % len(s.extra["label"])       # files in order, wrapping around
@@ -396,43 +552,55 @@ def ref_hdf5_data(s):
 
 
 # --------------------------------------------------------------------------- the table
+def _torch_linear(F, x, p):
+    return F.linear(x, p[0], p[1])
+
+
 LAYER_CASES = [
-    LayerCase("ReLU", draw_relu,
-              lambda s: [ref.relu(s.bottoms[0], s.layer_param.relu_param.negative_slope)],
-              grad_bottoms=(0,), kinks=(0.0,)),
-    LayerCase("Sigmoid", draw_sigmoid, lambda s: [ref.sigmoid(s.bottoms[0])], grad_bottoms=(0,)),
-    LayerCase("TanH", draw_tanh, lambda s: [ref.tanh(s.bottoms[0])], grad_bottoms=(0,)),
+    pointwise("ReLU", ref.relu, params={"relu_param": {"negative_slope": st.one_of(st.just(0.0),
+                                                                                  st.floats(-0.5, 0.9))}},
+              kinks=(0.0,), torch=lambda F, x, p: F.relu(x)),
+    pointwise("Sigmoid", ref.sigmoid, -6.0, 6.0, torch=lambda F, x, p: x.sigmoid()),
+    pointwise("TanH", ref.tanh, -3.0, 3.0, torch=lambda F, x, p: x.tanh()),
     LayerCase("Dropout", draw_dropout, lambda s: [ref.dropout_test(s.bottoms[0])],
               reference_note="forward reference is the TEST phase (identity); TRAIN is checked "
                              "by the gradient check (seeded mask) and a statistical test",
-              grad_bottoms=(0,)),
+              grad_bottoms=(0,), big=dropout_big, errors=dropout_errors,
+              bench=(Bench("Dropout(train) 256x4096", "", ((256, 4096),),
+                           lambda F, x, p: F.dropout(x, 0.5, training=True)),)),
     LayerCase("Softmax", draw_softmax,
               lambda s: [ref.softmax(s.bottoms[0], s.layer_param.softmax_param.axis)],
-              grad_bottoms=(0,)),
+              grad_bottoms=(0,), big=softmax_big,
+              bench=(Bench("Softmax 256x1000", "", ((256, 1000),), lambda F, x, p: F.softmax(x, dim=1)),)),
     LayerCase("InnerProduct", draw_inner_product,
               lambda s: [ref.inner_product(s.bottoms[0], s.params[0],
                                            s.params[1] if len(s.params) > 1 else None,
                                            s.layer_param.inner_product_param.axis,
                                            s.layer_param.inner_product_param.transpose)],
-              grad_bottoms=(0,), check_params=True),
+              grad_bottoms=(0,), check_params=True, big=inner_product_big, errors=inner_product_errors,
+              bench=(Bench("InnerProduct 256x1024->1024",
+                           'inner_product_param { num_output: 1024 weight_filler { type: "xavier" } }',
+                           ((256, 1024),), _torch_linear),)),
     LayerCase("Split", draw_split,
               lambda s: [np.asarray(s.bottoms[0], np.float64)] * len(s.layer_param.top),
-              grad_bottoms=(0,)),
+              grad_bottoms=(0,), big=split_big),
     LayerCase("Flatten", draw_flatten,
               lambda s: [ref.flatten(s.bottoms[0], s.layer_param.flatten_param.axis,
                                      s.layer_param.flatten_param.end_axis)],
-              grad_bottoms=(0,), gpu_kernels=False),
+              grad_bottoms=(0,), gpu_kernels=False, errors=flatten_errors),
     LayerCase("Reshape", draw_reshape, ref_reshape, grad_bottoms=(0,), gpu_kernels=False),
     LayerCase("SoftmaxWithLoss", draw_softmax_loss, ref_softmax_loss, grad_bottoms=(0,),
-              forward_tol={np.float32: (3e-5, 3e-6)}),
+              forward_tol={np.float32: (3e-5, 3e-6)}, big=softmax_loss_big),
     LayerCase("EuclideanLoss", draw_euclidean_loss,
-              lambda s: [ref.euclidean_loss(s.bottoms[0], s.bottoms[1])], grad_bottoms=(0, 1)),
-    LayerCase("Accuracy", draw_accuracy, ref_accuracy),
+              lambda s: [ref.euclidean_loss(s.bottoms[0], s.bottoms[1])], grad_bottoms=(0, 1),
+              big=euclidean_loss_big),
+    LayerCase("Accuracy", draw_accuracy, ref_accuracy, big=accuracy_big),
     LayerCase("Input", draw_input, lambda s: [np.asarray(v, np.float64) for v in s.extra["values"]],
-              gpu_kernels=False),
-    LayerCase("DummyData", draw_dummy_data, ref_dummy_data, gpu_kernels=False),
-    LayerCase("MemoryData", draw_memory_data, ref_memory_data, gpu_kernels=False),
-    LayerCase("HDF5Data", draw_hdf5_data, ref_hdf5_data, gpu_kernels=False),
+              gpu_kernels=False, errors=input_errors),
+    LayerCase("DummyData", draw_dummy_data, ref_dummy_data, gpu_kernels=False, errors=dummy_data_errors),
+    LayerCase("MemoryData", draw_memory_data, ref_memory_data, gpu_kernels=False,
+              errors=memory_data_errors),
+    LayerCase("HDF5Data", draw_hdf5_data, ref_hdf5_data, gpu_kernels=False, errors=hdf5_data_errors),
 ]
 
 CASES_BY_TYPE = {case.type: case for case in LAYER_CASES}

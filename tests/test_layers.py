@@ -1,14 +1,20 @@
 """Layer tests, driven by the table in tests/layer_cases.py.
 
 For every registered type: the forward against a numpy oracle (float64 and float32),
-the backward against finite differences (float64, jitnet.testing.check_gradients) and
-GPU-mode results against CPU-mode results (under numba's CUDA simulator unless a GPU is
-present). Examples are drawn by hypothesis; the number comes from the profile loaded in
+leaving its bottoms as they were; the backward against finite differences (float64,
+jitnet.testing.check_gradients); GPU-mode results against CPU-mode results (under numba's
+CUDA simulator unless a GPU is present), which together with the kernel tests' GPU_CASES
+reach every public GPU kernel; in-place runs against out-of-place runs for the layers that
+declare they may run in place (and the planner refusing the others); bad parameters and
+degenerate bottoms (0-D, 1-D, zero-sized) ending in a LayerError naming the layer.
+Examples are drawn by hypothesis; the number comes from the profile loaded in
 conftest.py. Behaviour that does not fit the table (Dropout's statistics, error
 messages, loss weights, propagate_down) is tested at the end, followed by tests of the
 testing toolkit itself (it must be able to fail).
 """
 import contextlib
+import importlib
+import inspect
 from dataclasses import replace
 from unittest import mock
 
@@ -19,7 +25,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import jitnet
-from jitnet.layer import create_layer
+from jitnet import planner
+from jitnet.layer import create_layer, layer_class
 from jitnet.proto import pb
 from jitnet.testing import (GradientCheckError, KinkError, check_gradients, forward_layer,
                             run_layer_on)
@@ -33,7 +40,6 @@ GPU_EXAMPLES = max(2, CPU_EXAMPLES // 4)
 DTYPES = {"float64": np.float64, "float32": np.float32}
 FORWARD_TOL = {np.float64: (1e-10, 1e-12), np.float32: (1e-5, 1e-6)}
 PARITY_TOL = {np.float64: (1e-10, 1e-12), np.float32: (1e-5, 1e-6)}
-GRAD_TOL = dict(rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +107,8 @@ def test_case_rows_are_complete(case):
     cls = jitnet.layer.layer_class(case.type)
     for i in case.grad_bottoms:
         assert i not in cls.no_gradient_bottoms
+    ids = [error_id for error_id, _, _ in (case.errors() if case.errors else [])]
+    assert len(ids) == len(set(ids)), "two error examples share an id"
 
 
 # =========================================================================== forward vs oracle
@@ -113,6 +121,8 @@ def test_forward_matches_reference(case, dtype, workdir, data):
                        params=sample.params, prepare=sample.prepare, backward=False)
     expected = case.reference(sample)
     rtol, atol = (case.forward_tol or {}).get(dtype, FORWARD_TOL[dtype])
+    for i, (before, after) in enumerate(zip(sample.bottoms, run.bottoms)):
+        np.testing.assert_array_equal(after, before, err_msg=f"forward changed bottom {i}")
     assert len(run.tops) == len(expected)
     for k, (got, want) in enumerate(zip(run.tops, expected)):
         assert got.dtype == np.dtype(dtype), f"top {k}"
@@ -130,7 +140,8 @@ def test_gradients(case, workdir, data):
         report = check_gradients(sample.layer_param, sample.bottoms, phase=sample.phase,
                                  check_bottoms=case.grad_bottoms, check_params=case.check_params,
                                  check_tops=sample.check_tops, params=sample.params,
-                                 prepare=sample.prepare, seed=seed, **GRAD_TOL)
+                                 prepare=sample.prepare, seed=seed, rtol=case.grad_tol[0],
+                                 atol=case.grad_tol[1])
     except KinkError:
         assume(False)
     assert [r.name for r in report.inputs] == (
@@ -139,15 +150,34 @@ def test_gradients(case, workdir, data):
 
 
 # =========================================================================== GPU vs CPU
+class _RecordingKernels:
+    """A kernel module that records the name of every public function called through it."""
+
+    def __init__(self, module, called):
+        self._module, self._called = module, called
+
+    def __getattr__(self, name):
+        value = getattr(self._module, name)
+        if name.startswith("_") or not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            self._called.add((self._module.__name__, name))
+            return value(*args, **kwargs)
+        return call
+
+
 @contextlib.contextmanager
-def _kernel_requests():
-    """Record the (device, family) of every kernel module a layer asks for (Layer.kernels)."""
+def _kernel_requests(called=None):
+    """Record the (device, family) of every kernel module a layer asks for (Layer.kernels),
+    and in ``called`` the (module, function) of every kernel it calls."""
     requested = set()
+    called = set() if called is None else called
     original = jitnet.common.kernels
 
     def recording(family, device=None):
         requested.add((device or jitnet.mode(), family))
-        return original(family, device)
+        return _RecordingKernels(original(family, device), called)
     with mock.patch.object(jitnet.common, "kernels", recording):
         yield requested
 
@@ -166,7 +196,7 @@ def test_gpu_matches_cpu(case, dtype, workdir, data):
     with _kernel_requests() as requested:
         gpu = run_layer_on("gpu", sample.layer_param, sample.bottoms, **kwargs)
     assert jitnet.mode() == "cpu", "run_layer_on did not restore the mode"
-    assert gpu.layer.device == "gpu" and cpu.layer.device == "cpu"
+    assert gpu.layer.device == ("cpu" if gpu.layer.host_only else "gpu") and cpu.layer.device == "cpu"
     assert all(device == "gpu" for device, _ in requested), f"CPU kernels in GPU mode: {requested}"
     assert bool(requested) == case.gpu_kernels, f"kernel families asked for: {requested}"
     rtol, atol = PARITY_TOL[dtype]
@@ -182,48 +212,64 @@ def test_gpu_matches_cpu(case, dtype, workdir, data):
     np.testing.assert_allclose(gpu.loss, cpu.loss, rtol=rtol, atol=atol)
 
 
-def _big_cases():
+def _big_params():
+    return [pytest.param(case, k, id=big.id or case.type)
+            for case in LAYER_CASES if case.big for k, big in enumerate(case.big())]
+
+
+@pytest.fixture(scope="module")
+def big_runs():
+    """CPU and GPU runs of every ``big`` example of the table (float32), and the GPU kernel
+    functions they called."""
+    runs, called = {}, set()
+    for case in LAYER_CASES:
+        for k, big in enumerate(case.big() if case.big else []):
+            kwargs = dict(dtype=np.float32, params=big.params, propagate_down=big.propagate_down, seed=5)
+            cpu = run_layer_on("cpu", big.layer_param, big.bottoms, **kwargs)
+            with _kernel_requests(called):
+                gpu = run_layer_on("gpu", big.layer_param, big.bottoms, **kwargs)
+            runs[case.type, k] = (cpu, gpu)
+    return runs, called
+
+
+@pytest.mark.parametrize("case,k", _big_params())
+def test_gpu_matches_cpu_beyond_one_block(case, k, big_runs):
     """Inputs past one thread block (256 threads), one reduction block and one 16×16 GEMM
     tile, which the tiny hypothesis shapes above never reach."""
-    rng = np.random.default_rng(21)
-    cases = []
-    for transpose in (False, True):
-        lp = _lp("InnerProduct", name=f"fc_transpose_{transpose}")
-        lp.inner_product_param.num_output = 17
-        lp.inner_product_param.transpose = transpose
-        w = rng.normal(size=(18, 17) if transpose else (17, 18))
-        cases.append((lp, [rng.normal(size=(20, 3, 6))], [w, rng.normal(size=17)], [True]))
-    for type_name in ("ReLU", "Sigmoid", "TanH", "Dropout"):
-        cases.append((_lp(type_name), [rng.normal(size=(3, 110))], None, [True]))
-    softmax = _lp("Softmax")
-    softmax.softmax_param.axis = 1
-    cases.append((softmax, [rng.normal(size=(30, 3, 10))], None, [True]))
-    labels = rng.integers(0, 3, size=(30, 10)).astype(np.float64)
-    labels[0, :4] = -1
-    loss = _lp("SoftmaxWithLoss", bottoms=("x", "label"), tops=("loss", "prob"))
-    loss.loss_param.ignore_label = -1
-    cases.append((loss, [rng.normal(size=(30, 3, 10)), labels], None, [True, False]))
-    accuracy = _lp("Accuracy", bottoms=("x", "label"), tops=("acc", "per_class"))
-    accuracy.accuracy_param.top_k = 2
-    accuracy.accuracy_param.ignore_label = -1
-    cases.append((accuracy, [np.round(rng.normal(size=(30, 3, 10))), labels], None, [False, False]))
-    cases.append((_lp("EuclideanLoss", bottoms=("a", "b"), tops=("loss",)),
-                  [rng.normal(size=(5, 130)), rng.normal(size=(5, 130))], None, [True, True]))
-    cases.append((_lp("Split", tops=("y0", "y1", "y2")), [rng.normal(size=(300,))], None, [True]))
-    return [pytest.param(*c, id=c[0].name if c[0].type == "InnerProduct" else c[0].type)
-            for c in cases]
-
-
-@pytest.mark.parametrize("lp,bottoms,params,propagate", _big_cases())
-def test_gpu_matches_cpu_beyond_one_block(lp, bottoms, params, propagate):
-    kwargs = dict(dtype=np.float32, params=params, propagate_down=propagate, seed=5)
-    cpu = run_layer_on("cpu", lp, bottoms, **kwargs)
-    gpu = run_layer_on("gpu", lp, bottoms, **kwargs)
+    cpu, gpu = big_runs[0][case.type, k]
     for what, c, g in ([("top", c, g) for c, g in zip(cpu.tops, gpu.tops)]
                        + [("bottom diff", c, g) for c, g in zip(cpu.bottom_diffs, gpu.bottom_diffs)
                           if c is not None]
                        + [("param diff", c, g) for c, g in zip(cpu.param_diffs, gpu.param_diffs)]):
         np.testing.assert_allclose(g, c, rtol=1e-5, atol=1e-5, err_msg=what)
+
+
+def _public_gpu_kernels():
+    """(module, name) of every public function of kernels/gpu/<family>.py."""
+    import jitnet.kernels.gpu as gpu_package
+    folder = inspect.getfile(gpu_package).rsplit("/", 1)[0]
+    import os
+    found = set()
+    for file in sorted(os.listdir(folder)):
+        if file.endswith(".py") and not file.startswith("_"):
+            module = importlib.import_module(f"jitnet.kernels.gpu.{file[:-3]}")
+            for name, obj in vars(module).items():
+                func = getattr(obj, "py_func", obj)
+                if (not name.startswith("_") and inspect.isfunction(func)
+                        and func.__module__ == module.__name__):
+                    found.add((module.__name__, name))
+    return found
+
+
+def test_every_gpu_kernel_is_checked_against_its_cpu_twin(big_runs):
+    """Each public GPU kernel runs against its CPU twin through a layer case (the big
+    examples here; the drawn ones reach the same kernels) or a row of GPU_CASES in
+    test_kernels.py (BLAS and solver kernels, and vocabulary no layer uses yet)."""
+    from test_kernels import GPU_CASES
+    through_layers = big_runs[1]
+    through_kernel_tests = {(f"jitnet.kernels.gpu.{family}", name) for family, name, *_ in GPU_CASES}
+    missing = _public_gpu_kernels() - through_layers - through_kernel_tests
+    assert not missing, f"GPU kernels no parity test reaches: {sorted(missing)}"
 
 
 # =========================================================================== behaviour
@@ -358,37 +404,12 @@ def test_reshape_invalid_shapes_are_layer_errors(dims, axis, num_axes):
         forward_layer(lp, [np.ones((2, 3, 4))])
 
 
-def _bad_parameter_cases():
-    """(LayerParameter named "bad", bottoms) pairs whose setup must fail with a LayerError."""
-    def bad(type_name, bottoms=("x",), tops=("y",)):
-        return _lp(type_name, bottoms=bottoms, tops=tops, name="bad")
-    cases = []
-    lp = bad("InnerProduct")
-    lp.inner_product_param.num_output = 0
-    cases.append(("InnerProduct-num_output-0", lp, [np.ones((2, 3))]))
-    lp = bad("Dropout")
-    lp.dropout_param.dropout_ratio = 1.0
-    cases.append(("Dropout-ratio-1", lp, [np.ones(3)]))
-    lp = bad("Flatten")
-    lp.flatten_param.axis, lp.flatten_param.end_axis = 2, 1
-    cases.append(("Flatten-axis-after-end_axis", lp, [np.ones((2, 3, 4))]))
-    lp = bad("Input", bottoms=(), tops=("a", "b", "c"))
-    lp.input_param.shape.add().dim.append(1)
-    lp.input_param.shape.add().dim.append(2)
-    cases.append(("Input-2-shapes-3-tops", lp, []))
-    lp = bad("DummyData", bottoms=(), tops=("a",))
-    lp.dummy_data_param.shape.add().dim.append(2)
-    lp.dummy_data_param.num.append(2)
-    cases.append(("DummyData-shape-and-num", lp, []))
-    cases.append(("MemoryData-batch-0", bad("MemoryData", bottoms=(), tops=("a", "b")), []))
-    lp = bad("HDF5Data", bottoms=(), tops=("a",))
-    lp.hdf5_data_param.batch_size = 1
-    lp.hdf5_data_param.source = "/nonexistent/list.txt"
-    cases.append(("HDF5Data-missing-source", lp, []))
-    return [pytest.param(lp, bottoms, id=name) for name, lp, bottoms in cases]
+def _error_params():
+    return [pytest.param(lp, bottoms, id=f"{case.type}-{error_id}")
+            for case in LAYER_CASES if case.errors for error_id, lp, bottoms in case.errors()]
 
 
-@pytest.mark.parametrize("lp,bottoms", _bad_parameter_cases())
+@pytest.mark.parametrize("lp,bottoms", _error_params())
 def test_bad_parameters_are_layer_errors(lp, bottoms):
     with pytest.raises(jitnet.LayerError, match="'bad'"):
         forward_layer(lp, bottoms, dtype=np.float64)
@@ -406,43 +427,39 @@ def test_memory_data_reset_with_wrong_shape_is_a_layer_error():
             layer.reset(data, labels)
 
 
-def _loss_layer_inputs(type_name):
-    rng = np.random.default_rng(5)
-    if type_name == "SoftmaxWithLoss":
-        return [rng.normal(size=(3, 4)), np.array([0.0, 3.0, 1.0])]
-    return [rng.normal(size=(3, 2)), rng.normal(size=(3, 2))]
-
-
-@pytest.mark.parametrize("type_name", ["SoftmaxWithLoss", "EuclideanLoss"])
+@pytest.mark.parametrize("case", _cases(None, lambda c: layer_class(c.type).is_loss))
 @pytest.mark.parametrize("weight", [0.37, -2.5])
-def test_loss_weight_scales_loss_and_gradient(type_name, weight):
-    lp = _lp(type_name, bottoms=("a", "b"), tops=("loss",))
-    inputs = _loss_layer_inputs(type_name)
-    propagate = [True, type_name == "EuclideanLoss"]
-    unit = run_layer_on("cpu", lp, inputs, top_diffs=[np.array(1.0)], propagate_down=propagate,
-                        loss_weights=[1.0])
-    scaled = run_layer_on("cpu", lp, inputs, top_diffs=[np.array(weight)],
-                          propagate_down=propagate, loss_weights=[weight])
+@settings(max_examples=max(2, CPU_EXAMPLES // 4))
+@given(data=st.data())
+def test_loss_weight_scales_loss_and_gradient(case, weight, workdir, data):
+    sample = data.draw(case.samples("gradient", workdir), label="sample")
+    lp = pb.LayerParameter()
+    lp.CopyFrom(sample.layer_param)
+    del lp.top[1:]                                        # the loss top alone
+    propagate = [i in case.grad_bottoms for i in range(len(sample.bottoms))]
+    kwargs = dict(propagate_down=propagate, params=sample.params, phase=sample.phase)
+    unit = run_layer_on("cpu", lp, sample.bottoms, top_diffs=[np.array(1.0)], loss_weights=[1.0],
+                        **kwargs)
+    scaled = run_layer_on("cpu", lp, sample.bottoms, top_diffs=[np.array(weight)],
+                          loss_weights=[weight], **kwargs)
     assert unit.loss == pytest.approx(float(unit.tops[0]), rel=1e-14)
     assert scaled.loss == pytest.approx(weight * float(unit.tops[0]), rel=1e-14)
     np.testing.assert_array_equal(scaled.tops[0], unit.tops[0])   # the top is not weighted
     for i, p in enumerate(propagate):
         if p:
-            assert np.any(unit.bottom_diffs[i] != 0)
+            assume(np.any(unit.bottom_diffs[i] != 0))     # (every label ignored: nothing to scale)
             np.testing.assert_allclose(scaled.bottom_diffs[i], weight * unit.bottom_diffs[i],
                                        rtol=1e-13, atol=0)
 
 
-_VIEW_TYPES = {"Flatten", "Reshape"}   # their top shares the bottom's diff: nothing to leave alone
-
-
-@pytest.mark.parametrize("case", _cases(None, lambda c: c.grad_bottoms
-                                        and c.type not in _VIEW_TYPES))
+@pytest.mark.parametrize("case", _cases(None, lambda c: c.grad_bottoms))
 @settings(max_examples=max(2, CPU_EXAMPLES // 4))
 @given(data=st.data())
 def test_propagate_down_false_leaves_bottom_diff_alone(case, workdir, data):
     sample = data.draw(case.samples("gradient", workdir), label="sample")
     layer, bottom, top = _layer(sample.layer_param, sample.bottoms, sample.phase)
+    if any(t._diff is b._diff for t in top for b in bottom):
+        return               # a view (Flatten, Reshape): its top's diff is the bottom's
     if sample.params is not None:
         for blob, p in zip(layer.blobs, sample.params):
             blob.data[...] = p
@@ -460,6 +477,92 @@ def test_propagate_down_false_leaves_bottom_diff_alone(case, workdir, data):
         np.testing.assert_array_equal(blob.diff, s, err_msg=f"bottom {i} diff was written")
     if case.check_params:                                # params still get their gradients
         assert any(np.any(blob.diff != 0) for blob in layer.blobs)
+
+
+def _in_place(layer_param):
+    """The same layer with each top named like the bottom at its position (Caffe's in-place)."""
+    lp = pb.LayerParameter()
+    lp.CopyFrom(layer_param)
+    for k in range(min(len(lp.top), len(lp.bottom))):
+        lp.top[k] = lp.bottom[k]
+    return lp
+
+
+@pytest.mark.parametrize("case", _cases(None, lambda c: layer_class(c.type).in_place))
+@settings(max_examples=max(2, CPU_EXAMPLES // 2))
+@given(data=st.data())
+def test_in_place_matches_out_of_place(case, workdir, data):
+    """Run with top = bottom: the same tops, bottom diffs and param diffs as out of place."""
+    sample = data.draw(case.samples("gradient", workdir), label="sample")
+    seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+    in_place = _in_place(sample.layer_param)
+    assume(layer_class(case.type).can_run_in_place(in_place)[0])
+    kwargs = dict(phase=sample.phase, dtype=np.float64, params=sample.params, prepare=sample.prepare,
+                  propagate_down=sample.propagate_down or tuple(i in case.grad_bottoms
+                                                                for i in range(len(sample.bottoms))),
+                  seed=seed)
+    apart = run_layer_on("cpu", sample.layer_param, sample.bottoms, **kwargs)
+    together = run_layer_on("cpu", in_place, sample.bottoms, **kwargs)
+    for what, a, b in ([(f"top {k}", a, b) for k, (a, b) in enumerate(zip(apart.tops, together.tops))]
+                       + [(f"bottom {i} diff", a, b) for i, (a, b)
+                          in enumerate(zip(apart.bottom_diffs, together.bottom_diffs)) if a is not None]
+                       + [(f"param {j} diff", a, b) for j, (a, b)
+                          in enumerate(zip(apart.param_diffs, together.param_diffs))]):
+        np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-15, err_msg=what)
+
+
+@pytest.mark.parametrize("case", _cases(None, lambda c: not layer_class(c.type).in_place
+                                        and layer_class(c.type).exact_bottoms != 0))
+@settings(max_examples=2)
+@given(data=st.data())
+def test_planner_refuses_in_place_use_of_other_layers(case, workdir, data):
+    sample = data.draw(case.samples("forward", workdir), label="sample")
+    lp = _in_place(sample.layer_param)
+    with pytest.raises(jitnet.NetDefinitionError, match=rf"'{lp.name}' \(type {case.type}\) cannot run in place"):
+        planner._check_in_place([lp])
+
+
+def test_relu_with_a_negative_slope_cannot_run_in_place():
+    """Its backward would read y for x, and y > 0 for x < 0 when the slope is negative."""
+    lp = _lp("ReLU", bottoms=("h",), tops=("h",), name="leaky")
+    lp.relu_param.negative_slope = -0.2
+    with pytest.raises(jitnet.NetDefinitionError, match="'leaky'.*negative_slope"):
+        planner._check_in_place([lp])
+    lp.relu_param.negative_slope = 0.2
+    planner._check_in_place([lp])
+
+
+def test_in_place_needs_the_same_position():
+    """Caffe: a top is in place only over the bottom at its own index; any other reuse of a
+    bottom's name is a top produced by two sources."""
+    lp = _lp("Softmax", bottoms=("a",), tops=("b", "a"), name="two")
+    with pytest.raises(jitnet.NetDefinitionError, match="'two'.*top 'a'.*bottom 0"):
+        planner._check_in_place([lp])
+
+
+_DEGENERATE = {
+    "0-D": lambda a: np.array(1.25),
+    "1-D": lambda a: np.array([0.5, -1.0, 2.0]),
+    "zero-sized": lambda a: np.zeros((0,) + np.shape(a)[1:]),
+}
+
+
+@pytest.mark.parametrize("kind", list(_DEGENERATE))
+@pytest.mark.parametrize("case", _cases(None, lambda c: layer_class(c.type).exact_bottoms != 0))
+@settings(max_examples=max(2, CPU_EXAMPLES // 4))
+@given(data=st.data())
+def test_degenerate_bottoms_work_or_name_the_layer(case, kind, workdir, data):
+    """0-D, 1-D and zero-sized bottoms (all at once, and one at a time) either run forward
+    and backward or end in a LayerError naming the layer, never another exception."""
+    sample = data.draw(case.samples("forward", workdir), label="sample")
+    n = len(sample.bottoms)
+    for which in [set(range(n))] + [{i} for i in range(n)] * (n > 1):
+        bottoms = [_DEGENERATE[kind](b) if i in which else b for i, b in enumerate(sample.bottoms)]
+        try:
+            run_layer_on("cpu", sample.layer_param, bottoms, phase=sample.phase, dtype=np.float64,
+                         propagate_down=[i in case.grad_bottoms for i in range(n)])
+        except jitnet.LayerError as e:
+            assert e.layer_name == sample.layer_param.name, str(e)
 
 
 @pytest.mark.parametrize("device", ["cpu", "gpu"])

@@ -29,11 +29,11 @@ def plan(text, phase=TRAIN, level=0, stages=()):
 
 
 def names(p):
-    return [s.name for s in p.steps]
+    return [s.name for s in p.forward]
 
 
 def step(p, name):
-    matches = [s for s in p.steps if s.name == name]
+    matches = [s for s in p.forward if s.name == name]
     assert len(matches) == 1, f"{name} appears {len(matches)} times in {names(p)}"
     return matches[0]
 
@@ -141,7 +141,7 @@ def test_valid_prototxt_order_is_kept():
             + 'layer { name: "a_sig" type: "Sigmoid" bottom: "a2" top: "a3" }\n')
     p = plan(text)
     assert names(p) == ["b", "a", "a_relu", "b_relu", "b_sig", "a_sig"]
-    assert [s.index for s in p.steps] == list(range(6))
+    assert [s.index for s in p.forward] == list(range(6))
     assert names(plan(MLP)) == ["data", "ip1", "relu1", "ip2", "loss"]
 
 
@@ -162,7 +162,7 @@ def test_out_of_order_file_is_sorted_topologically_and_runs():
     p = planner.plan(P(SHUFFLED_MLP), TRAIN)
     assert names(p) == ["data", "ip1", "relu1", "ip2", "loss"]
     produced = set()
-    for s in p.steps:
+    for s in p.forward:
         assert all(b in produced for b in s.bottoms), s.name
         produced.update(s.tops)
 
@@ -234,7 +234,7 @@ def test_split_for_three_consumers_in_consumer_order():
 
 
 def test_single_consumer_gets_no_split():
-    assert all(s.type != "Split" for s in plan(MLP).steps)
+    assert all(s.type != "Split" for s in plan(MLP).forward)
 
 
 LOSS_WEIGHT_AND_CONSUMER = """
@@ -318,7 +318,7 @@ def test_split_names_match_a_real_caffe_trained_model():
 def test_in_place_top_is_the_same_blob_in_net():
     net = jitnet.Net(P(MLP), jitnet.TRAIN)
     i = [l.name for l in net.layers].index("relu1")
-    assert net._bottoms[i][0] is net._tops[i][0] is net.blobs["ip1"]
+    assert net.steps[i].bottoms[0] is net.steps[i].tops[0] is net.blobs["ip1"]
     assert list(net.blobs) == ["data", "label", "ip1", "ip2", "loss"]
     x = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
     net.forward(data=x, label=np.zeros(4, np.float32))
@@ -381,7 +381,7 @@ def test_wrong_number_of_loss_weights_is_an_error():
 # 6. need_backward
 # ----------------------------------------------------------------------------------------------
 def bw(p):
-    return {s.name: (s.need_backward, list(s.propagate_down)) for s in p.steps}
+    return {s.name: (s.need_backward, list(s.propagate_down)) for s in p.forward}
 
 
 def test_layers_with_params_need_backward_inputs_do_not():
@@ -466,7 +466,7 @@ def test_backward_is_reverse_of_forward_restricted_to_need_backward():
     layer { name: "acc" type: "Accuracy" bottom: "ip2" bottom: "label" top: "acc" }
     """
     p = plan(text)
-    expected = [s for s in reversed(p.steps) if s.need_backward]
+    expected = [s for s in reversed(p.forward) if s.need_backward]
     assert [s.name for s in p.backward] == [s.name for s in expected]
     assert [s.name for s in p.backward] == ["loss", "ip2_ip2_0_split", "ip2", "relu1", "ip1"]
 
@@ -531,7 +531,7 @@ def test_inputs_outputs_and_lifetimes():
     assert p.inputs == ["data", "label"]
     assert set(p.outputs) == {"loss", "acc"}
     life = p.lifetimes()
-    idx = {s.name: s.index for s in p.steps}
+    idx = {s.name: s.index for s in p.forward}
     assert life["data"] == (idx["data"], idx["ip1"])
     assert life["ip1"] == (idx["ip1"], idx["ip2"])       # written by ip1 and relu1, read by ip2
     assert life["loss"] == (idx["loss"], idx["loss"])

@@ -28,8 +28,8 @@ class InnerProduct(Layer):
             raise self.error("inner_product_param.num_output must be positive")
         self.N, self.bias_term, self.transpose = p.num_output, p.bias_term, p.transpose
         self.axis = bottom[0].canonical_axis(p.axis)
-        self.K_ = bottom[0].count_range(self.axis)
-        shape = (self.K_, self.N) if self.transpose else (self.N, self.K_)
+        self.K = bottom[0].count_range(self.axis)
+        shape = (self.K, self.N) if self.transpose else (self.N, self.K)
         self.blobs = [Blob(shape, dtype=bottom[0].dtype)]
         fill(p.weight_filler, self.blobs[0], f"layer '{self.name}' weight_filler")
         if self.bias_term:
@@ -39,15 +39,15 @@ class InnerProduct(Layer):
     def reshape(self, bottom, top):
         axis = bottom[0].canonical_axis(self.param.inner_product_param.axis)
         k = bottom[0].count_range(axis)
-        if k != self.K_:
+        if k != self.K:
             raise self.error(f"bottom of shape {bottom[0].shape} gives {k} inputs per row from axis "
-                             f"{axis}, but the weights were made for {self.K_}")
+                             f"{axis}, but the weights were made for {self.K}")
         self.M = bottom[0].count_range(0, axis)
         top[0].reshape(bottom[0].shape[:axis] + (self.N,))
 
     def forward(self, bottom, top):
         blas, d = self.kernels("blas"), self.device
-        x = bottom[0].data_on(d).reshape(self.M, self.K_)
+        x = bottom[0].data_on(d).reshape(self.M, self.K)
         w = self.blobs[0].data_on(d).reshape(self.blobs[0].shape)
         y = top[0].mutable_data_on(d).reshape(self.M, self.N)
         blas.gemm(False, not self.transpose, 1.0, x, w, 0.0, y)
@@ -59,7 +59,7 @@ class InnerProduct(Layer):
         dy = top[0].diff_on(d).reshape(self.M, self.N)
         wshape = self.blobs[0].shape
         if self.param_propagate_down[0]:
-            x = bottom[0].data_on(d).reshape(self.M, self.K_)
+            x = bottom[0].data_on(d).reshape(self.M, self.K)
             dw = self.blobs[0].mutable_diff_on(d).reshape(wshape)
             if self.transpose:
                 blas.gemm(True, False, 1.0, x, dy, 1.0, dw)
@@ -69,7 +69,7 @@ class InnerProduct(Layer):
             blas.bias_grad(dy, self.blobs[1].mutable_diff_on(d))
         if propagate_down[0]:
             w = self.blobs[0].data_on(d).reshape(wshape)
-            dx = bottom[0].mutable_diff_on(d).reshape(self.M, self.K_)
+            dx = bottom[0].mutable_diff_on(d).reshape(self.M, self.K)
             blas.gemm(False, self.transpose, 1.0, dy, w, 0.0, dx)
 
 
@@ -80,9 +80,11 @@ def softmax_dims(blob, axis):
 
 @register("Softmax")
 class Softmax(Layer):
-    """y_c = e^{x_c} / Σ_k e^{x_k} along ``axis``;   ∂E/∂x = (∂E/∂y − Σ_c ∂E/∂y_c·y_c)·y."""
+    """y_c = e^{x_c} / Σ_k e^{x_k} along ``axis``;   ∂E/∂x = (∂E/∂y − Σ_c ∂E/∂y_c·y_c)·y.
+    May run in place (its backward needs only y)."""
 
     exact_bottoms = exact_tops = 1
+    in_place = True
 
     def reshape(self, bottom, top):
         self.axis = bottom[0].canonical_axis(self.param.softmax_param.axis)
@@ -91,14 +93,14 @@ class Softmax(Layer):
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
-        self.kernels("common").softmax_forward(bottom[0].data_on(self.device), top[0].mutable_data_on(self.device),
-                                         *softmax_dims(bottom[0], self.axis))
+        K, d = self.kernels("common"), self.device
+        K.softmax_forward(bottom[0].data_on(d), top[0].mutable_data_on(d), *softmax_dims(bottom[0], self.axis))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            self.kernels("common").softmax_backward(top[0].data_on(self.device), top[0].diff_on(self.device),
-                                              bottom[0].mutable_diff_on(self.device),
-                                              *softmax_dims(bottom[0], self.axis))
+            K, d = self.kernels("common"), self.device
+            K.softmax_backward(top[0].data_on(d), top[0].diff_on(d), bottom[0].mutable_diff_on(d),
+                               *softmax_dims(bottom[0], self.axis))
 
 
 @register("Split")

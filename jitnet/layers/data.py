@@ -1,8 +1,8 @@
 """Data layers: no bottoms (DataLayer); they fill their tops from Python, from fillers or from files.
 
-Data layers read on the host and write the host side of their tops; in GPU mode
-the next layer's request for the device buffer copies it over (as Caffe's data
-layers do). Layers that walk through a data set expose ``get_state()`` /
+Data layers are host-only: they read on the host and write the host side of their
+tops; in GPU mode the next layer's request for the device buffer copies it over
+(as Caffe's data layers do). Layers that walk through a data set expose ``get_state()`` /
 ``set_state()`` so a solver snapshot can record where they were.
 """
 import os
@@ -22,10 +22,12 @@ def _shape_of(blob_shape):
 
 class DataLayer(Layer):
     """No bottoms; the tops get their shapes in setup, and keep them (reshape does nothing:
-    the user, or the layer itself, reshapes them)."""
+    the user, or the layer itself, reshapes them). Host-only: in GPU mode they still fill
+    the host side of their tops, which the blobs copy to the device on demand."""
 
     exact_bottoms = 0
     min_tops = 1
+    host_only = True
 
     def reshape(self, bottom, top):
         pass

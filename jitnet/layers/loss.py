@@ -101,17 +101,19 @@ class EuclideanLoss(LossLayer):
         self.diff.reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
-        d = self.device
-        sumsq = self.kernels("loss").euclidean_loss_forward(bottom[0].data_on(d), bottom[1].data_on(d),
-                                                      self.diff.mutable_data_on(d))
-        top[0].data[...] = sumsq / bottom[0].shape[0] / 2.0
+        K, d = self.kernels("loss"), self.device
+        sumsq = K.euclidean_loss_forward(bottom[0].data_on(d), bottom[1].data_on(d),
+                                         self.diff.mutable_data_on(d))
+        with np.errstate(invalid="ignore"):          # num 0: NaN, as Caffe's 0/0
+            top[0].data[...] = np.float64(sumsq) / bottom[0].shape[0] / 2.0
 
     def backward(self, top, propagate_down, bottom):
-        weight = self.loss_weight_of(top) / bottom[0].shape[0]
+        blas, d = self.kernels("blas"), self.device
+        with np.errstate(divide="ignore"):
+            weight = np.float64(self.loss_weight_of(top)) / bottom[0].shape[0]
         for i, sign in ((0, 1.0), (1, -1.0)):
             if propagate_down[i]:
-                self.kernels("blas").axpby(sign * weight, self.diff.data_on(self.device), 0.0,
-                                     bottom[i].mutable_diff_on(self.device))
+                blas.axpby(sign * weight, self.diff.data_on(d), 0.0, bottom[i].mutable_diff_on(d))
 
 
 @register("Accuracy")

@@ -96,14 +96,16 @@ class GradientReport:
 
 @dataclass
 class LayerRun:
-    """What :func:`run_layer_on` saw: top data, bottom diffs (None where not propagated),
-    param data and diffs (host copies), and the loss run_forward returned."""
+    """What :func:`run_layer_on` saw: top data and bottom data after forward, bottom diffs
+    (None where not propagated), param data and diffs (host copies), and the loss
+    run_forward returned."""
     tops: list
     bottom_diffs: list
     params: list
     param_diffs: list
     loss: float
     layer: object
+    bottoms: list = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- building a layer
@@ -126,10 +128,15 @@ def _default_dtype(bottoms):
 
 
 def _build(layer_param, bottoms, phase, dtype, params, loss_weights, prepare, seed):
-    """Seed, create the layer and its blobs, set it up, load ``params``, run ``prepare``."""
+    """Seed, create the layer and its blobs, set it up, load ``params``, run ``prepare``.
+
+    A top named like the bottom at the same position is that bottom's blob, as in a Net
+    (the layer runs in place)."""
     common.set_random_seed(seed)
     bottom = _make_blobs(bottoms, dtype)
-    top = [Blob(dtype=dtype) for _ in layer_param.top]
+    names = list(layer_param.bottom)
+    top = [bottom[k] if k < len(names) and name == names[k] else Blob(dtype=dtype)
+           for k, name in enumerate(layer_param.top)]
     layer = create_layer(layer_param, phase)
     layer.setup_layer(bottom, top, loss_weights)
     if params is not None:
@@ -201,6 +208,7 @@ def run_layer_on(device, layer_param, bottoms, *, phase=TRAIN, dtype=None, param
         common.set_random_seed(seed)
         loss = layer.run_forward(bottom, top)
         tops = [blob.data.copy() for blob in top]
+        bottoms_after = [blob.data.copy() for blob in bottom]
         bottom_diffs = [None] * len(bottom)
         param_diffs = [None] * len(layer.blobs)
         if backward:
@@ -217,7 +225,7 @@ def run_layer_on(device, layer_param, bottoms, *, phase=TRAIN, dtype=None, param
             param_diffs = [blob.diff.copy() for blob in layer.blobs]
         return LayerRun(tops=tops, bottom_diffs=bottom_diffs,
                         params=[blob.data.copy() for blob in layer.blobs],
-                        param_diffs=param_diffs, loss=loss, layer=layer)
+                        param_diffs=param_diffs, loss=loss, layer=layer, bottoms=bottoms_after)
     finally:
         if previous == common.GPU:
             common.set_mode_gpu()
@@ -265,106 +273,136 @@ def check_gradients(layer_param, bottoms, *, phase=TRAIN, check_bottoms=None, ch
     Returns a :class:`GradientReport`; raises :class:`GradientCheckError` on a mismatch
     and :class:`KinkError` when a kink makes the numeric derivative meaningless.
     """
-    rng = np.random.default_rng(seed)
-    layer, bottom, top = _build(layer_param, bottoms, phase, np.float64, params, loss_weights,
-                                prepare, seed)
-    if check_bottoms is None:
-        check_bottoms = [i for i in range(len(bottom))
-                         if i not in getattr(layer, "no_gradient_bottoms", ())]
-    check_bottoms = sorted(set(check_bottoms))
-    for i in check_bottoms:
-        if not 0 <= i < len(bottom):
-            raise ValueError(f"check_bottoms names bottom {i}, but the layer has {len(bottom)}")
-    check_tops = set(range(len(top))) if check_tops is None else set(check_tops)
-
-    def objective():
-        common.set_random_seed(seed)
-        layer.run_forward(bottom, top)
-        return sum(float(np.dot(blob.data.ravel().astype(np.float64), r.ravel()))
-                   for blob, r in zip(top, top_diffs) if r.size)
-
-    # Analytic gradient: forward at x, then backward with the random top diffs.
-    common.set_random_seed(seed)
-    layer.run_forward(bottom, top)
-    top_diffs = _random_top_diffs(rng, top, check_tops)
-    propagate = [i in check_bottoms for i in range(len(bottom))]
-    for i in check_bottoms:
-        bottom[i].diff[...] = np.nan if require_overwrite else 0.0   # backward must overwrite
-    for blob, r in zip(top, top_diffs):
-        blob.diff[...] = r                             # (for a view layer this is the bottom diff)
-    param_blobs = list(layer.blobs) if check_params else []
-    offsets = [rng.standard_normal(blob.shape) for blob in param_blobs]
-    for blob, offset in zip(param_blobs, offsets):
-        blob.diff[...] = offset                        # backward must add to these
-    layer.run_backward(top, propagate, bottom)
-
-    inputs = [(f"bottom {i}", bottom[i], bottom[i].diff.astype(np.float64).copy())
-              for i in check_bottoms]
-    inputs += [(f"param {j}", blob, blob.diff.astype(np.float64) - offset)
-               for j, (blob, offset) in enumerate(zip(param_blobs, offsets))]
-
-    context = _Context(layer, bottom, top, eps, rtol, atol, seed)
-    e0 = objective()
-    report = GradientReport(layer=layer.name, type=layer.type)
+    check = _GradientCheck(layer_param, bottoms, phase, check_bottoms, check_tops, params,
+                           loss_weights, prepare, seed, eps, rtol, atol, kink_tolerance)
+    inputs = check.analytic_gradients(check_params, require_overwrite)
+    check.e0 = check.objective()
+    report = GradientReport(layer=check.layer.name, type=check.layer.type)
     for name, blob, analytic in inputs:
+        small = blob.count <= elementwise_limit
+        abs_err, rel_err = (check.elementwise(name, blob, analytic) if small
+                            else (float("nan"), float("nan")))
+        directional = check.directional(name, blob, analytic)
+        report.inputs.append(InputReport(name=name, shape=tuple(blob.shape), directional=directional,
+                                         elementwise=small, max_abs_error=abs_err,
+                                         max_rel_error=rel_err))
+    return report
+
+
+class _GradientCheck:
+    """The steps of :func:`check_gradients`, one method each: build the layer, take the
+    analytic gradients from backward, then compare them per input with central
+    differences of the objective E = Σ_k ⟨top_k, R_k⟩."""
+
+    def __init__(self, layer_param, bottoms, phase, check_bottoms, check_tops, params,
+                 loss_weights, prepare, seed, eps, rtol, atol, kink_tolerance):
+        self.rng = np.random.default_rng(seed)
+        self.seed, self.eps, self.kink_tolerance = seed, eps, kink_tolerance
+        self.layer, self.bottom, self.top = _build(layer_param, bottoms, phase, np.float64, params,
+                                                   loss_weights, prepare, seed)
+        if check_bottoms is None:
+            check_bottoms = [i for i in range(len(self.bottom))
+                             if i not in getattr(self.layer, "no_gradient_bottoms", ())]
+        self.check_bottoms = sorted(set(check_bottoms))
+        for i in self.check_bottoms:
+            if not 0 <= i < len(self.bottom):
+                raise ValueError(f"check_bottoms names bottom {i}, but the layer has {len(self.bottom)}")
+        self.check_tops = set(range(len(self.top))) if check_tops is None else set(check_tops)
+        self.context = _Context(self.layer, self.bottom, self.top, eps, rtol, atol, seed)
+
+    def forward(self):
+        common.set_random_seed(self.seed)     # layers drawing random numbers repeat their draws
+        self.layer.run_forward(self.bottom, self.top)
+
+    def objective(self):
+        """E = Σ_k ⟨top_k, R_k⟩ after a forward at the current inputs."""
+        self.forward()
+        return sum(float(np.dot(blob.data.ravel().astype(np.float64), r.ravel()))
+                   for blob, r in zip(self.top, self.top_diffs) if r.size)
+
+    def analytic_gradients(self, check_params, require_overwrite):
+        """Forward, then backward with top diffs R; [(name, blob, ∂E/∂input)] per checked input.
+
+        Checked bottom diffs start as NaN (backward must overwrite them), param diffs as
+        random offsets subtracted afterwards (backward must add to them)."""
+        self.forward()
+        self.top_diffs = _random_top_diffs(self.rng, self.top, self.check_tops)
+        propagate = [i in self.check_bottoms for i in range(len(self.bottom))]
+        for i in self.check_bottoms:
+            self.bottom[i].diff[...] = np.nan if require_overwrite else 0.0
+        for blob, r in zip(self.top, self.top_diffs):
+            blob.diff[...] = r                     # (for a view layer this is the bottom diff)
+        param_blobs = list(self.layer.blobs) if check_params else []
+        offsets = [self.rng.standard_normal(blob.shape) for blob in param_blobs]
+        for blob, offset in zip(param_blobs, offsets):
+            blob.diff[...] = offset
+        self.layer.run_backward(self.top, propagate, self.bottom)
+        inputs = [(f"bottom {i}", self.bottom[i], self.bottom[i].diff.astype(np.float64).copy())
+                  for i in self.check_bottoms]
+        inputs += [(f"param {j}", blob, blob.diff.astype(np.float64) - offset)
+                   for j, (blob, offset) in enumerate(zip(param_blobs, offsets))]
+        return inputs
+
+    def objective_at(self, blob, x0, delta):
+        """E with ``blob``'s data at x0 + delta (assigned through blob.data, which marks the
+        host copy fresh, so in GPU mode the device copy is refreshed); x0 is put back."""
+        blob.data[...] = x0 + delta
+        try:
+            return self.objective()
+        finally:
+            blob.data[...] = x0
+
+    def _kink(self, plus, minus, h):
+        """The difference of the one-sided derivatives, a KinkError's measure."""
+        return ((plus - self.e0) - (self.e0 - minus)) / h
+
+    def elementwise(self, name, blob, analytic):
+        """Central differences of every element; returns (max abs error, max rel error)."""
         x0 = blob.data.astype(np.float64)
+        numeric = np.empty(x0.size)
+        for k in range(x0.size):
+            h = self.eps * max(1.0, abs(float(x0.flat[k])))
+            unit = np.zeros(x0.size)
+            unit[k] = h
+            unit = unit.reshape(x0.shape)
+            plus, minus = self.objective_at(blob, x0, unit), self.objective_at(blob, x0, -unit)
+            jump = self._kink(plus, minus, h)
+            if abs(jump) > self.kink_tolerance:
+                where = _describe_index(x0.shape, k)
+                raise KinkError(f"layer '{self.layer.name}' ({self.layer.type}), {name} element "
+                                f"{where} = {x0.flat[k]!r}: the one-sided derivatives differ by "
+                                f"{jump:.3g} (> kink_tolerance {self.kink_tolerance:g})",
+                                name, where, jump)
+            numeric[k] = (plus - minus) / (2 * h)
+        a = analytic.ravel()
+        self.context.compare(name, blob.shape, "element-wise central differences", blob.shape,
+                             a, numeric, inputs=x0.ravel())
+        if not a.size:
+            return 0.0, 0.0
+        errors = np.abs(a - numeric)
+        scale = np.maximum(np.abs(a), np.abs(numeric))
+        return (float(errors.max()),
+                float(np.max(np.divide(errors, scale, out=np.zeros_like(errors), where=scale > 0))))
 
-        def at(delta):
-            # assign through blob.data each time: that marks the host copy as the fresh one,
-            # so in GPU mode the device copy is refreshed before the next forward
-            blob.data[...] = x0 + delta
-            try:
-                return objective()
-            finally:
-                blob.data[...] = x0
-
-        # (b) every element, for small inputs (first: its failure names the element)
-        abs_err = rel_err = float("nan")
-        small = x0.size <= elementwise_limit
-        if small:
-            numeric_all = np.empty(x0.size)
-            for k in range(x0.size):
-                h = eps * max(1.0, abs(float(x0.flat[k])))
-                unit = np.zeros(x0.size)
-                unit[k] = h
-                unit = unit.reshape(x0.shape)
-                plus, minus = at(unit), at(-unit)
-                jump = ((plus - e0) - (e0 - minus)) / h
-                if abs(jump) > kink_tolerance:
-                    where = _describe_index(x0.shape, k)
-                    raise KinkError(f"layer '{layer.name}' ({layer.type}), {name} element {where} "
-                                    f"= {x0.flat[k]!r}: the one-sided derivatives differ by "
-                                    f"{jump:.3g} (> kink_tolerance {kink_tolerance:g})",
-                                    name, where, jump)
-                numeric_all[k] = (plus - minus) / (2 * h)
-            a = analytic.ravel()
-            context.compare(name, blob.shape, "element-wise central differences", blob.shape,
-                            a, numeric_all, inputs=x0.ravel())
-            errors = np.abs(a - numeric_all)
-            scale = np.maximum(np.abs(a), np.abs(numeric_all))
-            abs_err = float(errors.max()) if a.size else 0.0
-            rel_err = float(np.max(np.divide(errors, scale, out=np.zeros_like(errors),
-                                             where=scale > 0))) if a.size else 0.0
-
-        # (a) directional derivative along a random unit direction
-        d = rng.standard_normal(x0.shape)
+    def directional(self, name, blob, analytic):
+        """One central difference along a random unit direction d against ⟨∂E/∂x, d⟩;
+        returns (analytic, numeric)."""
+        x0 = blob.data.astype(np.float64)
+        d = self.rng.standard_normal(x0.shape)
         norm = np.linalg.norm(d)
         d = d / norm if norm else d
-        plus, minus = at(eps * d), at(-eps * d)
-        numeric = (plus - minus) / (2 * eps)
-        jump = ((plus - e0) - (e0 - minus)) / eps
-        if abs(jump) > kink_tolerance:
-            raise KinkError(f"layer '{layer.name}' ({layer.type}), {name}: the one-sided "
+        plus, minus = self.objective_at(blob, x0, self.eps * d), self.objective_at(blob, x0, -self.eps * d)
+        numeric = (plus - minus) / (2 * self.eps)
+        jump = self._kink(plus, minus, self.eps)
+        if abs(jump) > self.kink_tolerance:
+            raise KinkError(f"layer '{self.layer.name}' ({self.layer.type}), {name}: the one-sided "
                             f"directional derivatives differ by {jump:.3g} (> kink_tolerance "
-                            f"{kink_tolerance:g}); the objective has a kink near this point",
+                            f"{self.kink_tolerance:g}); the objective has a kink near this point",
                             name, None, jump)
         directional = float(np.sum(analytic * d))
-        context.compare(name, blob.shape, "directional derivative along a random unit direction",
-                        None, np.array([directional]), np.array([numeric]))
-        report.inputs.append(InputReport(name=name, shape=tuple(blob.shape),
-                                         directional=(directional, numeric), elementwise=small,
-                                         max_abs_error=abs_err, max_rel_error=rel_err))
-    return report
+        self.context.compare(name, blob.shape, "directional derivative along a random unit direction",
+                             None, np.array([directional]), np.array([numeric]))
+        return directional, numeric
 
 
 class _Context:
