@@ -43,40 +43,35 @@ def median_ms(fn, repeat, sync=lambda: None):
     return statistics.median(times)
 
 
-# -- per-layer cases: (name, layer prototxt, bottom shapes, torch forward) ---------------------------------
-LAYERS = [
-    ("InnerProduct 256x1024->1024",
-     'type: "InnerProduct" inner_product_param { num_output: 1024 weight_filler { type: "xavier" } }',
-     [(256, 1024)], lambda x, p: F.linear(x, p[0], p[1])),
-    ("ReLU 256x4096", 'type: "ReLU"', [(256, 4096)], lambda x, p: F.relu(x)),
-    ("Sigmoid 256x4096", 'type: "Sigmoid"', [(256, 4096)], lambda x, p: torch.sigmoid(x)),
-    ("TanH 256x4096", 'type: "TanH"', [(256, 4096)], lambda x, p: torch.tanh(x)),
-    ("Softmax 256x1000", 'type: "Softmax"', [(256, 1000)], lambda x, p: F.softmax(x, dim=1)),
-    ("Dropout(train) 256x4096", 'type: "Dropout"', [(256, 4096)],
-     lambda x, p: F.dropout(x, 0.5, training=True)),
-]
+# -- per-layer cases: the ``bench`` column of the layer table (tests/layer_cases.py) ----------------
+def layer_benches():
+    """(layer type, Bench) for every benchmark row of the layer table."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from layer_cases import LAYER_CASES
+    return [(case.type, b) for case in LAYER_CASES for b in case.bench]
 
 
-def bench_layer(name, text, shapes, torch_fn, repeat, device):
+def bench_layer(type_name, spec, repeat, device):
     rng = np.random.default_rng(0)
-    param = text_format.Parse(f'name: "bench" {text} bottom: "x" top: "y"', pb.LayerParameter())
-    layer = create_layer(param, jitnet.TRAIN)
-    bottoms = [Blob(s) for s in shapes]
+    param = text_format.Parse(f'name: "bench" type: "{type_name}" {spec.params} bottom: "x" top: "y"',
+                              pb.LayerParameter())
+    layer = create_layer(param, spec.phase)
+    bottoms = [Blob(s) for s in spec.shapes]
     for b in bottoms:
         b.data[...] = rng.standard_normal(b.shape)
     tops = [Blob()]
     layer.setup_layer(bottoms, tops)
     tops[0].diff[...] = rng.standard_normal(tops[0].shape)
     sync = _sync if device == "gpu" else (lambda: None)
-    result = {"case": name,
+    result = {"case": spec.label,
               "jitnet_forward_ms": median_ms(lambda: layer.run_forward(bottoms, tops), repeat, sync),
               "jitnet_backward_ms": median_ms(lambda: layer.run_backward(tops, [True], bottoms), repeat, sync)}
     if torch is not None and device == "cpu":
         x = torch.tensor(bottoms[0].data, requires_grad=True)
         params = [torch.tensor(b.data, requires_grad=True) for b in layer.blobs]
         dy = torch.tensor(tops[0].diff)
-        result["torch_forward_ms"] = median_ms(lambda: torch_fn(x, params), repeat)
-        y = torch_fn(x, params)
+        result["torch_forward_ms"] = median_ms(lambda: spec.torch(F, x, params), repeat)
+        y = spec.torch(F, x, params)
         result["torch_backward_ms"] = median_ms(
             lambda: torch.autograd.backward(y, dy, retain_graph=True), repeat)
     return result
@@ -159,7 +154,7 @@ def main(argv=None):
         jitnet.set_mode_gpu()
     info = machine()
     print(f"jitnet benchmarks on {device}: {json.dumps(info)}")
-    layers = [bench_layer(*case, args.repeat, device) for case in LAYERS]
+    layers = [bench_layer(type_name, spec, args.repeat, device) for type_name, spec in layer_benches()]
     nets = [bench_net(*case, args.repeat, device) for case in NETS]
     print(f"\n{'layer':34} {'fwd ms':>8} {'torch':>8} {'ratio':>6}   {'bwd ms':>8} {'torch':>8} {'ratio':>6}")
     for r in layers:

@@ -2,8 +2,9 @@
 
 A layer is a class with setup / reshape / forward / backward, registered under a type
 name; prototxt files then use it like any built-in type. This one is y = x·|x| (a
-"signed square"), written with numpy on the host; a layer meant for speed would call
-its own @njit / @cuda.jit kernels instead. Run:
+"signed square"), a NeuronLayer that states only its two kernels, written with numpy
+on the host; a layer meant for speed would call @njit / @cuda.jit kernels instead
+(K = self.kernels(family) on the device it runs on). Run:
 
     python examples/custom_layer.py
 """
@@ -23,15 +24,15 @@ from jitnet.testing.strategies import arrays, shapes
 class SignedSquare(NeuronLayer):
     """y = x·|x|;   ∂E/∂x = ∂E/∂y · 2|x|."""
 
-    gpu = False            # numpy on the host: say so, and GPU mode fails loudly
+    host_only = True       # numpy on the host; in GPU mode it still runs here, and says so
+    kernel_family = None   # no kernel module: the hooks get K = None
+    in_place = False       # backward needs x, which an in-place forward would overwrite
 
-    def forward(self, bottom, top):
-        x = bottom[0].data
-        top[0].data[...] = x * np.abs(x)
+    def forward_kernel(self, K, x, y):
+        y[:] = x * np.abs(x)
 
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            bottom[0].diff[...] = top[0].diff * 2 * np.abs(bottom[0].data)
+    def backward_kernel(self, K, x, y, dy, dx):
+        dx[:] = dy * 2 * np.abs(x)
 
 
 LAYER = pb.LayerParameter(name="sq", type="SignedSquare", bottom=["x"], top=["y"])

@@ -263,7 +263,7 @@ def draw_flatten(draw, ctx):
     shape = _shape(draw, ctx)
     n = len(shape)
     start = draw(st.integers(0, n - 1))
-    end = draw(st.integers(start, n - 1))
+    end = draw(st.integers(max(start - 1, 0), n - 1))    # start − 1 inserts an axis of size 1
     lp = _lp("Flatten")
     lp.flatten_param.axis = _as_negative(draw, start, n)
     lp.flatten_param.end_axis = _as_negative(draw, end, n)
@@ -272,8 +272,8 @@ def draw_flatten(draw, ctx):
 
 def flatten_errors():
     lp = _bad("Flatten")
-    lp.flatten_param.axis, lp.flatten_param.end_axis = 2, 1
-    return [("axis-after-end_axis", lp, [np.ones((2, 3, 4))])]
+    lp.flatten_param.axis, lp.flatten_param.end_axis = 2, 0
+    return [("end_axis-before-axis", lp, [np.ones((2, 3, 4))])]
 
 
 def _factorizations(draw, count, max_parts=3):

@@ -137,6 +137,7 @@ class _View(Layer):
         raise NotImplementedError
 
     def reshape(self, bottom, top):
+        self.bottom_axis = bottom[0].canonical_axis
         top[0].reshape(self.top_shape(bottom[0].shape))
         top[0].share_data(bottom[0])
         top[0].share_diff(bottom[0])
@@ -150,14 +151,15 @@ class _View(Layer):
 
 @register("Flatten")
 class Flatten(_View):
-    """Axes axis..end_axis merged into one."""
+    """Axes axis..end_axis merged into one (end_axis = axis − 1 inserts an axis of size 1,
+    as Caffe allows)."""
 
     def top_shape(self, shape):
-        p, n = self.param.flatten_param, len(shape)
-        start = p.axis + n if p.axis < 0 else p.axis
-        end = p.end_axis + n if p.end_axis < 0 else p.end_axis
-        if not 0 <= start <= end < n:
-            raise self.error(f"axis {p.axis} and end_axis {p.end_axis} do not fit a bottom of shape {shape}")
+        p = self.param.flatten_param
+        start, end = self.bottom_axis(p.axis), self.bottom_axis(p.end_axis)
+        if end < start - 1:
+            raise self.error(f"end_axis {p.end_axis} comes before axis {p.axis} in a bottom of "
+                             f"shape {shape}")
         return shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]
 
 

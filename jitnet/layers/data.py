@@ -35,14 +35,15 @@ class DataLayer(Layer):
 
 @register("Input")
 class Input(DataLayer):
-    """Tops of the shapes in ``input_param.shape`` (one per top, or one for all); filled by the user."""
+    """Tops of the shapes in ``input_param.shape`` (one per top, one for all, or none: the user
+    reshapes them); filled by the user."""
 
     def setup(self, bottom, top):
         shapes = self.param.input_param.shape
-        if len(shapes) not in (1, len(top)):
+        if len(shapes) not in (0, 1, len(top)):
             raise self.error(f"input_param has {len(shapes)} shapes for {len(top)} tops; "
-                             "give one shape, or one per top")
-        for i, blob in enumerate(top):
+                             "give one shape, one per top, or none")
+        for i, blob in enumerate(top if shapes else []):
             blob.reshape(_shape_of(shapes[0] if len(shapes) == 1 else shapes[i]))
 
     def forward(self, bottom, top):
@@ -144,6 +145,9 @@ class HDF5Data(DataLayer):
 
     def setup(self, bottom, top):
         p = self.param.hdf5_data_param
+        if self.param.HasField("transform_param"):
+            raise self.error("HDF5Data does not transform data (as in Caffe): remove transform_param "
+                             "and store the data already transformed")
         if p.batch_size <= 0:
             raise self.error("hdf5_data_param.batch_size must be positive")
         self.batch_size, self.shuffle = p.batch_size, p.shuffle
