@@ -86,6 +86,9 @@ def kernels(family, device=None):
     key = (device or _mode, family)
     module = _KERNEL_MODULES.get(key)
     if module is None:
+        if key[0] == CPU:
+            from .threads import configure
+            configure()                  # BLAS at one thread inside numba's parallel kernels
         module = _KERNEL_MODULES[key] = importlib.import_module(f"jitnet.kernels.{key[0]}.{family}")
     return module
 

@@ -12,3 +12,14 @@ settings.register_profile("default", max_examples=20, **_COMMON)
 settings.register_profile("quick", max_examples=5, **_COMMON)
 settings.register_profile("thorough", max_examples=200, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+# Tests marked `slow` (large real models, long runs) run in the thorough profile only.
+def pytest_collection_modifyitems(config, items):
+    import pytest
+    if os.environ.get("HYPOTHESIS_PROFILE") == "thorough":
+        return
+    skip = pytest.mark.skip(reason="slow: runs with HYPOTHESIS_PROFILE=thorough")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
