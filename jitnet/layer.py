@@ -45,7 +45,10 @@ building the layer:
   copied to the device when a GPU layer asks for them;
 * ``no_gradient_bottoms``: bottoms that never get a gradient (labels);
 * ``min_axes``: how many axes every bottom needs (a tuple: one per bottom);
-* ``param_count(param)``: how many learnable blobs it creates.
+* ``param_count(param)``: how many learnable blobs it creates, and
+  ``param_specs(param)``: their ParamSpecs as the net uses them (lr_mult and
+  decay_mult default to 1; a layer whose blobs are not learned, BatchNorm's
+  statistics, forces lr_mult 0 here).
 """
 import contextlib
 
@@ -53,6 +56,7 @@ import numpy as np
 
 from . import common
 from .errors import JitnetError, LayerError, NetDefinitionError
+from .proto import pb
 
 LAYERS = common.Registry("layer", NetDefinitionError)
 
@@ -118,6 +122,19 @@ class Layer:
     def param_count(cls, layer_param):
         """How many learnable blobs this layer creates (0 unless the layer says otherwise)."""
         return 0
+
+    @classmethod
+    def param_specs(cls, layer_param):
+        """One ParamSpec per learnable blob, as the planner and the net use them: the layer's
+        ``param`` entries (fields left unset keep their defaults, lr_mult 1 and decay_mult 1),
+        and default specs for blobs without an entry."""
+        specs = []
+        for j in range(cls.param_count(layer_param)):
+            spec = pb.ParamSpec()
+            if j < len(layer_param.param):
+                spec.CopyFrom(layer_param.param[j])
+            specs.append(spec)
+        return specs
 
     @classmethod
     def allow_force_backward(cls, layer_param, bottom_index):

@@ -122,11 +122,11 @@ class Net:
             if not layer.blobs:
                 continue
             self.params[layer.name] = layer.blobs
-            specs = list(layer.param.param)
-            if len(specs) > len(layer.blobs):
+            if len(layer.param.param) > len(layer.blobs):
                 raise NetDefinitionError(
-                    f"layer '{layer.name}' has {len(specs)} param specs but only "
+                    f"layer '{layer.name}' has {len(layer.param.param)} param specs but only "
                     f"{len(layer.blobs)} learnable blobs")
+            specs = type(layer).param_specs(layer.param)
             propagate = []
             for j, blob in enumerate(layer.blobs):
                 spec = specs[j] if j < len(specs) else pb.ParamSpec()

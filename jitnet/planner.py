@@ -261,11 +261,6 @@ def _build_steps(layers, order, producers):
 
 
 # -- 6. who runs backward ---------------------------------------------------------------------
-def _lr_mults(layer_param, count):
-    mults = [spec.lr_mult for spec in layer_param.param[:count]]
-    return mults + [1.0] * (count - len(mults))
-
-
 def _decide_backward(steps, force_backward):
     blob_need = {}
     for step in steps:
@@ -280,7 +275,7 @@ def _decide_backward(steps, force_backward):
         step.propagate_down = [bool(step.param.propagate_down[b]) if step.param.propagate_down
                                else blob_need.get(bottom, False)
                                for b, bottom in enumerate(step.bottoms)]
-        need = need or any(m != 0 for m in _lr_mults(step.param, cls.param_count(step.param)))
+        need = need or any(spec.lr_mult != 0 for spec in cls.param_specs(step.param))
         step.need_backward = need
         for top in step.tops:
             blob_need[top] = need
