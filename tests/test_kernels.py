@@ -561,3 +561,21 @@ def test_gpu_cases_cover_every_public_function():
             if fname.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != gmod.__name__:
                 continue
             assert (mname, fname) in covered, f"{mname}.{fname} has no GPU parity case"
+
+
+def test_grid_stride_launcher_keeps_the_kernel_surface():
+    import inspect
+
+    from jitnet.kernels.gpu._launch import grid_stride
+    f = gneuron.relu_forward
+    assert f.__name__ == "relu_forward" and f.__module__ == gneuron.__name__
+    assert list(inspect.signature(f).parameters) == ["x", "y", "negative_slope"]
+    assert f.__doc__ == neuron.relu_forward.__doc__
+    x = cuda.to_device(np.array([-2.0, 0.0, 3.0]))
+    y = cuda.to_device(np.full(3, np.nan))
+    f(x, y=y, negative_slope=0.5)                  # keywords bind as in a plain call
+    np.testing.assert_array_equal(y.copy_to_host(), [-1.0, 0.0, 3.0])
+    with pytest.raises(TypeError, match="no argument named"):
+        grid_stride("z")(f.kernel)
+    with pytest.raises(TypeError, match="no argument named"):
+        grid_stride(lambda outer, n: outer * n)(gcommon.softmax_forward.kernel)

@@ -2,7 +2,7 @@
 import numpy as np
 from numba import cuda, float64, from_dtype
 
-from ._launch import MAX_THREADS, REDUCE_BLOCKS, TILE, grid_1d, launch_1d, launch_blocks, launch_tiles
+from ._launch import MAX_THREADS, REDUCE_BLOCKS, TILE, grid_1d, grid_stride, launch_1d, launch_blocks, launch_tiles
 from ._reduce import tree_sum
 
 
@@ -122,21 +122,18 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
 
 
 # --------------------------------------------------------------------------- elementwise
+@grid_stride("x")
 @cuda.jit
-def _axpy(alpha, x, y):
-    """Kernel (grid-stride): y += alpha·x"""
+def axpy(alpha, x, y):
+    """y += alpha·x"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         y[i] = y[i] + alpha * x[i]
 
 
-def axpy(alpha, x, y):
-    """y += alpha·x"""
-    launch_1d(_axpy, x.size)(alpha, x, y)
-
-
+@grid_stride("x")
 @cuda.jit
-def _axpby(alpha, x, beta, y):
-    """Kernel (grid-stride): y = alpha·x + beta·y (beta == 0 ignores y)"""
+def axpby(alpha, x, beta, y):
+    """y = alpha·x + beta·y (beta == 0 ignores y, which may hold NaN)"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         if beta == 0:
             y[i] = alpha * x[i]
@@ -144,57 +141,36 @@ def _axpby(alpha, x, beta, y):
             y[i] = alpha * x[i] + beta * y[i]
 
 
-def axpby(alpha, x, beta, y):
-    """y = alpha·x + beta·y (beta == 0 ignores y, which may hold NaN)"""
-    launch_1d(_axpby, x.size)(alpha, x, beta, y)
-
-
+@grid_stride("x")
 @cuda.jit
-def _scale(alpha, x):
-    """Kernel (grid-stride): x *= alpha"""
+def scale(alpha, x):
+    """x *= alpha"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         x[i] = alpha * x[i]
 
 
-def scale(alpha, x):
-    """x *= alpha"""
-    launch_1d(_scale, x.size)(alpha, x)
-
-
+@grid_stride("x")
 @cuda.jit
-def _set_value(x, value):
-    """Kernel (grid-stride): x[:] = value"""
+def set_value(x, value):
+    """x[:] = value"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         x[i] = value
 
 
-def set_value(x, value):
-    """x[:] = value"""
-    launch_1d(_set_value, x.size)(x, value)
-
-
+@grid_stride("x")
 @cuda.jit
-def _copy(x, y):
-    """Kernel (grid-stride): y[:] = x"""
+def copy(x, y):
+    """y[:] = x"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         y[i] = x[i]
 
 
-def copy(x, y):
-    """y[:] = x"""
-    launch_1d(_copy, x.size)(x, y)
-
-
+@grid_stride("a")
 @cuda.jit
-def _sub(a, b, y):
-    """Kernel (grid-stride): y = a − b"""
-    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
-        y[i] = a[i] - b[i]
-
-
 def sub(a, b, y):
     """y = a − b"""
-    launch_1d(_sub, a.size)(a, b, y)
+    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        y[i] = a[i] - b[i]
 
 
 # --------------------------------------------------------------------------- reductions
