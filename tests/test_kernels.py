@@ -6,13 +6,16 @@ GPU section are tiny because the simulator runs every thread as a Python thread.
 """
 import zlib
 
+import numba
 import numpy as np
 import pytest
 from numba import cuda
 
 from jitnet.kernels.cpu import blas, common, loss, neuron, solver
+from jitnet.kernels.cpu import math as kmath
 from jitnet.kernels.gpu import blas as gblas
 from jitnet.kernels.gpu import common as gcommon
+from jitnet.kernels.gpu import math as gmath
 from jitnet.kernels.gpu import loss as gloss
 from jitnet.kernels.gpu import neuron as gneuron
 from jitnet.kernels.gpu import solver as gsolver
@@ -118,13 +121,7 @@ def test_vector_ops(dt):
     z = np.zeros_like(x)
     blas.copy(x, z)
     assert np.array_equal(z, x)
-    z = np.empty_like(x)
-    blas.sub(x, y0, z)
-    _close(z, x64 - y64, dt)
-    # aliasing: y = y - y, x *= alpha in place, y = a·y + b·y
-    z = x.copy()
-    blas.sub(z, z, z)
-    assert np.all(z == 0)
+    # aliasing: x *= alpha in place, y = a·y + b·y
     z = x.copy()
     blas.axpby(2.0, z, 3.0, z)
     _close(z, 5.0 * x64, dt)
@@ -141,29 +138,38 @@ def test_reductions(dt, n):
     y = _randn(rng, n, dt)
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     for got, ref in [(blas.dot(x, y), np.dot(x64, y64)), (blas.asum(x), np.abs(x64).sum()),
-                     (blas.sumsq(x), np.dot(x64, x64))]:
+                     (blas.dot(x, x), np.sum(x64 ** 2))]:
         assert isinstance(got, float)
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-def test_bias(dt):
-    rng = _rng(5)
-    m, n = 9, 5
-    y0 = _randn(rng, (m, n), dt)
-    b = _randn(rng, n, dt)
+@pytest.mark.parametrize("trans", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 0.75])
+def test_gemv(dt, trans, beta):
+    rng = _rng(13)
+    m, k = 6, 9                                # op(A) is m x k
+    a = _randn(rng, (k, m) if trans else (m, k), dt)
+    x = _randn(rng, k, dt)
+    y0 = _randn(rng, m, dt)
+    y = np.full(m, np.nan, dt) if beta == 0 else y0.copy()
+    blas.gemv(trans, -1.25, a, x, beta, y)
+    opa = (a.T if trans else a).astype(np.float64)
+    ref = -1.25 * opa @ x.astype(np.float64) + (beta * y0.astype(np.float64) if beta != 0 else 0.0)
+    _close(y, ref, dt, scale=10)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_gemv_empty_k_and_shape_check(dt):
+    y0 = np.array([1.0, -2.0, 3.0], dt)
     y = y0.copy()
-    blas.add_bias(y, b)
-    _close(y, y0.astype(np.float64) + b.astype(np.float64)[None, :], dt)
-    db0 = _randn(rng, n, dt)
-    db = db0.copy()
-    blas.bias_grad(y0, db)
-    _close(db, db0.astype(np.float64) + y0.astype(np.float64).sum(axis=0), dt)
-    # many rows -> several partial chunks
-    big = _randn(rng, (5000, 3), dt)
-    db = np.ones(3, dt)
-    blas.bias_grad(big, db)
-    _close(db, 1.0 + big.astype(np.float64).sum(axis=0), dt, scale=10)
+    blas.gemv(False, 2.0, np.zeros((3, 0), dt), np.zeros(0, dt), 0.5, y)
+    _close(y, 0.5 * y0.astype(np.float64), dt)
+    y = np.full(3, np.nan, dt)
+    blas.gemv(True, 2.0, np.zeros((0, 3), dt), np.zeros(0, dt), 0.0, y)
+    assert np.all(y == 0)
+    with pytest.raises(ValueError):
+        blas.gemv(False, 1.0, np.ones((3, 4), dt), np.ones(3, dt), 0.0, np.ones(3, dt))
 
 
 # =========================================================================== CPU: neuron
@@ -403,9 +409,140 @@ def test_solver(dt):
     _close(g, g64 + 5e-4 * np.sign(w64), dt)
 
 
+# =========================================================================== CPU: math
+# Sizes: one serial slice, and several parallel slices (the kernels split work from 16k items).
+MATH_SIZES = [37, 40001]
+
+
+def _unary_cases(rng, n, dt):
+    """(kernel name, extra scalars, input, float64 reference) for the one-operand kernels."""
+    x = _randn(rng, n, dt) * 2
+    x[::11] = 0
+    pos = _randn(rng, n, dt, lo=0.05)
+    x64, p64 = x.astype(np.float64), pos.astype(np.float64)
+    return [("sqr", (), x, x64 ** 2), ("sqrt", (), pos, np.sqrt(p64)),
+            ("exp", (), x, np.exp(x64)), ("log", (), pos, np.log(p64)),
+            ("abs", (), x, np.abs(x64)), ("sign", (), x, np.sign(x64)),
+            ("powx", (2.0,), x, x64 ** 2), ("powx", (3.0,), x, x64 ** 3),
+            ("powx", (-1.5,), pos, p64 ** -1.5), ("powx", (0.5,), pos, np.sqrt(p64))]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", MATH_SIZES)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_math_unary(dt, n, inplace):
+    for name, scalars, x, ref in _unary_cases(_rng(14), n, dt):
+        xi = x.copy()
+        y = xi if inplace else np.full_like(xi, np.nan)
+        if name == "powx":
+            kmath.powx(xi, scalars[0], y)
+        else:
+            getattr(kmath, name)(xi, y)
+        _close(y, ref, dt, scale=2)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", MATH_SIZES)
+@pytest.mark.parametrize("alias", [None, 0, 1])
+def test_math_binary(dt, n, alias):
+    rng = _rng(15)
+    a0 = _randn(rng, n, dt)
+    b0 = _randn(rng, n, dt)
+    b0 = np.where(np.abs(b0) < 0.05, 0.5, b0).astype(dt)   # divisors away from 0
+    a64, b64 = a0.astype(np.float64), b0.astype(np.float64)
+    for name, ref in [("add", a64 + b64), ("sub", a64 - b64), ("mul", a64 * b64), ("div", a64 / b64)]:
+        a, b = a0.copy(), b0.copy()
+        y = {None: np.full_like(a, np.nan), 0: a, 1: b}[alias]
+        getattr(kmath, name)(a, b, y)
+        _close(y, ref, dt)
+    x = a0.copy()
+    kmath.add_scalar(-0.75, x)
+    _close(x, a64 - 0.75, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_math_ieee_edges(dt):
+    y = np.empty(3, dt)
+    kmath.div(np.array([1.0, -1.0, 0.0], dt), np.zeros(3, dt), y)
+    assert y[0] == np.inf and y[1] == -np.inf and np.isnan(y[2])
+    kmath.powx(np.array([0.0, 4.0, -8.0], dt), -1.0, y)
+    np.testing.assert_array_equal(y, np.array([np.inf, 0.25, -0.125], dt))
+    kmath.sign(np.array([np.nan, -0.0, -3.0], dt), y)
+    np.testing.assert_array_equal(y, np.array([0.0, 0.0, -1.0], dt))
+    kmath.log(np.array([0.0, 1.0, np.e], dt), y)
+    assert y[0] == -np.inf and y[1] == 0
+    kmath.sqrt(np.array([-1.0, 0.0, 9.0], dt), y)
+    assert np.isnan(y[0]) and y[2] == 3
+
+
+# (outer, channels, inner): small; fully-connected bias (inner = 1, many rows); conv maps with
+# slices starting mid-row; few channels with a long outer; one channel; an empty outer
+CHANNEL_SHAPES = [(3, 4, 5), (1, 7, 1), (300, 129, 1), (2, 3, 9001), (20000, 3, 1), (4, 1, 5), (0, 3, 2)]
+
+
+def _channel_ref(x, outer, channels, inner):
+    return x.astype(np.float64).reshape(outer, channels, inner)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("shape", CHANNEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("inplace", [False, True])
+def test_channel_broadcasts(dt, shape, inplace):
+    outer, channels, inner = shape
+    rng = _rng(16)
+    x = _randn(rng, outer * channels * inner, dt)
+    s = _randn(rng, channels, dt)
+    x3, s3 = _channel_ref(x, *shape), s.astype(np.float64)[None, :, None]
+    for name, ref in [("channel_scale", x3 * s3), ("channel_add", x3 + s3)]:
+        xi = x.copy()
+        y = xi if inplace else np.full_like(xi, np.nan)
+        getattr(kmath, name)(xi, s, y, outer, channels, inner)
+        _close(y, ref.ravel(), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("shape", CHANNEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_channel_reductions(dt, shape, beta):
+    outer, channels, inner = shape
+    rng = _rng(17)
+    a = _randn(rng, outer * channels * inner, dt)
+    b = _randn(rng, outer * channels * inner, dt)
+    y0 = _randn(rng, channels, dt)
+    a3, b3 = _channel_ref(a, *shape), _channel_ref(b, *shape)
+    keep = beta * y0.astype(np.float64) if beta != 0 else 0.0
+    y = np.full(channels, np.nan, dt) if beta == 0 else y0.copy()
+    kmath.channel_sum(a, beta, y, outer, channels, inner)
+    _close(y, a3.sum(axis=(0, 2)) + keep, dt, scale=100)
+    y = np.full(channels, np.nan, dt) if beta == 0 else y0.copy()
+    kmath.channel_dot(a, b, beta, y, outer, channels, inner)
+    _close(y, (a3 * b3).sum(axis=(0, 2)) + keep, dt, scale=100)
+
+
+@pytest.mark.parametrize("shape", [(300, 129, 1), (2, 3, 9001), (20000, 3, 1)], ids=lambda s: "x".join(map(str, s)))
+def test_channel_reductions_do_not_depend_on_threads(shape):
+    outer, channels, inner = shape
+    rng = _rng(18)
+    a = _randn(rng, outer * channels * inner, np.float64)
+    b = _randn(rng, outer * channels * inner, np.float64)
+    results = []
+    threads = numba.get_num_threads()
+    try:
+        for t in sorted({1, threads}):
+            numba.set_num_threads(t)
+            y, z = np.zeros(channels), np.zeros(channels)
+            kmath.channel_sum(a, 0.0, y, outer, channels, inner)
+            kmath.channel_dot(a, b, 0.0, z, outer, channels, inner)
+            results.append((y, z))
+    finally:
+        numba.set_num_threads(threads)
+    for y, z in results[1:]:
+        assert np.array_equal(y, results[0][0]) and np.array_equal(z, results[0][1])
+
+
 # =========================================================================== GPU vs CPU
-CPU_MODS = {"blas": blas, "neuron": neuron, "common": common, "loss": loss, "solver": solver}
-GPU_MODS = {"blas": gblas, "neuron": gneuron, "common": gcommon, "loss": gloss, "solver": gsolver}
+CPU_MODS = {"blas": blas, "neuron": neuron, "common": common, "loss": loss, "solver": solver, "math": kmath}
+GPU_MODS = {"blas": gblas, "neuron": gneuron, "common": gcommon, "loss": gloss, "solver": gsolver, "math": gmath}
 
 
 def _gemm_case(ta, tb, beta, m, n, k):
@@ -466,6 +603,37 @@ def _acc_case(top_k):
     return make
 
 
+def _gemv_case(trans, beta, m, k):
+    def make(rng, dt):
+        a = _randn(rng, (k, m) if trans else (m, k), dt)
+        y = np.full(m, np.nan, dt) if beta == 0 else _randn(rng, m, dt)
+        return (trans, -0.5, a, _randn(rng, k, dt), beta, y)
+    return make
+
+
+def _channel_case(inplace, outer, channels, inner):
+    def make(rng, dt):
+        x = _randn(rng, outer * channels * inner, dt)
+        return (x, _randn(rng, channels, dt), x if inplace else np.full_like(x, np.nan), outer, channels, inner)
+    return make
+
+
+def _channel_reduce_case(dot, beta, outer, channels, inner):
+    def make(rng, dt):
+        a = [_randn(rng, outer * channels * inner, dt) for _ in range(2 if dot else 1)]
+        y = np.full(channels, np.nan, dt) if beta == 0 else _randn(rng, channels, dt)
+        return (*a, beta, y, outer, channels, inner)
+    return make
+
+
+def _with_zeros(make):
+    def wrapped(rng, dt):
+        args = make(rng, dt)
+        args[0][::5] = 0
+        return args
+    return wrapped
+
+
 GPU_CASES = [
     ("blas", "gemm", "nn_beta0", _gemm_case(False, False, 0.0, 5, 7, 3)),
     ("blas", "gemm", "tn_beta", _gemm_case(True, False, 0.5, 5, 7, 3)),
@@ -476,13 +644,34 @@ GPU_CASES = [
     ("blas", "scale", "", lambda r, d: (-1.5, _randn(r, 40, d))),
     ("blas", "set_value", "", lambda r, d: (_randn(r, 40, d), 0.3)),
     ("blas", "copy", "", lambda r, d: (_randn(r, 40, d), np.zeros(40, d))),
-    ("blas", "sub", "", _elementwise(2, 1)),
-    ("blas", "sub", "alias", _elementwise(2, 1, alias=(0, 0))),
     ("blas", "dot", "", _elementwise(2, 0)),
     ("blas", "asum", "", _elementwise(1, 0)),
-    ("blas", "sumsq", "", lambda r, d: (_randn(r, 300, d),)),
-    ("blas", "add_bias", "", lambda r, d: (_randn(r, (6, 7), d), _randn(r, 7, d))),
-    ("blas", "bias_grad", "", lambda r, d: (_randn(r, (9, 5), d), _randn(r, 5, d))),
+    ("blas", "gemv", "n_beta0", _gemv_case(False, 0.0, 5, 37)),
+    ("blas", "gemv", "t_beta", _gemv_case(True, 0.5, 6, 4)),
+    ("blas", "gemv", "n_beta", _gemv_case(False, -1.0, 3, 2)),
+    ("math", "add", "", _elementwise(2, 1)),
+    ("math", "add", "alias", _elementwise(2, 1, alias=(1, 0))),
+    ("math", "sub", "", _elementwise(2, 1)),
+    ("math", "sub", "alias", _elementwise(2, 1, alias=(0, 0))),
+    ("math", "mul", "alias", _elementwise(2, 1, alias=(0, 0))),
+    ("math", "div", "", _elementwise(2, 1, positive=True)),
+    ("math", "sqr", "alias", _elementwise(1, 1, alias=(0, 0))),
+    ("math", "sqrt", "", _elementwise(1, 1, positive=True)),
+    ("math", "powx", "", lambda r, d: (_randn(r, 40, d, lo=0.05), -1.5, np.full(40, np.nan, d))),
+    ("math", "powx", "square", lambda r, d: (_randn(r, 40, d), 2.0, np.full(40, np.nan, d))),
+    ("math", "exp", "", _elementwise(1, 1)),
+    ("math", "log", "alias", _elementwise(1, 1, positive=True, alias=(0, 0))),
+    ("math", "abs", "", _elementwise(1, 1)),
+    ("math", "sign", "", _with_zeros(_elementwise(1, 1))),
+    ("math", "add_scalar", "", lambda r, d: (0.375, _randn(r, 40, d))),
+    ("math", "channel_scale", "", _channel_case(False, 2, 3, 5)),
+    ("math", "channel_scale", "alias_fc", _channel_case(True, 6, 7, 1)),
+    ("math", "channel_add", "fc", _channel_case(False, 6, 7, 1)),
+    ("math", "channel_add", "alias", _channel_case(True, 2, 3, 5)),
+    ("math", "channel_sum", "fc_beta0", _channel_reduce_case(False, 0.0, 9, 5, 1)),
+    ("math", "channel_sum", "map_beta", _channel_reduce_case(False, 1.0, 3, 2, 70)),
+    ("math", "channel_dot", "map_beta0", _channel_reduce_case(True, 0.0, 2, 3, 50)),
+    ("math", "channel_dot", "fc_beta", _channel_reduce_case(True, 0.5, 7, 4, 1)),
     ("neuron", "relu_forward", "", _elementwise(1, 1, 0.1)),
     ("neuron", "relu_forward", "alias", _elementwise(1, 1, 0.0, alias=(0, 0))),
     ("neuron", "relu_backward", "alias", _elementwise(2, 1, 0.2, alias=(1, 0))),
