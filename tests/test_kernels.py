@@ -4,17 +4,21 @@ GPU tests run on a real device when numba.cuda finds one, else under the CUDA si
 (tests/conftest.py sets NUMBA_ENABLE_CUDASIM=1 before numba is imported). Shapes in the
 GPU section are tiny because the simulator runs every thread as a Python thread.
 """
+import itertools
 import zlib
 
 import numba
 import numpy as np
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from numba import cuda
 
-from jitnet.kernels.cpu import blas, common, loss, neuron, solver
+from jitnet.kernels.cpu import blas, common, im2col, loss, neuron, solver
 from jitnet.kernels.cpu import math as kmath
 from jitnet.kernels.gpu import blas as gblas
 from jitnet.kernels.gpu import common as gcommon
+from jitnet.kernels.gpu import im2col as gim2col
 from jitnet.kernels.gpu import math as gmath
 from jitnet.kernels.gpu import loss as gloss
 from jitnet.kernels.gpu import neuron as gneuron
@@ -540,9 +544,155 @@ def test_channel_reductions_do_not_depend_on_threads(shape):
         assert np.array_equal(y, results[0][0]) and np.array_equal(z, results[0][1])
 
 
+# =========================================================================== CPU: im2col
+def _out(size, k, pad, stride, dilation):
+    return (size + 2 * pad - (dilation * (k - 1) + 1)) // stride + 1
+
+
+def _im2col_ref(x, channels, shape, kernel, pad, stride, dilation):
+    """Columns by np.pad and strided slices: rows (c, kernel offsets), columns output positions."""
+    nd = len(shape)
+    out = [_out(*g) for g in zip(shape, kernel, pad, stride, dilation)]
+    xp = np.pad(x.astype(np.float64).reshape((channels,) + tuple(shape)), [(0, 0)] + [(p, p) for p in pad])
+    rows = []
+    for c in range(channels):
+        for offs in itertools.product(*(range(k) for k in kernel)):
+            sl = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dilation, stride, out))
+            rows.append(xp[(c,) + sl].ravel())
+    return np.stack(rows).reshape(channels * int(np.prod(kernel)), int(np.prod(out))), nd
+
+
+def _col2im_ref(col, channels, shape, kernel, pad, stride, dilation):
+    """The adjoint by the same slices: every column entry added back into a padded image, then cropped."""
+    out = [_out(*g) for g in zip(shape, kernel, pad, stride, dilation)]
+    xp = np.zeros((channels,) + tuple(s + 2 * p for s, p in zip(shape, pad)))
+    col = col.astype(np.float64).reshape(channels, -1, *out)
+    for c in range(channels):
+        for r, offs in enumerate(itertools.product(*(range(k) for k in kernel))):
+            sl = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dilation, stride, out))
+            xp[(c,) + sl] += col[c, r]
+    crop = tuple(slice(p, p + s) for s, p in zip(shape, pad))
+    return xp[(slice(None),) + crop].ravel()
+
+
+# (channels, height, width, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w)
+IM2COL_CASES = [
+    (1, 4, 4, 3, 3, 0, 0, 1, 1, 1, 1),          # plain valid convolution
+    (2, 5, 7, 3, 2, 1, 0, 2, 1, 1, 2),          # odd sizes, non-square kernel, stride and dilation
+    (3, 9, 6, 2, 3, 2, 1, 3, 2, 2, 1),          # pad, stride > 1 on both axes
+    (1, 3, 3, 5, 5, 4, 4, 1, 1, 1, 1),          # kernel larger than the image, much padding
+    (2, 8, 5, 1, 1, 0, 0, 2, 3, 1, 1),          # 1x1 kernel with stride
+    (1, 6, 7, 3, 3, 2, 2, 1, 1, 3, 2),          # dilation reaching into the padding on both sides
+]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("case", IM2COL_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_im2col(dt, case):
+    channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw = case
+    geometry = ((height, width), (kh, kw), (ph, pw), (sh, sw), (dh, dw))
+    rng = _rng(19)
+    x = _randn(rng, channels * height * width, dt)
+    ref, _ = _im2col_ref(x, channels, *geometry)
+    assert ref.size > 0
+    col = np.full(ref.size, np.nan, dt)
+    im2col.im2col(x, *case, col)
+    np.testing.assert_array_equal(col, ref.ravel().astype(dt))     # a copy: exact
+
+    c = _randn(rng, ref.size, dt)
+    data = np.full(x.size, np.nan, dt)
+    im2col.col2im(c, *case, data)
+    _close(data, _col2im_ref(c, channels, *geometry), dt)
+
+    nd_args = [np.array(g, dtype=np.int64) for g in geometry]
+    col_nd = np.full(ref.size, np.nan, dt)
+    im2col.im2col_nd(x, channels, *nd_args, col_nd)
+    np.testing.assert_array_equal(col_nd, col)
+    data_nd = np.full(x.size, np.nan, dt)
+    im2col.col2im_nd(c, channels, *nd_args, data_nd)
+    _close(data_nd, data.astype(np.float64), dt)
+
+
+# (channels, shape, kernel, pad, stride, dilation) with 1 and 3 spatial axes
+IM2COL_ND_CASES = [
+    (2, (11,), (3,), (1,), (2,), (2,)),
+    (1, (4, 5, 6), (2, 3, 2), (1, 0, 1), (1, 2, 3), (2, 1, 1)),
+    (2, (3, 3, 4), (3, 1, 2), (1, 0, 0), (2, 1, 1), (1, 1, 2)),
+]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("case", IM2COL_ND_CASES, ids=lambda c: str(len(c[1])) + "d")
+def test_im2col_nd(dt, case):
+    channels, *geometry = case
+    rng = _rng(20)
+    x = _randn(rng, channels * int(np.prod(geometry[0])), dt)
+    ref, _ = _im2col_ref(x, channels, *geometry)
+    args = [np.array(g, dtype=np.int64) for g in geometry]
+    col = np.full(ref.size, np.nan, dt)
+    im2col.im2col_nd(x, channels, *args, col)
+    np.testing.assert_array_equal(col, ref.ravel().astype(dt))
+    c = _randn(rng, ref.size, dt)
+    data = np.full(x.size, np.nan, dt)
+    im2col.col2im_nd(c, channels, *args, data)
+    _close(data, _col2im_ref(c, channels, *geometry), dt)
+
+
+@st.composite
+def _conv_geometry(draw, min_axes, max_axes):
+    """(channels, shape, kernel, pad, stride, dilation) with at least one output along each axis."""
+    axes = []
+    for _ in range(draw(st.integers(min_axes, max_axes))):
+        size, k = draw(st.integers(1, 9)), draw(st.integers(1, 4))
+        pad, stride, dilation = draw(st.integers(0, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        assume(_out(size, k, pad, stride, dilation) > 0)
+        axes.append((size, k, pad, stride, dilation))
+    return (draw(st.integers(1, 3)),) + tuple(tuple(g) for g in zip(*axes))
+
+
+def _adjoint_gap(x, col_of_x, c, col2im_of_c):
+    """|⟨im2col(x), c⟩ − ⟨x, col2im(c)⟩| relative to the size of the terms."""
+    lhs, rhs = np.dot(col_of_x, c), np.dot(x, col2im_of_c)
+    return abs(lhs - rhs) / (np.abs(col_of_x * c).sum() + 1e-300)
+
+
+@given(geometry=_conv_geometry(2, 2), seed=st.integers(0, 2 ** 32 - 1))
+def test_im2col_col2im_adjoint(geometry, seed):
+    channels, (h, w), (kh, kw), (ph, pw), (sh, sw), (dh, dw) = geometry
+    case = (channels, h, w, kh, kw, ph, pw, sh, sw, dh, dw)
+    n_col = channels * kh * kw * _out(h, kh, ph, sh, dh) * _out(w, kw, pw, sw, dw)
+    rng = _rng(seed)
+    x = rng.standard_normal(channels * h * w)
+    col = np.full(n_col, np.nan)
+    im2col.im2col(x, *case, col)
+    c = rng.standard_normal(n_col)
+    data = np.full(x.size, np.nan)
+    im2col.col2im(c, *case, data)
+    assert _adjoint_gap(x, col, c, data) < 1e-12
+
+
+@given(geometry=_conv_geometry(1, 3), seed=st.integers(0, 2 ** 32 - 1))
+def test_im2col_col2im_adjoint_nd(geometry, seed):
+    channels, *geometry = geometry
+    shape, kernel = geometry[0], geometry[1]
+    out = [_out(*g) for g in zip(*geometry)]
+    n_col = channels * int(np.prod(kernel)) * int(np.prod(out))
+    rng = _rng(seed)
+    x = rng.standard_normal(channels * int(np.prod(shape)))
+    args = [np.array(g, dtype=np.int64) for g in geometry]
+    col = np.full(n_col, np.nan)
+    im2col.im2col_nd(x, channels, *args, col)
+    c = rng.standard_normal(n_col)
+    data = np.full(x.size, np.nan)
+    im2col.col2im_nd(c, channels, *args, data)
+    assert _adjoint_gap(x, col, c, data) < 1e-12
+
+
 # =========================================================================== GPU vs CPU
-CPU_MODS = {"blas": blas, "neuron": neuron, "common": common, "loss": loss, "solver": solver, "math": kmath}
-GPU_MODS = {"blas": gblas, "neuron": gneuron, "common": gcommon, "loss": gloss, "solver": gsolver, "math": gmath}
+CPU_MODS = {"blas": blas, "neuron": neuron, "common": common, "loss": loss, "solver": solver, "math": kmath,
+            "im2col": im2col}
+GPU_MODS = {"blas": gblas, "neuron": gneuron, "common": gcommon, "loss": gloss, "solver": gsolver, "math": gmath,
+            "im2col": gim2col}
 
 
 def _gemm_case(ta, tb, beta, m, n, k):
@@ -626,6 +776,28 @@ def _channel_reduce_case(dot, beta, outer, channels, inner):
     return make
 
 
+def _im2col_case(backward, case):
+    def make(rng, dt):
+        channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw = case
+        n_col = channels * kh * kw * _out(height, kh, ph, sh, dh) * _out(width, kw, pw, sw, dw)
+        n_im = channels * height * width
+        src = _randn(rng, n_col if backward else n_im, dt)
+        return (src, *case, np.full(n_im if backward else n_col, np.nan, dt))
+    return make
+
+
+def _im2col_nd_case(backward, case):
+    def make(rng, dt):
+        channels, *geometry = case
+        out = [_out(*g) for g in zip(*geometry)]
+        n_col = channels * int(np.prod(geometry[1])) * int(np.prod(out))
+        n_im = channels * int(np.prod(geometry[0]))
+        src = _randn(rng, n_col if backward else n_im, dt)
+        args = [np.array(g, dtype=np.int64) for g in geometry]
+        return (src, channels, *args, np.full(n_im if backward else n_col, np.nan, dt))
+    return make
+
+
 def _with_zeros(make):
     def wrapped(rng, dt):
         args = make(rng, dt)
@@ -672,6 +844,13 @@ GPU_CASES = [
     ("math", "channel_sum", "map_beta", _channel_reduce_case(False, 1.0, 3, 2, 70)),
     ("math", "channel_dot", "map_beta0", _channel_reduce_case(True, 0.0, 2, 3, 50)),
     ("math", "channel_dot", "fc_beta", _channel_reduce_case(True, 0.5, 7, 4, 1)),
+    ("im2col", "im2col", "", _im2col_case(False, (2, 5, 4, 3, 2, 1, 0, 2, 1, 1, 2))),
+    ("im2col", "im2col", "pad_dilate", _im2col_case(False, (1, 4, 5, 3, 3, 2, 2, 1, 2, 2, 1))),
+    ("im2col", "col2im", "", _im2col_case(True, (2, 5, 4, 3, 2, 1, 0, 2, 1, 1, 2))),
+    ("im2col", "col2im", "pad_dilate", _im2col_case(True, (1, 4, 5, 3, 3, 2, 2, 1, 2, 2, 1))),
+    ("im2col", "im2col_nd", "3d", _im2col_nd_case(False, (1, (3, 4, 3), (2, 3, 1), (1, 0, 1), (1, 2, 2), (2, 1, 1)))),
+    ("im2col", "col2im_nd", "3d", _im2col_nd_case(True, (1, (3, 4, 3), (2, 3, 1), (1, 0, 1), (1, 2, 2), (2, 1, 1)))),
+    ("im2col", "col2im_nd", "1d", _im2col_nd_case(True, (2, (9,), (3,), (1,), (2,), (2,)))),
     ("neuron", "relu_forward", "", _elementwise(1, 1, 0.1)),
     ("neuron", "relu_forward", "alias", _elementwise(1, 1, 0.0, alias=(0, 0))),
     ("neuron", "relu_backward", "alias", _elementwise(2, 1, 0.2, alias=(1, 0))),
