@@ -17,18 +17,22 @@ def _public_modules(folder):
 MODULES = sorted(set(_public_modules(CPU_DIR)) | set(_public_modules(GPU_DIR)))
 
 
-def _public_api(modname):
-    """{name: parameter names} of the public functions/dispatchers defined in a kernels module."""
+def _public_functions(modname):
+    """{name: Python function} of the public functions/dispatchers defined in a kernels module."""
     mod = importlib.import_module(f"jitnet.kernels.{modname}")
-    api = {}
+    funcs = {}
     for name, obj in vars(mod).items():
         if name.startswith("_"):
             continue
         func = getattr(obj, "py_func", obj)        # numba dispatcher -> its Python function
-        if not inspect.isfunction(func) or func.__module__ != mod.__name__:
-            continue
-        api[name] = list(inspect.signature(func).parameters)
-    return api
+        if inspect.isfunction(func) and func.__module__ == mod.__name__:
+            funcs[name] = func
+    return funcs
+
+
+def _public_api(modname):
+    """{name: parameter names} of the public functions/dispatchers defined in a kernels module."""
+    return {name: list(inspect.signature(f).parameters) for name, f in _public_functions(modname).items()}
 
 
 def test_modules_pair_up():
@@ -43,6 +47,16 @@ def test_cpu_gpu_same_api(modname):
     assert sorted(cpu) == sorted(gpu), f"{modname}: function names differ"
     for name in cpu:
         assert cpu[name] == gpu[name], f"{modname}.{name}: {cpu[name]} != {gpu[name]}"
+
+
+@pytest.mark.parametrize("modname", MODULES)
+def test_cpu_gpu_same_docstrings(modname):
+    """A twin says what it computes once: the GPU function carries its CPU twin's docstring."""
+    cpu = _public_functions(f"cpu.{modname}")
+    gpu = _public_functions(f"gpu.{modname}")
+    for name in sorted(set(cpu) & set(gpu)):
+        assert cpu[name].__doc__, f"{modname}.{name} has no docstring"
+        assert gpu[name].__doc__ == cpu[name].__doc__, f"{modname}.{name}: GPU and CPU docstrings differ"
 
 
 def _py_files(folder):
@@ -115,3 +129,43 @@ def test_kernels_do_not_import_jitnet(path):
             if node.args and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith("jitnet"):
                 bad.append(node.args[0].value)
     assert not bad, f"{path}: imports outside kernels/: {bad}"
+
+
+def _launch_call(stmt):
+    """The call node of `launch_1d(kernel, n)(args...)` when stmt is exactly that expression, else None."""
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+        inner = stmt.value.func
+        if isinstance(inner, ast.Call) and getattr(inner.func, "id", None) == "launch_1d":
+            return stmt.value
+    return None
+
+
+@pytest.mark.parametrize("path", _py_files(GPU_DIR), ids=lambda p: p.name)
+def test_no_trivial_gpu_launchers(path):
+    """A public GPU function that only forwards its own arguments to one launch_1d(...) call is a
+    kernel that should launch itself: @grid_stride(size) over @cuda.jit (kernels/gpu/_launch.py)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    trivial = []
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef) or node.name.startswith("_") or node.decorator_list:
+            continue
+        body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+        call = _launch_call(body[0]) if len(body) == 1 else None
+        params = [a.arg for a in node.args.args]
+        if call is not None and [getattr(a, "id", None) for a in call.args] == params:
+            trivial.append(node.name)
+    assert not trivial, f"{path.name}: trivial launchers, make them @grid_stride kernels: {trivial}"
+
+
+@pytest.mark.parametrize("path", _py_files(GPU_DIR), ids=lambda p: p.name)
+def test_gpu_kernels_compile_lazily(path):
+    """cuda.jit never gets a signature (only, called directly, the Python function it compiles), so
+    nothing is compiled when the module is imported."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    eager = [f"line {node.lineno}" for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "jit"
+             and getattr(node.func.value, "id", None) == "cuda"
+             and not (len(node.args) == 1 and getattr(node.args[0], "id", None) in functions)
+             and (node.args or any(k.arg == "signature" for k in node.keywords))]
+    assert not eager, f"{path.name}: cuda.jit with an eager signature: {eager}"

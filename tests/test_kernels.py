@@ -4,15 +4,22 @@ GPU tests run on a real device when numba.cuda finds one, else under the CUDA si
 (tests/conftest.py sets NUMBA_ENABLE_CUDASIM=1 before numba is imported). Shapes in the
 GPU section are tiny because the simulator runs every thread as a Python thread.
 """
+import itertools
 import zlib
 
+import numba
 import numpy as np
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from numba import cuda
 
-from jitnet.kernels.cpu import blas, common, loss, neuron, solver
+from jitnet.kernels.cpu import blas, common, im2col, loss, neuron, solver
+from jitnet.kernels.cpu import math as kmath
 from jitnet.kernels.gpu import blas as gblas
 from jitnet.kernels.gpu import common as gcommon
+from jitnet.kernels.gpu import im2col as gim2col
+from jitnet.kernels.gpu import math as gmath
 from jitnet.kernels.gpu import loss as gloss
 from jitnet.kernels.gpu import neuron as gneuron
 from jitnet.kernels.gpu import solver as gsolver
@@ -118,13 +125,7 @@ def test_vector_ops(dt):
     z = np.zeros_like(x)
     blas.copy(x, z)
     assert np.array_equal(z, x)
-    z = np.empty_like(x)
-    blas.sub(x, y0, z)
-    _close(z, x64 - y64, dt)
-    # aliasing: y = y - y, x *= alpha in place, y = a·y + b·y
-    z = x.copy()
-    blas.sub(z, z, z)
-    assert np.all(z == 0)
+    # aliasing: x *= alpha in place, y = a·y + b·y
     z = x.copy()
     blas.axpby(2.0, z, 3.0, z)
     _close(z, 5.0 * x64, dt)
@@ -141,29 +142,38 @@ def test_reductions(dt, n):
     y = _randn(rng, n, dt)
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     for got, ref in [(blas.dot(x, y), np.dot(x64, y64)), (blas.asum(x), np.abs(x64).sum()),
-                     (blas.sumsq(x), np.dot(x64, x64))]:
+                     (blas.dot(x, x), np.sum(x64 ** 2))]:
         assert isinstance(got, float)
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-def test_bias(dt):
-    rng = _rng(5)
-    m, n = 9, 5
-    y0 = _randn(rng, (m, n), dt)
-    b = _randn(rng, n, dt)
+@pytest.mark.parametrize("trans", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 0.75])
+def test_gemv(dt, trans, beta):
+    rng = _rng(13)
+    m, k = 6, 9                                # op(A) is m x k
+    a = _randn(rng, (k, m) if trans else (m, k), dt)
+    x = _randn(rng, k, dt)
+    y0 = _randn(rng, m, dt)
+    y = np.full(m, np.nan, dt) if beta == 0 else y0.copy()
+    blas.gemv(trans, -1.25, a, x, beta, y)
+    opa = (a.T if trans else a).astype(np.float64)
+    ref = -1.25 * opa @ x.astype(np.float64) + (beta * y0.astype(np.float64) if beta != 0 else 0.0)
+    _close(y, ref, dt, scale=10)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_gemv_empty_k_and_shape_check(dt):
+    y0 = np.array([1.0, -2.0, 3.0], dt)
     y = y0.copy()
-    blas.add_bias(y, b)
-    _close(y, y0.astype(np.float64) + b.astype(np.float64)[None, :], dt)
-    db0 = _randn(rng, n, dt)
-    db = db0.copy()
-    blas.bias_grad(y0, db)
-    _close(db, db0.astype(np.float64) + y0.astype(np.float64).sum(axis=0), dt)
-    # many rows -> several partial chunks
-    big = _randn(rng, (5000, 3), dt)
-    db = np.ones(3, dt)
-    blas.bias_grad(big, db)
-    _close(db, 1.0 + big.astype(np.float64).sum(axis=0), dt, scale=10)
+    blas.gemv(False, 2.0, np.zeros((3, 0), dt), np.zeros(0, dt), 0.5, y)
+    _close(y, 0.5 * y0.astype(np.float64), dt)
+    y = np.full(3, np.nan, dt)
+    blas.gemv(True, 2.0, np.zeros((0, 3), dt), np.zeros(0, dt), 0.0, y)
+    assert np.all(y == 0)
+    with pytest.raises(ValueError):
+        blas.gemv(False, 1.0, np.ones((3, 4), dt), np.ones(3, dt), 0.0, np.ones(3, dt))
 
 
 # =========================================================================== CPU: neuron
@@ -403,9 +413,286 @@ def test_solver(dt):
     _close(g, g64 + 5e-4 * np.sign(w64), dt)
 
 
+# =========================================================================== CPU: math
+# Sizes: one serial slice, and several parallel slices (the kernels split work from 16k items).
+MATH_SIZES = [37, 40001]
+
+
+def _unary_cases(rng, n, dt):
+    """(kernel name, extra scalars, input, float64 reference) for the one-operand kernels."""
+    x = _randn(rng, n, dt) * 2
+    x[::11] = 0
+    pos = _randn(rng, n, dt, lo=0.05)
+    x64, p64 = x.astype(np.float64), pos.astype(np.float64)
+    return [("sqr", (), x, x64 ** 2), ("sqrt", (), pos, np.sqrt(p64)),
+            ("exp", (), x, np.exp(x64)), ("log", (), pos, np.log(p64)),
+            ("abs", (), x, np.abs(x64)), ("sign", (), x, np.sign(x64)),
+            ("powx", (2.0,), x, x64 ** 2), ("powx", (3.0,), x, x64 ** 3),
+            ("powx", (-1.5,), pos, p64 ** -1.5), ("powx", (0.5,), pos, np.sqrt(p64))]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", MATH_SIZES)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_math_unary(dt, n, inplace):
+    for name, scalars, x, ref in _unary_cases(_rng(14), n, dt):
+        xi = x.copy()
+        y = xi if inplace else np.full_like(xi, np.nan)
+        if name == "powx":
+            kmath.powx(xi, scalars[0], y)
+        else:
+            getattr(kmath, name)(xi, y)
+        _close(y, ref, dt, scale=2)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", MATH_SIZES)
+@pytest.mark.parametrize("alias", [None, 0, 1])
+def test_math_binary(dt, n, alias):
+    rng = _rng(15)
+    a0 = _randn(rng, n, dt)
+    b0 = _randn(rng, n, dt)
+    b0 = np.where(np.abs(b0) < 0.05, 0.5, b0).astype(dt)   # divisors away from 0
+    a64, b64 = a0.astype(np.float64), b0.astype(np.float64)
+    for name, ref in [("add", a64 + b64), ("sub", a64 - b64), ("mul", a64 * b64), ("div", a64 / b64)]:
+        a, b = a0.copy(), b0.copy()
+        y = {None: np.full_like(a, np.nan), 0: a, 1: b}[alias]
+        getattr(kmath, name)(a, b, y)
+        _close(y, ref, dt)
+    x = a0.copy()
+    kmath.add_scalar(-0.75, x)
+    _close(x, a64 - 0.75, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_math_ieee_edges(dt):
+    y = np.empty(3, dt)
+    kmath.div(np.array([1.0, -1.0, 0.0], dt), np.zeros(3, dt), y)
+    assert y[0] == np.inf and y[1] == -np.inf and np.isnan(y[2])
+    kmath.powx(np.array([0.0, 4.0, -8.0], dt), -1.0, y)
+    np.testing.assert_array_equal(y, np.array([np.inf, 0.25, -0.125], dt))
+    kmath.sign(np.array([np.nan, -0.0, -3.0], dt), y)
+    np.testing.assert_array_equal(y, np.array([0.0, 0.0, -1.0], dt))
+    kmath.log(np.array([0.0, 1.0, np.e], dt), y)
+    assert y[0] == -np.inf and y[1] == 0
+    kmath.sqrt(np.array([-1.0, 0.0, 9.0], dt), y)
+    assert np.isnan(y[0]) and y[2] == 3
+
+
+# (outer, channels, inner): small; fully-connected bias (inner = 1, many rows); conv maps with
+# slices starting mid-row; few channels with a long outer; one channel; an empty outer
+CHANNEL_SHAPES = [(3, 4, 5), (1, 7, 1), (300, 129, 1), (2, 3, 9001), (20000, 3, 1), (4, 1, 5), (0, 3, 2)]
+
+
+def _channel_ref(x, outer, channels, inner):
+    return x.astype(np.float64).reshape(outer, channels, inner)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("shape", CHANNEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("inplace", [False, True])
+def test_channel_broadcasts(dt, shape, inplace):
+    outer, channels, inner = shape
+    rng = _rng(16)
+    x = _randn(rng, outer * channels * inner, dt)
+    s = _randn(rng, channels, dt)
+    x3, s3 = _channel_ref(x, *shape), s.astype(np.float64)[None, :, None]
+    for name, ref in [("channel_scale", x3 * s3), ("channel_add", x3 + s3)]:
+        xi = x.copy()
+        y = xi if inplace else np.full_like(xi, np.nan)
+        getattr(kmath, name)(xi, s, y, outer, channels, inner)
+        _close(y, ref.ravel(), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("shape", CHANNEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_channel_reductions(dt, shape, beta):
+    outer, channels, inner = shape
+    rng = _rng(17)
+    a = _randn(rng, outer * channels * inner, dt)
+    b = _randn(rng, outer * channels * inner, dt)
+    y0 = _randn(rng, channels, dt)
+    a3, b3 = _channel_ref(a, *shape), _channel_ref(b, *shape)
+    keep = beta * y0.astype(np.float64) if beta != 0 else 0.0
+    y = np.full(channels, np.nan, dt) if beta == 0 else y0.copy()
+    kmath.channel_sum(a, beta, y, outer, channels, inner)
+    _close(y, a3.sum(axis=(0, 2)) + keep, dt, scale=100)
+    y = np.full(channels, np.nan, dt) if beta == 0 else y0.copy()
+    kmath.channel_dot(a, b, beta, y, outer, channels, inner)
+    _close(y, (a3 * b3).sum(axis=(0, 2)) + keep, dt, scale=100)
+
+
+@pytest.mark.parametrize("shape", [(300, 129, 1), (2, 3, 9001), (20000, 3, 1)], ids=lambda s: "x".join(map(str, s)))
+def test_channel_reductions_do_not_depend_on_threads(shape):
+    outer, channels, inner = shape
+    rng = _rng(18)
+    a = _randn(rng, outer * channels * inner, np.float64)
+    b = _randn(rng, outer * channels * inner, np.float64)
+    results = []
+    threads = numba.get_num_threads()
+    try:
+        for t in sorted({1, threads}):
+            numba.set_num_threads(t)
+            y, z = np.zeros(channels), np.zeros(channels)
+            kmath.channel_sum(a, 0.0, y, outer, channels, inner)
+            kmath.channel_dot(a, b, 0.0, z, outer, channels, inner)
+            results.append((y, z))
+    finally:
+        numba.set_num_threads(threads)
+    for y, z in results[1:]:
+        assert np.array_equal(y, results[0][0]) and np.array_equal(z, results[0][1])
+
+
+# =========================================================================== CPU: im2col
+def _out(size, k, pad, stride, dilation):
+    return (size + 2 * pad - (dilation * (k - 1) + 1)) // stride + 1
+
+
+def _im2col_ref(x, channels, shape, kernel, pad, stride, dilation):
+    """Columns by np.pad and strided slices: rows (c, kernel offsets), columns output positions."""
+    nd = len(shape)
+    out = [_out(*g) for g in zip(shape, kernel, pad, stride, dilation)]
+    xp = np.pad(x.astype(np.float64).reshape((channels,) + tuple(shape)), [(0, 0)] + [(p, p) for p in pad])
+    rows = []
+    for c in range(channels):
+        for offs in itertools.product(*(range(k) for k in kernel)):
+            sl = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dilation, stride, out))
+            rows.append(xp[(c,) + sl].ravel())
+    return np.stack(rows).reshape(channels * int(np.prod(kernel)), int(np.prod(out))), nd
+
+
+def _col2im_ref(col, channels, shape, kernel, pad, stride, dilation):
+    """The adjoint by the same slices: every column entry added back into a padded image, then cropped."""
+    out = [_out(*g) for g in zip(shape, kernel, pad, stride, dilation)]
+    xp = np.zeros((channels,) + tuple(s + 2 * p for s, p in zip(shape, pad)))
+    col = col.astype(np.float64).reshape(channels, -1, *out)
+    for c in range(channels):
+        for r, offs in enumerate(itertools.product(*(range(k) for k in kernel))):
+            sl = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dilation, stride, out))
+            xp[(c,) + sl] += col[c, r]
+    crop = tuple(slice(p, p + s) for s, p in zip(shape, pad))
+    return xp[(slice(None),) + crop].ravel()
+
+
+# (channels, height, width, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w)
+IM2COL_CASES = [
+    (1, 4, 4, 3, 3, 0, 0, 1, 1, 1, 1),          # plain valid convolution
+    (2, 5, 7, 3, 2, 1, 0, 2, 1, 1, 2),          # odd sizes, non-square kernel, stride and dilation
+    (3, 9, 6, 2, 3, 2, 1, 3, 2, 2, 1),          # pad, stride > 1 on both axes
+    (1, 3, 3, 5, 5, 4, 4, 1, 1, 1, 1),          # kernel larger than the image, much padding
+    (2, 8, 5, 1, 1, 0, 0, 2, 3, 1, 1),          # 1x1 kernel with stride
+    (1, 6, 7, 3, 3, 2, 2, 1, 1, 3, 2),          # dilation reaching into the padding on both sides
+]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("case", IM2COL_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_im2col(dt, case):
+    channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw = case
+    geometry = ((height, width), (kh, kw), (ph, pw), (sh, sw), (dh, dw))
+    rng = _rng(19)
+    x = _randn(rng, channels * height * width, dt)
+    ref, _ = _im2col_ref(x, channels, *geometry)
+    assert ref.size > 0
+    col = np.full(ref.size, np.nan, dt)
+    im2col.im2col(x, *case, col)
+    np.testing.assert_array_equal(col, ref.ravel().astype(dt))     # a copy: exact
+
+    c = _randn(rng, ref.size, dt)
+    data = np.full(x.size, np.nan, dt)
+    im2col.col2im(c, *case, data)
+    _close(data, _col2im_ref(c, channels, *geometry), dt)
+
+    nd_args = [np.array(g, dtype=np.int64) for g in geometry]
+    col_nd = np.full(ref.size, np.nan, dt)
+    im2col.im2col_nd(x, channels, *nd_args, col_nd)
+    np.testing.assert_array_equal(col_nd, col)
+    data_nd = np.full(x.size, np.nan, dt)
+    im2col.col2im_nd(c, channels, *nd_args, data_nd)
+    _close(data_nd, data.astype(np.float64), dt)
+
+
+# (channels, shape, kernel, pad, stride, dilation) with 1 and 3 spatial axes
+IM2COL_ND_CASES = [
+    (2, (11,), (3,), (1,), (2,), (2,)),
+    (1, (4, 5, 6), (2, 3, 2), (1, 0, 1), (1, 2, 3), (2, 1, 1)),
+    (2, (3, 3, 4), (3, 1, 2), (1, 0, 0), (2, 1, 1), (1, 1, 2)),
+]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("case", IM2COL_ND_CASES, ids=lambda c: str(len(c[1])) + "d")
+def test_im2col_nd(dt, case):
+    channels, *geometry = case
+    rng = _rng(20)
+    x = _randn(rng, channels * int(np.prod(geometry[0])), dt)
+    ref, _ = _im2col_ref(x, channels, *geometry)
+    args = [np.array(g, dtype=np.int64) for g in geometry]
+    col = np.full(ref.size, np.nan, dt)
+    im2col.im2col_nd(x, channels, *args, col)
+    np.testing.assert_array_equal(col, ref.ravel().astype(dt))
+    c = _randn(rng, ref.size, dt)
+    data = np.full(x.size, np.nan, dt)
+    im2col.col2im_nd(c, channels, *args, data)
+    _close(data, _col2im_ref(c, channels, *geometry), dt)
+
+
+@st.composite
+def _conv_geometry(draw, min_axes, max_axes):
+    """(channels, shape, kernel, pad, stride, dilation) with at least one output along each axis."""
+    axes = []
+    for _ in range(draw(st.integers(min_axes, max_axes))):
+        size, k = draw(st.integers(1, 9)), draw(st.integers(1, 4))
+        pad, stride, dilation = draw(st.integers(0, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        assume(_out(size, k, pad, stride, dilation) > 0)
+        axes.append((size, k, pad, stride, dilation))
+    return (draw(st.integers(1, 3)),) + tuple(tuple(g) for g in zip(*axes))
+
+
+def _adjoint_gap(x, col_of_x, c, col2im_of_c):
+    """|⟨im2col(x), c⟩ − ⟨x, col2im(c)⟩| relative to the size of the terms."""
+    lhs, rhs = np.dot(col_of_x, c), np.dot(x, col2im_of_c)
+    return abs(lhs - rhs) / (np.abs(col_of_x * c).sum() + 1e-300)
+
+
+@given(geometry=_conv_geometry(2, 2), seed=st.integers(0, 2 ** 32 - 1))
+def test_im2col_col2im_adjoint(geometry, seed):
+    channels, (h, w), (kh, kw), (ph, pw), (sh, sw), (dh, dw) = geometry
+    case = (channels, h, w, kh, kw, ph, pw, sh, sw, dh, dw)
+    n_col = channels * kh * kw * _out(h, kh, ph, sh, dh) * _out(w, kw, pw, sw, dw)
+    rng = _rng(seed)
+    x = rng.standard_normal(channels * h * w)
+    col = np.full(n_col, np.nan)
+    im2col.im2col(x, *case, col)
+    c = rng.standard_normal(n_col)
+    data = np.full(x.size, np.nan)
+    im2col.col2im(c, *case, data)
+    assert _adjoint_gap(x, col, c, data) < 1e-12
+
+
+@given(geometry=_conv_geometry(1, 3), seed=st.integers(0, 2 ** 32 - 1))
+def test_im2col_col2im_adjoint_nd(geometry, seed):
+    channels, *geometry = geometry
+    shape, kernel = geometry[0], geometry[1]
+    out = [_out(*g) for g in zip(*geometry)]
+    n_col = channels * int(np.prod(kernel)) * int(np.prod(out))
+    rng = _rng(seed)
+    x = rng.standard_normal(channels * int(np.prod(shape)))
+    args = [np.array(g, dtype=np.int64) for g in geometry]
+    col = np.full(n_col, np.nan)
+    im2col.im2col_nd(x, channels, *args, col)
+    c = rng.standard_normal(n_col)
+    data = np.full(x.size, np.nan)
+    im2col.col2im_nd(c, channels, *args, data)
+    assert _adjoint_gap(x, col, c, data) < 1e-12
+
+
 # =========================================================================== GPU vs CPU
-CPU_MODS = {"blas": blas, "neuron": neuron, "common": common, "loss": loss, "solver": solver}
-GPU_MODS = {"blas": gblas, "neuron": gneuron, "common": gcommon, "loss": gloss, "solver": gsolver}
+CPU_MODS = {"blas": blas, "neuron": neuron, "common": common, "loss": loss, "solver": solver, "math": kmath,
+            "im2col": im2col}
+GPU_MODS = {"blas": gblas, "neuron": gneuron, "common": gcommon, "loss": gloss, "solver": gsolver, "math": gmath,
+            "im2col": gim2col}
 
 
 def _gemm_case(ta, tb, beta, m, n, k):
@@ -466,6 +753,59 @@ def _acc_case(top_k):
     return make
 
 
+def _gemv_case(trans, beta, m, k):
+    def make(rng, dt):
+        a = _randn(rng, (k, m) if trans else (m, k), dt)
+        y = np.full(m, np.nan, dt) if beta == 0 else _randn(rng, m, dt)
+        return (trans, -0.5, a, _randn(rng, k, dt), beta, y)
+    return make
+
+
+def _channel_case(inplace, outer, channels, inner):
+    def make(rng, dt):
+        x = _randn(rng, outer * channels * inner, dt)
+        return (x, _randn(rng, channels, dt), x if inplace else np.full_like(x, np.nan), outer, channels, inner)
+    return make
+
+
+def _channel_reduce_case(dot, beta, outer, channels, inner):
+    def make(rng, dt):
+        a = [_randn(rng, outer * channels * inner, dt) for _ in range(2 if dot else 1)]
+        y = np.full(channels, np.nan, dt) if beta == 0 else _randn(rng, channels, dt)
+        return (*a, beta, y, outer, channels, inner)
+    return make
+
+
+def _im2col_case(backward, case):
+    def make(rng, dt):
+        channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw = case
+        n_col = channels * kh * kw * _out(height, kh, ph, sh, dh) * _out(width, kw, pw, sw, dw)
+        n_im = channels * height * width
+        src = _randn(rng, n_col if backward else n_im, dt)
+        return (src, *case, np.full(n_im if backward else n_col, np.nan, dt))
+    return make
+
+
+def _im2col_nd_case(backward, case):
+    def make(rng, dt):
+        channels, *geometry = case
+        out = [_out(*g) for g in zip(*geometry)]
+        n_col = channels * int(np.prod(geometry[1])) * int(np.prod(out))
+        n_im = channels * int(np.prod(geometry[0]))
+        src = _randn(rng, n_col if backward else n_im, dt)
+        args = [np.array(g, dtype=np.int64) for g in geometry]
+        return (src, channels, *args, np.full(n_im if backward else n_col, np.nan, dt))
+    return make
+
+
+def _with_zeros(make):
+    def wrapped(rng, dt):
+        args = make(rng, dt)
+        args[0][::5] = 0
+        return args
+    return wrapped
+
+
 GPU_CASES = [
     ("blas", "gemm", "nn_beta0", _gemm_case(False, False, 0.0, 5, 7, 3)),
     ("blas", "gemm", "tn_beta", _gemm_case(True, False, 0.5, 5, 7, 3)),
@@ -476,13 +816,41 @@ GPU_CASES = [
     ("blas", "scale", "", lambda r, d: (-1.5, _randn(r, 40, d))),
     ("blas", "set_value", "", lambda r, d: (_randn(r, 40, d), 0.3)),
     ("blas", "copy", "", lambda r, d: (_randn(r, 40, d), np.zeros(40, d))),
-    ("blas", "sub", "", _elementwise(2, 1)),
-    ("blas", "sub", "alias", _elementwise(2, 1, alias=(0, 0))),
     ("blas", "dot", "", _elementwise(2, 0)),
     ("blas", "asum", "", _elementwise(1, 0)),
-    ("blas", "sumsq", "", lambda r, d: (_randn(r, 300, d),)),
-    ("blas", "add_bias", "", lambda r, d: (_randn(r, (6, 7), d), _randn(r, 7, d))),
-    ("blas", "bias_grad", "", lambda r, d: (_randn(r, (9, 5), d), _randn(r, 5, d))),
+    ("blas", "gemv", "n_beta0", _gemv_case(False, 0.0, 5, 37)),
+    ("blas", "gemv", "t_beta", _gemv_case(True, 0.5, 6, 4)),
+    ("blas", "gemv", "n_beta", _gemv_case(False, -1.0, 3, 2)),
+    ("math", "add", "", _elementwise(2, 1)),
+    ("math", "add", "alias", _elementwise(2, 1, alias=(1, 0))),
+    ("math", "sub", "", _elementwise(2, 1)),
+    ("math", "sub", "alias", _elementwise(2, 1, alias=(0, 0))),
+    ("math", "mul", "alias", _elementwise(2, 1, alias=(0, 0))),
+    ("math", "div", "", _elementwise(2, 1, positive=True)),
+    ("math", "sqr", "alias", _elementwise(1, 1, alias=(0, 0))),
+    ("math", "sqrt", "", _elementwise(1, 1, positive=True)),
+    ("math", "powx", "", lambda r, d: (_randn(r, 40, d, lo=0.05), -1.5, np.full(40, np.nan, d))),
+    ("math", "powx", "square", lambda r, d: (_randn(r, 40, d), 2.0, np.full(40, np.nan, d))),
+    ("math", "exp", "", _elementwise(1, 1)),
+    ("math", "log", "alias", _elementwise(1, 1, positive=True, alias=(0, 0))),
+    ("math", "abs", "", _elementwise(1, 1)),
+    ("math", "sign", "", _with_zeros(_elementwise(1, 1))),
+    ("math", "add_scalar", "", lambda r, d: (0.375, _randn(r, 40, d))),
+    ("math", "channel_scale", "", _channel_case(False, 2, 3, 5)),
+    ("math", "channel_scale", "alias_fc", _channel_case(True, 6, 7, 1)),
+    ("math", "channel_add", "fc", _channel_case(False, 6, 7, 1)),
+    ("math", "channel_add", "alias", _channel_case(True, 2, 3, 5)),
+    ("math", "channel_sum", "fc_beta0", _channel_reduce_case(False, 0.0, 9, 5, 1)),
+    ("math", "channel_sum", "map_beta", _channel_reduce_case(False, 1.0, 3, 2, 70)),
+    ("math", "channel_dot", "map_beta0", _channel_reduce_case(True, 0.0, 2, 3, 50)),
+    ("math", "channel_dot", "fc_beta", _channel_reduce_case(True, 0.5, 7, 4, 1)),
+    ("im2col", "im2col", "", _im2col_case(False, (2, 5, 4, 3, 2, 1, 0, 2, 1, 1, 2))),
+    ("im2col", "im2col", "pad_dilate", _im2col_case(False, (1, 4, 5, 3, 3, 2, 2, 1, 2, 2, 1))),
+    ("im2col", "col2im", "", _im2col_case(True, (2, 5, 4, 3, 2, 1, 0, 2, 1, 1, 2))),
+    ("im2col", "col2im", "pad_dilate", _im2col_case(True, (1, 4, 5, 3, 3, 2, 2, 1, 2, 2, 1))),
+    ("im2col", "im2col_nd", "3d", _im2col_nd_case(False, (1, (3, 4, 3), (2, 3, 1), (1, 0, 1), (1, 2, 2), (2, 1, 1)))),
+    ("im2col", "col2im_nd", "3d", _im2col_nd_case(True, (1, (3, 4, 3), (2, 3, 1), (1, 0, 1), (1, 2, 2), (2, 1, 1)))),
+    ("im2col", "col2im_nd", "1d", _im2col_nd_case(True, (2, (9,), (3,), (1,), (2,), (2,)))),
     ("neuron", "relu_forward", "", _elementwise(1, 1, 0.1)),
     ("neuron", "relu_forward", "alias", _elementwise(1, 1, 0.0, alias=(0, 0))),
     ("neuron", "relu_backward", "alias", _elementwise(2, 1, 0.2, alias=(1, 0))),
@@ -561,3 +929,21 @@ def test_gpu_cases_cover_every_public_function():
             if fname.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != gmod.__name__:
                 continue
             assert (mname, fname) in covered, f"{mname}.{fname} has no GPU parity case"
+
+
+def test_grid_stride_launcher_keeps_the_kernel_surface():
+    import inspect
+
+    from jitnet.kernels.gpu._launch import grid_stride
+    f = gneuron.relu_forward
+    assert f.__name__ == "relu_forward" and f.__module__ == gneuron.__name__
+    assert list(inspect.signature(f).parameters) == ["x", "y", "negative_slope"]
+    assert f.__doc__ == neuron.relu_forward.__doc__
+    x = cuda.to_device(np.array([-2.0, 0.0, 3.0]))
+    y = cuda.to_device(np.full(3, np.nan))
+    f(x, y=y, negative_slope=0.5)                  # keywords bind as in a plain call
+    np.testing.assert_array_equal(y.copy_to_host(), [-1.0, 0.0, 3.0])
+    with pytest.raises(TypeError, match="no argument named"):
+        grid_stride("z")(f.kernel)
+    with pytest.raises(TypeError, match="no argument named"):
+        grid_stride(lambda outer, n: outer * n)(gcommon.softmax_forward.kernel)

@@ -52,7 +52,7 @@ class InnerProduct(Layer):
         y = top[0].mutable_data_on(d).reshape(self.M, self.N)
         blas.gemm(False, not self.transpose, 1.0, x, w, 0.0, y)
         if self.bias_term:
-            blas.add_bias(y, self.blobs[1].data_on(d))
+            self.kernels("math").channel_add(y.ravel(), self.blobs[1].data_on(d), y.ravel(), self.M, self.N, 1)
 
     def backward(self, top, propagate_down, bottom):
         blas, d = self.kernels("blas"), self.device
@@ -66,7 +66,7 @@ class InnerProduct(Layer):
             else:
                 blas.gemm(True, False, 1.0, dy, x, 1.0, dw)
         if self.bias_term and self.param_propagate_down[1]:
-            blas.bias_grad(dy, self.blobs[1].mutable_diff_on(d))
+            self.kernels("math").channel_sum(dy.ravel(), 1.0, self.blobs[1].mutable_diff_on(d), self.M, self.N, 1)
         if propagate_down[0]:
             w = self.blobs[0].data_on(d).reshape(wshape)
             dx = bottom[0].mutable_diff_on(d).reshape(self.M, self.K)

@@ -307,8 +307,8 @@ class Solver:
                      self.net.mean_abs(blob, diff=True))
             l1_data += blas.asum(blob.data_on(device))
             l1_diff += blas.asum(blob.diff_on(device))
-            l2_data += blas.sumsq(blob.data_on(device))
-            l2_diff += blas.sumsq(blob.diff_on(device))
+            l2_data += blas.dot(blob.data_on(device), blob.data_on(device))
+            l2_diff += blas.dot(blob.diff_on(device), blob.diff_on(device))
         log.info("    [Update] All net params (data, diff): L1 norm = (%.6g, %.6g); L2 norm = (%.6g, %.6g)",
                  l1_data, l1_diff, math.sqrt(l2_data), math.sqrt(l2_diff))
 
@@ -320,7 +320,7 @@ class Solver:
         if threshold <= 0:
             return
         device, blas = common.mode(), self.kernels("blas")
-        norm = float(np.sqrt(sum(blas.sumsq(p.diff_on(device)) for p in self.net.learnable_params)))
+        norm = float(np.sqrt(sum(blas.dot(p.diff_on(device), p.diff_on(device)) for p in self.net.learnable_params)))
         if norm > threshold:
             log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale factor %g",
                      norm, threshold, threshold / norm)

@@ -64,6 +64,40 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
                 c[i, j] = alpha * p[i, j] + beta * c[i, j]
 
 
+@njit(cache=True)
+def _matvec_into(trans, a, x, out):
+    """out = op(A)·x through BLAS."""
+    if trans:
+        np.dot(a.T, x, out)
+    else:
+        np.dot(a, x, out)
+
+
+@njit(cache=True)
+def gemv(trans, alpha, a, x, beta, y):
+    """y = alpha·op(A)·x + beta·y, op(A) = A.T if trans; A 2-D, x and y flat, y not aliasing them (beta == 0 ignores y)"""
+    m = a.shape[1] if trans else a.shape[0]
+    k = a.shape[0] if trans else a.shape[1]
+    if y.size != m or x.size != k:
+        raise ValueError("gemv: shape mismatch")
+    if m == 0:
+        return
+    if beta == 0:
+        if k == 0:
+            y[:] = 0
+            return
+        _matvec_into(trans, a, x, y)
+        if alpha != 1:
+            for i in range(m):
+                y[i] = alpha * y[i]
+    else:
+        p = np.zeros(m, dtype=y.dtype)
+        if k > 0:
+            _matvec_into(trans, a, x, p)
+        for i in range(m):
+            y[i] = alpha * p[i] + beta * y[i]
+
+
 @njit(cache=True, parallel=True)
 def axpy(alpha, x, y):
     """y += alpha·x"""
@@ -104,13 +138,6 @@ def copy(x, y):
 
 
 @njit(cache=True, parallel=True)
-def sub(a, b, y):
-    """y = a − b"""
-    for i in prange(a.size):
-        y[i] = a[i] - b[i]
-
-
-@njit(cache=True, parallel=True)
 def dot(x, y):
     """Σ x·y (float64 accumulation)"""
     n = x.size
@@ -136,46 +163,3 @@ def asum(x):
             s += abs(np.float64(x[i]))
         part[k] = s
     return part.sum()
-
-
-@njit(cache=True, parallel=True)
-def sumsq(x):
-    """Σ x² (float64 accumulation)"""
-    n = x.size
-    nc = _nchunks(n)
-    part = np.zeros(nc, dtype=np.float64)
-    for k in prange(nc):
-        s = 0.0
-        for i in range(k * n // nc, (k + 1) * n // nc):
-            v = np.float64(x[i])
-            s += v * v
-        part[k] = s
-    return part.sum()
-
-
-@njit(cache=True, parallel=True)
-def add_bias(y, b):
-    """y[i, j] += b[j] for y of shape (M, N)"""
-    m, n = y.shape
-    for i in prange(m):
-        for j in range(n):
-            y[i, j] = y[i, j] + b[j]
-
-
-@njit(cache=True, parallel=True)
-def bias_grad(dy, db):
-    """db[j] += Σ_i dy[i, j] for dy of shape (M, N) (accumulates)"""
-    m, n = dy.shape
-    nc = _nchunks(m * n)
-    if nc > m:
-        nc = max(m, 1)
-    part = np.zeros((nc, n), dtype=np.float64)
-    for k in prange(nc):
-        for i in range(k * m // nc, (k + 1) * m // nc):
-            for j in range(n):
-                part[k, j] += dy[i, j]
-    for j in prange(n):
-        s = 0.0
-        for k in range(nc):
-            s += part[k, j]
-        db[j] = db[j] + s

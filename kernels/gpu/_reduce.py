@@ -1,5 +1,5 @@
-"""The shared-memory tree sum that the GPU reductions use (blas sums, bias gradient,
-loss partials). GPU kernels are not cached on disk, so sharing a device function
+"""The shared-memory tree sum that the GPU reductions use (blas sums, gemv, the math channel
+reductions, loss partials). GPU kernels are not cached on disk, so sharing a device function
 across modules carries no stale-cache risk (unlike the CPU @njit helpers)."""
 from numba import cuda
 

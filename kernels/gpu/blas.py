@@ -2,7 +2,7 @@
 import numpy as np
 from numba import cuda, float64, from_dtype
 
-from ._launch import MAX_THREADS, REDUCE_BLOCKS, TILE, grid_1d, launch_1d, launch_blocks, launch_tiles
+from ._launch import MAX_THREADS, REDUCE_BLOCKS, TILE, grid_1d, grid_stride, launch_1d, launch_blocks, launch_tiles
 from ._reduce import tree_sum
 
 
@@ -121,22 +121,65 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
         bool(trans_a), bool(trans_b), m, n, ka, float(alpha), a, b, float(beta), c)
 
 
-# --------------------------------------------------------------------------- elementwise
+# --------------------------------------------------------------------------- gemv
 @cuda.jit
-def _axpy(alpha, x, y):
-    """Kernel (grid-stride): y += alpha·x"""
+def _gemv_rows(alpha, a, x, beta, y, m, k):
+    """Kernel (block per row of A, block-stride; threads split the row): y = alpha·A·x + beta·y"""
+    sm = cuda.shared.array(MAX_THREADS, float64)
+    tid = cuda.threadIdx.x
+    for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
+        s = 0.0
+        for j in range(tid, k, cuda.blockDim.x):
+            s += float64(a[i, j]) * float64(x[j])
+        sm[tid] = s
+        tree_sum(sm, tid)
+        if tid == 0:
+            if beta == 0:
+                y[i] = alpha * sm[0]
+            else:
+                y[i] = alpha * sm[0] + beta * y[i]
+        cuda.syncthreads()                 # sm is written again for the next row
+
+
+@cuda.jit
+def _gemv_cols(alpha, a, x, beta, y, m, k):
+    """Kernel (thread per column of A, grid-stride; reads coalesced along a row): y = alpha·Aᵀ·x + beta·y"""
+    for j in range(cuda.grid(1), m, cuda.gridsize(1)):
+        s = 0.0
+        for i in range(k):
+            s += float64(a[i, j]) * float64(x[i])
+        if beta == 0:
+            y[j] = alpha * s
+        else:
+            y[j] = alpha * s + beta * y[j]
+
+
+def gemv(trans, alpha, a, x, beta, y):
+    """y = alpha·op(A)·x + beta·y, op(A) = A.T if trans; A 2-D, x and y flat, y not aliasing them (beta == 0 ignores y)"""
+    m, k = (a.shape[1], a.shape[0]) if trans else (a.shape[0], a.shape[1])
+    if y.size != m or x.size != k:
+        raise ValueError("gemv: shape mismatch")
+    if m == 0:
+        return
+    if trans:
+        launch_1d(_gemv_cols, m)(float(alpha), a, x, float(beta), y, m, k)
+    else:
+        launch_blocks(_gemv_rows, m, k)(float(alpha), a, x, float(beta), y, m, k)
+
+
+# --------------------------------------------------------------------------- elementwise
+@grid_stride("x")
+@cuda.jit
+def axpy(alpha, x, y):
+    """y += alpha·x"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         y[i] = y[i] + alpha * x[i]
 
 
-def axpy(alpha, x, y):
-    """y += alpha·x"""
-    launch_1d(_axpy, x.size)(alpha, x, y)
-
-
+@grid_stride("x")
 @cuda.jit
-def _axpby(alpha, x, beta, y):
-    """Kernel (grid-stride): y = alpha·x + beta·y (beta == 0 ignores y)"""
+def axpby(alpha, x, beta, y):
+    """y = alpha·x + beta·y (beta == 0 ignores y, which may hold NaN)"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         if beta == 0:
             y[i] = alpha * x[i]
@@ -144,57 +187,28 @@ def _axpby(alpha, x, beta, y):
             y[i] = alpha * x[i] + beta * y[i]
 
 
-def axpby(alpha, x, beta, y):
-    """y = alpha·x + beta·y (beta == 0 ignores y, which may hold NaN)"""
-    launch_1d(_axpby, x.size)(alpha, x, beta, y)
-
-
+@grid_stride("x")
 @cuda.jit
-def _scale(alpha, x):
-    """Kernel (grid-stride): x *= alpha"""
+def scale(alpha, x):
+    """x *= alpha"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         x[i] = alpha * x[i]
 
 
-def scale(alpha, x):
-    """x *= alpha"""
-    launch_1d(_scale, x.size)(alpha, x)
-
-
+@grid_stride("x")
 @cuda.jit
-def _set_value(x, value):
-    """Kernel (grid-stride): x[:] = value"""
+def set_value(x, value):
+    """x[:] = value"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         x[i] = value
 
 
-def set_value(x, value):
-    """x[:] = value"""
-    launch_1d(_set_value, x.size)(x, value)
-
-
+@grid_stride("x")
 @cuda.jit
-def _copy(x, y):
-    """Kernel (grid-stride): y[:] = x"""
-    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        y[i] = x[i]
-
-
 def copy(x, y):
     """y[:] = x"""
-    launch_1d(_copy, x.size)(x, y)
-
-
-@cuda.jit
-def _sub(a, b, y):
-    """Kernel (grid-stride): y = a − b"""
-    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
-        y[i] = a[i] - b[i]
-
-
-def sub(a, b, y):
-    """y = a − b"""
-    launch_1d(_sub, a.size)(a, b, y)
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        y[i] = x[i]
 
 
 # --------------------------------------------------------------------------- reductions
@@ -226,60 +240,3 @@ def _asum(x, partials):
 def asum(x):
     """Σ |x| (float64 accumulation)"""
     return _reduce(_asum, x.size, x)
-
-
-@cuda.jit
-def _sumsq(x, partials):
-    """Kernel (grid-stride, per-block partials): Σ x² (float64 accumulation)"""
-    sm = cuda.shared.array(MAX_THREADS, float64)
-    s = 0.0
-    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = float64(x[i])
-        s += v * v
-    _block_sum(sm, s, partials)
-
-
-def sumsq(x):
-    """Σ x² (float64 accumulation)"""
-    return _reduce(_sumsq, x.size, x)
-
-
-# --------------------------------------------------------------------------- bias
-@cuda.jit
-def _add_bias(y, b, m, n):
-    """Kernel (grid-stride): y[i, j] += b[j] for y of shape (M, N)"""
-    for idx in range(cuda.grid(1), m * n, cuda.gridsize(1)):
-        i = idx // n
-        j = idx - i * n
-        y[i, j] = y[i, j] + b[j]
-
-
-def add_bias(y, b):
-    """y[i, j] += b[j] for y of shape (M, N)"""
-    m, n = y.shape
-    launch_1d(_add_bias, m * n)(y, b, m, n)
-
-
-@cuda.jit
-def _bias_grad(dy, db, m, n):
-    # one block per column (block-stride), threads split the rows, then a shared tree reduction
-    """Kernel (block per column, block-stride): db[j] += Σ_i dy[i, j]"""
-    sm = cuda.shared.array(MAX_THREADS, float64)
-    tid = cuda.threadIdx.x
-    for j in range(cuda.blockIdx.x, n, cuda.gridDim.x):
-        s = 0.0
-        for i in range(tid, m, cuda.blockDim.x):
-            s += float64(dy[i, j])
-        sm[tid] = s
-        tree_sum(sm, tid)
-        if tid == 0:
-            db[j] = db[j] + sm[0]
-        cuda.syncthreads()                 # sm is written again for the next column
-
-
-def bias_grad(dy, db):
-    """db[j] += Σ_i dy[i, j] for dy of shape (M, N) (accumulates)"""
-    m, n = dy.shape
-    if n == 0:
-        return
-    launch_blocks(_bias_grad, n, m)(dy, db, m, n)

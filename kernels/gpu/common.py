@@ -3,13 +3,14 @@ import math
 
 from numba import cuda, float64
 
-from ._launch import launch_1d
+from ._launch import grid_stride
 
 
+@grid_stride(lambda outer, inner: outer * inner)
 @cuda.jit
-def _softmax_forward(x, y, outer, channels, inner):
+def softmax_forward(x, y, outer, channels, inner):
+    """y = exp(x − max_c x) / Σ_c exp(x − max_c x) over c at flat index (o·channels + c)·inner + i"""
     # one thread per (o, i) position; x and y may alias (each element is read before it is written)
-    """Kernel (grid-stride): y = exp(x − max_c x) / Σ_c exp(x − max_c x) over c at flat index (o·channels + c)·inner + i"""
     for p in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
         o = p // inner
         i = p - o * inner
@@ -31,14 +32,10 @@ def _softmax_forward(x, y, outer, channels, inner):
             y[k] = y[k] * inv
 
 
-def softmax_forward(x, y, outer, channels, inner):
-    """y = exp(x − max_c x) / Σ_c exp(x − max_c x) over c at flat index (o·channels + c)·inner + i"""
-    launch_1d(_softmax_forward, outer * inner)(x, y, outer, channels, inner)
-
-
+@grid_stride(lambda outer, inner: outer * inner)
 @cuda.jit
-def _softmax_backward(y, dy, dx, outer, channels, inner):
-    """Kernel (grid-stride): dx = (dy − Σ_c dy·y)·y over c at flat index (o·channels + c)·inner + i"""
+def softmax_backward(y, dy, dx, outer, channels, inner):
+    """dx = (dy − Σ_c dy·y)·y over c at flat index (o·channels + c)·inner + i"""
     for p in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
         o = p // inner
         i = p - o * inner
@@ -50,8 +47,3 @@ def _softmax_backward(y, dy, dx, outer, channels, inner):
         for c in range(channels):
             k = base + c * inner
             dx[k] = (dy[k] - d) * y[k]
-
-
-def softmax_backward(y, dy, dx, outer, channels, inner):
-    """dx = (dy − Σ_c dy·y)·y over c at flat index (o·channels + c)·inner + i"""
-    launch_1d(_softmax_backward, outer * inner)(y, dy, dx, outer, channels, inner)

@@ -61,7 +61,8 @@ def _softmax_loss_forward(prob, label, outer, channels, inner, has_ignore, ignor
 
 
 def softmax_loss_forward(prob, label, outer, channels, inner, has_ignore, ignore_label):
-    """(Σ −log(max(prob[label], FLT_MIN)), valid count, out-of-range label count), ignored labels skipped"""
+    """(Σ −log(max(prob[label], FLT_MIN)), valid count, bad label count): ignored labels are
+    skipped; labels outside [0, channels) and NaN are counted as bad and left out"""
     blocks, threads = grid_1d(outer * inner, REDUCE_BLOCKS)
     loss_part = cuda.device_array(blocks, dtype=np.float64)
     valid_part = cuda.device_array(blocks, dtype=np.float64)

@@ -3,38 +3,31 @@ import math
 
 from numba import cuda
 
-from ._launch import launch_1d
+from ._launch import grid_stride
 
 
+@grid_stride("w")
 @cuda.jit
-def _sgd_update(w, g, h, local_rate, momentum):
-    """Kernel (grid-stride): h = momentum·h + local_rate·g; g = h; w −= h"""
+def sgd_update(w, g, h, local_rate, momentum):
+    """h = momentum·h + local_rate·g; g = h; w −= h"""
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         h[i] = momentum * h[i] + local_rate * g[i]
         g[i] = h[i]
         w[i] = w[i] - h[i]
 
 
-def sgd_update(w, g, h, local_rate, momentum):
-    """h = momentum·h + local_rate·g; g = h; w −= h"""
-    launch_1d(_sgd_update, w.size)(w, g, h, local_rate, momentum)
-
-
+@grid_stride("w")
 @cuda.jit
-def _l2_regularize(w, g, decay):
-    """Kernel (grid-stride): g += decay·w"""
+def l2_regularize(w, g, decay):
+    """g += decay·w"""
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         g[i] = g[i] + decay * w[i]
 
 
-def l2_regularize(w, g, decay):
-    """g += decay·w"""
-    launch_1d(_l2_regularize, w.size)(w, g, decay)
-
-
+@grid_stride("w")
 @cuda.jit
-def _l1_regularize(w, g, decay):
-    """Kernel (grid-stride): g += decay·sign(w) (sign(0) = 0)"""
+def l1_regularize(w, g, decay):
+    """g += decay·sign(w) (sign(0) = 0)"""
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         v = w[i]
         if v > 0:
@@ -43,14 +36,10 @@ def _l1_regularize(w, g, decay):
             g[i] = g[i] - decay
 
 
-def l1_regularize(w, g, decay):
-    """g += decay·sign(w) (sign(0) = 0)"""
-    launch_1d(_l1_regularize, w.size)(w, g, decay)
-
-
+@grid_stride("w")
 @cuda.jit
-def _nesterov_update(w, g, h, local_rate, momentum):
-    """Kernel (grid-stride): h' = momentum·h + local_rate·g; u = (1 + momentum)·h' − momentum·h"""
+def nesterov_update(w, g, h, local_rate, momentum):
+    """h' = momentum·h + local_rate·g; u = (1 + momentum)·h' − momentum·h; h = h'; g = u; w −= u"""
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         previous = h[i]
         h[i] = momentum * previous + local_rate * g[i]
@@ -59,14 +48,10 @@ def _nesterov_update(w, g, h, local_rate, momentum):
         w[i] = w[i] - u
 
 
-def nesterov_update(w, g, h, local_rate, momentum):
-    """h' = momentum·h + local_rate·g; u = (1 + momentum)·h' − momentum·h; h = h'; g = u; w −= u"""
-    launch_1d(_nesterov_update, w.size)(w, g, h, local_rate, momentum)
-
-
+@grid_stride("w")
 @cuda.jit
-def _adagrad_update(w, g, h, local_rate, delta):
-    """Kernel (grid-stride): h += g²; u = local_rate·g / (√h + delta)"""
+def adagrad_update(w, g, h, local_rate, delta):
+    """h += g²; u = local_rate·g / (√h + delta); g = u; w −= u"""
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         gi = g[i]
         h[i] = h[i] + gi * gi
@@ -75,14 +60,10 @@ def _adagrad_update(w, g, h, local_rate, delta):
         w[i] = w[i] - u
 
 
-def adagrad_update(w, g, h, local_rate, delta):
-    """h += g²; u = local_rate·g / (√h + delta); g = u; w −= u"""
-    launch_1d(_adagrad_update, w.size)(w, g, h, local_rate, delta)
-
-
+@grid_stride("w")
 @cuda.jit
-def _rmsprop_update(w, g, h, local_rate, rms_decay, delta):
-    """Kernel (grid-stride): h = rms_decay·h + (1 − rms_decay)·g²; u = local_rate·g / (√h + delta)"""
+def rmsprop_update(w, g, h, local_rate, rms_decay, delta):
+    """h = rms_decay·h + (1 − rms_decay)·g²; u = local_rate·g / (√h + delta); g = u; w −= u"""
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         gi = g[i]
         h[i] = rms_decay * h[i] + (1.0 - rms_decay) * gi * gi
@@ -91,14 +72,10 @@ def _rmsprop_update(w, g, h, local_rate, rms_decay, delta):
         w[i] = w[i] - u
 
 
-def rmsprop_update(w, g, h, local_rate, rms_decay, delta):
-    """h = rms_decay·h + (1 − rms_decay)·g²; u = local_rate·g / (√h + delta); g = u; w −= u"""
-    launch_1d(_rmsprop_update, w.size)(w, g, h, local_rate, rms_decay, delta)
-
-
+@grid_stride("w")
 @cuda.jit
-def _adadelta_update(w, g, h, h2, local_rate, momentum, delta):
-    """Kernel (grid-stride): AdaDelta with decay ρ = momentum"""
+def adadelta_update(w, g, h, h2, local_rate, momentum, delta):
+    """h = ρh + (1 − ρ)g²; s = g·√((h2 + δ)/(h + δ)); h2 = ρh2 + (1 − ρ)s²; u = local_rate·s; g = u; w −= u"""
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         gi = g[i]
         h[i] = momentum * h[i] + (1.0 - momentum) * gi * gi
@@ -109,14 +86,10 @@ def _adadelta_update(w, g, h, h2, local_rate, momentum, delta):
         w[i] = w[i] - u
 
 
-def adadelta_update(w, g, h, h2, local_rate, momentum, delta):
-    """h = ρh + (1 − ρ)g²; s = g·√((h2 + δ)/(h + δ)); h2 = ρh2 + (1 − ρ)s²; u = local_rate·s; g = u; w −= u"""
-    launch_1d(_adadelta_update, w.size)(w, g, h, h2, local_rate, momentum, delta)
-
-
+@grid_stride("w")
 @cuda.jit
-def _adam_update(w, g, m, v, local_rate, beta1, beta2, eps, correction):
-    """Kernel (grid-stride): Adam moments and bias-corrected step"""
+def adam_update(w, g, m, v, local_rate, beta1, beta2, eps, correction):
+    """m = β1·m + (1 − β1)·g; v = β2·v + (1 − β2)·g²; u = local_rate·correction·m / (√v + eps); g = u; w −= u"""
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         gi = g[i]
         m[i] = beta1 * m[i] + (1.0 - beta1) * gi
@@ -124,8 +97,3 @@ def _adam_update(w, g, m, v, local_rate, beta1, beta2, eps, correction):
         u = local_rate * correction * m[i] / (math.sqrt(v[i]) + eps)
         g[i] = u
         w[i] = w[i] - u
-
-
-def adam_update(w, g, m, v, local_rate, beta1, beta2, eps, correction):
-    """m = β1·m + (1 − β1)·g; v = β2·v + (1 − β2)·g²; u = local_rate·correction·m / (√v + eps); g = u; w −= u"""
-    launch_1d(_adam_update, w.size)(w, g, m, v, local_rate, beta1, beta2, eps, correction)
