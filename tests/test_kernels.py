@@ -704,14 +704,6 @@ def _gemm_case(ta, tb, beta, m, n, k):
     return make
 
 
-def _loss_args(rng, dt, outer=3, channels=4, inner=2):
-    prob = _softmax_ref(_randn(rng, outer * channels * inner, dt), outer, channels, inner).astype(dt)
-    lab = _labels(rng, outer, inner, channels, ignore_label=1, n_bad=1)
-    lab[lab.size - 1] = np.nan
-    lab = lab.astype(dt)
-    return prob, lab, outer, channels, inner
-
-
 def _elementwise(n_in, n_out, *scalars, alias=None, mask=False, positive=False):
     """Builder for (inputs..., [mask], outputs..., scalars); alias=(i, j) reuses input i as output j."""
     def make(rng, dt):
@@ -721,35 +713,6 @@ def _elementwise(n_in, n_out, *scalars, alias=None, mask=False, positive=False):
             outs[alias[1]] = ins[alias[0]]
         mid = [(rng.random(40) < 0.5).astype(np.uint8)] if mask else []
         return tuple(ins + mid + outs) + scalars
-    return make
-
-
-def _softmax_case(inplace):
-    def make(rng, dt):
-        x = _randn(rng, 2 * 5 * 3, dt) * 3
-        return (x, x if inplace else np.empty_like(x), 2, 5, 3)
-    return make
-
-
-def _softmax_bwd_case(inplace):
-    def make(rng, dt):
-        y = _softmax_ref(_randn(rng, 30, dt), 2, 5, 3).astype(dt)
-        dy = _randn(rng, 30, dt)
-        return (y, dy, dy if inplace else np.empty_like(dy), 2, 5, 3)
-    return make
-
-
-def _loss_bwd_case(rng, dt):
-    prob, lab, outer, channels, inner = _loss_args(rng, dt)
-    return (prob, lab, np.full_like(prob, np.nan), outer, channels, inner, True, 1, 0.5)
-
-
-def _acc_case(top_k):
-    def make(rng, dt):
-        prob, lab, outer, channels, inner = _loss_args(rng, dt)
-        prob[:channels * inner:inner] = 0.25  # ties at position (0, 0)
-        return (prob, lab, outer, channels, inner, top_k, True, 1, np.full(channels, 3.0),
-                np.full(channels, 3.0))
     return make
 
 
@@ -851,24 +814,6 @@ GPU_CASES = [
     ("im2col", "im2col_nd", "3d", _im2col_nd_case(False, (1, (3, 4, 3), (2, 3, 1), (1, 0, 1), (1, 2, 2), (2, 1, 1)))),
     ("im2col", "col2im_nd", "3d", _im2col_nd_case(True, (1, (3, 4, 3), (2, 3, 1), (1, 0, 1), (1, 2, 2), (2, 1, 1)))),
     ("im2col", "col2im_nd", "1d", _im2col_nd_case(True, (2, (9,), (3,), (1,), (2,), (2,)))),
-    ("neuron", "relu_forward", "", _elementwise(1, 1, 0.1)),
-    ("neuron", "relu_forward", "alias", _elementwise(1, 1, 0.0, alias=(0, 0))),
-    ("neuron", "relu_backward", "alias", _elementwise(2, 1, 0.2, alias=(1, 0))),
-    ("neuron", "sigmoid_forward", "alias", _elementwise(1, 1, alias=(0, 0))),
-    ("neuron", "sigmoid_backward", "", _elementwise(2, 1, positive=True)),
-    ("neuron", "tanh_forward", "", _elementwise(1, 1)),
-    ("neuron", "tanh_backward", "alias", _elementwise(2, 1, alias=(1, 0))),
-    ("neuron", "dropout_forward", "alias", _elementwise(1, 1, 2.0, mask=True, alias=(0, 0))),
-    ("neuron", "dropout_backward", "", _elementwise(1, 1, 2.0, mask=True)),
-    ("common", "softmax_forward", "", _softmax_case(False)),
-    ("common", "softmax_forward", "alias", _softmax_case(True)),
-    ("common", "softmax_backward", "alias", _softmax_bwd_case(True)),
-    ("loss", "softmax_loss_forward", "", lambda r, d: _loss_args(r, d) + (True, 1)),
-    ("loss", "softmax_loss_forward", "noignore", lambda r, d: _loss_args(r, d) + (False, 1)),
-    ("loss", "softmax_loss_backward", "", _loss_bwd_case),
-    ("loss", "accuracy_forward", "top1", _acc_case(1)),
-    ("loss", "accuracy_forward", "top2", _acc_case(2)),
-    ("loss", "euclidean_loss_forward", "", _elementwise(2, 1)),
     ("solver", "sgd_update", "", _elementwise(3, 0, 0.01, 0.9)),
     ("solver", "l2_regularize", "", _elementwise(2, 0, 1e-3)),
     ("solver", "l1_regularize", "", _elementwise(2, 0, 1e-3)),
@@ -921,14 +866,8 @@ def test_gpu_matches_cpu(mod, name, tag, make, dt):
     _run_gpu_parity(mod, name, make, dt)
 
 
-def test_gpu_cases_cover_every_public_function():
-    import inspect
-    covered = {(m, n) for m, n, _, _ in GPU_CASES}
-    for mname, gmod in GPU_MODS.items():
-        for fname, obj in vars(gmod).items():
-            if fname.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != gmod.__name__:
-                continue
-            assert (mname, fname) in covered, f"{mname}.{fname} has no GPU parity case"
+# Every public GPU kernel is checked against its CPU twin either by a row above or through the
+# layer cases: tests/test_layers.py::test_every_gpu_kernel_is_checked_against_its_cpu_twin.
 
 
 def test_grid_stride_launcher_keeps_the_kernel_surface():

@@ -49,10 +49,10 @@ class InnerProduct(Layer):
         blas, d = self.kernels("blas"), self.device
         x = bottom[0].data_on(d).reshape(self.M, self.K)
         w = self.blobs[0].data_on(d).reshape(self.blobs[0].shape)
-        y = top[0].mutable_data_on(d).reshape(self.M, self.N)
-        blas.gemm(False, not self.transpose, 1.0, x, w, 0.0, y)
-        if self.bias_term:
-            self.kernels("math").channel_add(y.ravel(), self.blobs[1].data_on(d), y.ravel(), self.M, self.N, 1)
+        y = top[0].mutable_data_on(d)
+        blas.gemm(False, not self.transpose, 1.0, x, w, 0.0, y.reshape(self.M, self.N))
+        if self.bias_term:                        # y[m, n] += b[n]
+            self.kernels("math").channel_add(y, self.blobs[1].data_on(d), y, self.M, self.N, 1)
 
     def backward(self, top, propagate_down, bottom):
         blas, d = self.kernels("blas"), self.device
@@ -65,8 +65,9 @@ class InnerProduct(Layer):
                 blas.gemm(True, False, 1.0, x, dy, 1.0, dw)
             else:
                 blas.gemm(True, False, 1.0, dy, x, 1.0, dw)
-        if self.bias_term and self.param_propagate_down[1]:
-            self.kernels("math").channel_sum(dy.ravel(), 1.0, self.blobs[1].mutable_diff_on(d), self.M, self.N, 1)
+        if self.bias_term and self.param_propagate_down[1]:   # db[n] += Σ_m dy[m, n]
+            self.kernels("math").channel_sum(top[0].diff_on(d), 1.0, self.blobs[1].mutable_diff_on(d),
+                                             self.M, self.N, 1)
         if propagate_down[0]:
             w = self.blobs[0].data_on(d).reshape(wshape)
             dx = bottom[0].mutable_diff_on(d).reshape(self.M, self.K)
