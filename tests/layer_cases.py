@@ -551,6 +551,16 @@ def ref_hdf5_data(s):
     return [s.extra["data"][rows], s.extra["label"][rows]]
 
 
+# --------------------------------------------------------------------------- vision: convolution family
+# (Convolution, Deconvolution, Im2col)
+
+
+# --------------------------------------------------------------------------- vision: pooling, SPP, LRN
+
+
+# --------------------------------------------------------------------------- normalization, scale, bias, crop
+
+
 # --------------------------------------------------------------------------- the table
 def _torch_linear(F, x, p):
     return F.linear(x, p[0], p[1])
@@ -601,6 +611,12 @@ LAYER_CASES = [
     LayerCase("MemoryData", draw_memory_data, ref_memory_data, gpu_kernels=False,
               errors=memory_data_errors),
     LayerCase("HDF5Data", draw_hdf5_data, ref_hdf5_data, gpu_kernels=False, errors=hdf5_data_errors),
+    # -- vision: convolution family
+
+    # -- vision: pooling, SPP, LRN
+
+    # -- normalization, scale, bias, crop
+
 ]
 
 CASES_BY_TYPE = {case.type: case for case in LAYER_CASES}

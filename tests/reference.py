@@ -181,3 +181,12 @@ def reshape_shape(shape, dims, axis=0, num_axes=-1):
 def reshape(x, dims, axis=0, num_axes=-1):
     x = _f64(x)
     return x.reshape(reshape_shape(x.shape, dims, axis, num_axes))
+
+
+# --------------------------------------------------------------------------- vision: convolution family
+
+
+# --------------------------------------------------------------------------- vision: pooling, SPP, LRN
+
+
+# --------------------------------------------------------------------------- normalization, scale, bias, crop
