@@ -344,9 +344,20 @@ class Solver:
         raise NotImplementedError
 
     def histories(self, i):
-        """The history blobs of learnable parameter i."""
+        """The history blobs of learnable parameter i (``history_count`` of them)."""
         n = len(self.net.learnable_params)
         return self.history[i::n]
+
+    def buffers(self, i):
+        """The arrays an update kernel works on for learnable parameter i, on the current
+        device: its data, its diff, then its history blobs."""
+        blob, device = self.net.learnable_params[i], common.mode()
+        return ([blob.mutable_data_on(device), blob.mutable_diff_on(device)]
+                + [h.mutable_data_on(device) for h in self.histories(i)])
+
+    def local_rate(self, i, rate):
+        """The rate of learnable parameter i: the policy's rate × its lr_mult."""
+        return rate * self.net.params_lr[i]
 
     # -- snapshots --------------------------------------------------------------------------------
     def _hdf5(self):

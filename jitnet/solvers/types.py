@@ -13,31 +13,18 @@ regularized gradient and lr the parameter's local rate:
 """
 import math
 
-from .. import common
 from ..errors import SolverError
 from .solver import Solver, register_solver
 
 
-class _OneHistory(Solver):
-    history_count = 1
-
-    def buffers(self, i):
-        blob, device = self.net.learnable_params[i], common.mode()
-        return ([blob.mutable_data_on(device), blob.mutable_diff_on(device)]
-                + [h.mutable_data_on(device) for h in self.histories(i)])
-
-    def local_rate(self, i, rate):
-        return rate * self.net.params_lr[i]
-
-
 @register_solver("SGD")
-class SGDSolver(_OneHistory):
+class SGDSolver(Solver):
     def compute_update(self, i, rate):
         self.kernels("solver").sgd_update(*self.buffers(i), self.local_rate(i, rate), self.param.momentum)
 
 
 @register_solver("Nesterov")
-class NesterovSolver(_OneHistory):
+class NesterovSolver(Solver):
     def compute_update(self, i, rate):
         self.kernels("solver").nesterov_update(*self.buffers(i), self.local_rate(i, rate),
                                                self.param.momentum)
@@ -50,7 +37,7 @@ def _no_momentum(solver, name):
 
 
 @register_solver("AdaGrad")
-class AdaGradSolver(_OneHistory):
+class AdaGradSolver(Solver):
     def check_param(self):
         super().check_param()
         _no_momentum(self, "AdaGrad")
@@ -60,7 +47,7 @@ class AdaGradSolver(_OneHistory):
 
 
 @register_solver("RMSProp")
-class RMSPropSolver(_OneHistory):
+class RMSPropSolver(Solver):
     def check_param(self):
         super().check_param()
         _no_momentum(self, "RMSProp")
@@ -73,7 +60,7 @@ class RMSPropSolver(_OneHistory):
 
 
 @register_solver("AdaDelta")
-class AdaDeltaSolver(_OneHistory):
+class AdaDeltaSolver(Solver):
     history_count = 2
 
     def compute_update(self, i, rate):
@@ -82,7 +69,7 @@ class AdaDeltaSolver(_OneHistory):
 
 
 @register_solver("Adam")
-class AdamSolver(_OneHistory):
+class AdamSolver(Solver):
     history_count = 2
 
     def compute_update(self, i, rate):
