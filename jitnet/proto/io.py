@@ -61,6 +61,8 @@ def _read_bytes(path):
         raise ProtoError("is a directory, not a file", path=path) from None
     except OSError as error:
         raise ProtoError(f"cannot read file: {error.strerror or error}", path=path) from None
+    except ValueError as error:             # e.g. a NUL character in the name
+        raise ProtoError(f"not a usable file name ({error})", path=path) from None
 
 
 def _write_bytes_atomically(data, path):
