@@ -31,7 +31,7 @@ from ..errors import NumericalError, SolverError
 from ..net import Net
 from ..proto import io as proto_io
 from ..proto import pb
-from .lr_policies import check_policy, learning_rate, multistep_index
+from .lr_policies import advance_step, check_policy, learning_rate
 
 log = logging.getLogger("jitnet")
 
@@ -282,12 +282,17 @@ class Solver:
 
     # -- the update pipeline ----------------------------------------------------------------------
     def learning_rate(self):
-        return learning_rate(self.param, self.iter)
+        """The rate the next update uses (the policy at the current iteration)."""
+        step = advance_step(self.param, self.iter, self.current_step)
+        return learning_rate(self.param, self.iter, step, self.where, self.net.dtype)
 
     def apply_update(self, display=False):
-        rate = self.learning_rate()
-        if self.param.lr_policy == "multistep":
-            self.current_step = multistep_index(self.param, self.iter)
+        p = self.param
+        step = advance_step(p, self.iter, self.current_step)     # Caffe's GetLearningRate
+        if p.lr_policy == "multistep" and step != self.current_step:
+            log.info("MultiStep Status: Iteration %d, step = %d", self.iter, step)
+        self.current_step = step
+        rate = learning_rate(p, self.iter, step, self.where, self.net.dtype)
         if display:
             log.info("Iteration %d, lr = %.6g", self.iter, rate)
         self.clip_gradients()
