@@ -333,3 +333,43 @@ def test_a_caffemodel_blob_with_the_wrong_count_names_layer_and_blob(tmp_path):
 def test_weights_that_are_no_file(weights, error, tmp_path):
     with pytest.raises(error):
         mlp(1).copy_from(weights)
+
+
+# -- task 6: schema names as Caffe users know them ----------------------------------------------------------
+@pytest.mark.parametrize("text,name", [
+    ('layer { name: "ip" type: "InnerProduct" inner_product_param { num_outptu: 3 } }',
+     'Message type "caffe.InnerProductParameter" has no field named "num_outptu"'),
+    ('layer { name: "ip" type: "InnerProduct" include { phase: TRIAN } }',
+     'Enum type "caffe.Phase" has no value named TRIAN'),
+    ('layer { name: "ip" type: "InnerProduct" inner_product_param { num_output: 3 num_output: 4 } }',
+     'Message type "caffe.InnerProductParameter" should not have multiple "num_output" fields'),
+    ('layer { name: "c" type: "Clip" clip_param { min: 0 } }',
+     "missing required field(s) in caffe.NetParameter: layer[0].clip_param.max"),
+])
+def test_prototxt_errors_use_caffe_schema_names(tmp_path, text, name):
+    path = tmp_path / "net.prototxt"
+    path.write_text(text + "\n")
+    with pytest.raises(jitnet.ProtoError) as caught:
+        jitnet.Net(str(path), jitnet.TEST)
+    assert name in str(caught.value)
+    assert "jitnet.caffe" not in str(caught.value)
+
+
+def test_solver_file_errors_use_caffe_schema_names(tmp_path):
+    path = tmp_path / "solver.prototxt"
+    path.write_text('base_lr: 0.1\nlr_policy: "fixed"\nsolver_mode: TPU\n')
+    with pytest.raises(jitnet.ProtoError, match=r'solver.prototxt:3:\d+: .*Enum type "caffe.SolverParameter.SolverMode" '
+                                                r'has no value named TPU'):
+        jitnet.get_solver(str(path))
+
+
+def test_binary_errors_use_caffe_schema_names(tmp_path):
+    path = tmp_path / "bad.caffemodel"
+    path.write_bytes(b"\x0a\x05\x0a\x03abc\x12")
+    with pytest.raises(jitnet.ProtoError) as caught:
+        jitnet.Net(P(MLP), jitnet.TEST, weights=str(path))
+    assert "'caffe.NetParameter'" in str(caught.value) and "jitnet.caffe" not in str(caught.value)
+    model = pb.NetParameter()
+    model.layer.add(name="c", type="Clip").clip_param.min = 0
+    with pytest.raises(jitnet.ProtoError, match=r"Message caffe\.NetParameter is missing required fields"):
+        write_binary(model, str(tmp_path / "out.caffemodel"))

@@ -100,6 +100,16 @@ def _write_bytes_atomically(data, path):
 #: position goes into ProtoError's own "file:line:column: " prefix instead.
 _POSITION_PREFIX = re.compile(r"^\s*\d+(:\d+)?\s*:\s*")
 
+#: The schema's package is ``jitnet.caffe`` (so it can live next to pycaffe's); Caffe users
+#: know its messages and enums as ``caffe.InnerProductParameter``, ``caffe.Phase``, ...
+_SCHEMA_PACKAGE = re.compile(re.escape(pb.DESCRIPTOR.package) + r"\.")
+
+
+def caffe_names(text):
+    """``text`` (a protobuf error message) with schema names as Caffe spells them:
+    ``jitnet.caffe.InnerProductParameter`` becomes ``caffe.InnerProductParameter``."""
+    return _SCHEMA_PACKAGE.sub("caffe.", text)
+
 
 def read_text(path, message):
     """Parse the protobuf text file ``path`` into ``message`` (cleared first).
@@ -118,7 +128,7 @@ def read_text(path, message):
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
-        what = _POSITION_PREFIX.sub("", str(error))
+        what = caffe_names(_POSITION_PREFIX.sub("", str(error)))
         raise ProtoError(what, path=path, line=error.GetLine(),
                          column=error.GetColumn()) from None
     _check_initialized(message, path)
@@ -145,7 +155,8 @@ def read_binary(path, message):
         message.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as error:
         raise ProtoError(f"not a valid binary {message.DESCRIPTOR.name} "
-                         f"(truncated or corrupt file): {error}", path=path) from None
+                         f"(truncated or corrupt file): {caffe_names(str(error))}",
+                         path=path) from None
     _check_initialized(message, path)
     return message
 
@@ -159,8 +170,8 @@ def write_binary(message, path):
     try:
         data = message.SerializeToString()
     except EncodeError as error:
-        raise ProtoError(f"cannot serialize {message.DESCRIPTOR.name}: {error}",
-                         path=path) from None
+        raise ProtoError(f"cannot serialize {message.DESCRIPTOR.name}: "
+                         f"{caffe_names(str(error))}", path=path) from None
     _write_bytes_atomically(data, path)
 
 
@@ -168,7 +179,8 @@ def _check_initialized(message, path):
     """Raise ProtoError if required fields (e.g. clip_param's min) are missing."""
     if not message.IsInitialized():
         missing = ", ".join(message.FindInitializationErrors())
-        raise ProtoError(f"missing required field(s): {missing}", path=path)
+        raise ProtoError(caffe_names(f"missing required field(s) in {message.DESCRIPTOR.full_name}: "
+                                     f"{missing}"), path=path)
 
 
 # ---------------------------------------------------------------------------
