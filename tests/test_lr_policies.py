@@ -8,6 +8,7 @@ Parameters are chosen exactly representable in float32 (caffe.proto's base_lr, g
 power are floats), so the expected values are exact."""
 import logging
 import math
+import re
 
 import numpy as np
 import pytest
@@ -242,3 +243,30 @@ def test_step_policy_current_step_is_in_the_snapshot(tmp_path):
     _, state = solver.snapshot()
     from jitnet.proto import read_binary
     assert read_binary(state, pb.SolverState()).current_step == 2
+
+
+# -- the same kind in Adam's bias correction ----------------------------------------------------------------
+def adam(tmp_path, momentum, momentum2):
+    _, _, path = regression_solver(tmp_path)
+    path.write_text(path.read_text().replace("momentum: 0.9", "") +
+                    f' type: "Adam" momentum: {momentum} momentum2: {momentum2}')
+    return jitnet.get_solver(str(path))
+
+
+@pytest.mark.parametrize("b1,b2,t", [("0.9", "0.999", 1), ("0.5", "0.75", 3), ("0", "0", 1),
+                                     ("0.9", "1", 5)])
+def test_adam_correction_matches_the_formula(tmp_path, b1, b2, t):
+    solver = adam(tmp_path, b1, b2)
+    beta1, beta2 = float(np.float32(b1)), float(np.float32(b2))       # float fields
+    assert solver.correction(t) == math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+
+
+@pytest.mark.parametrize("b1,b2,value", [("1", "0.999", "inf"), ("0.9", "2", "nan"),
+                                         ("0.9", "1e+20", "nan"), ("nan", "0.999", "nan")])
+def test_adam_correction_that_is_not_finite_is_a_solver_error(tmp_path, b1, b2, value):
+    """momentum 1 was a ZeroDivisionError, momentum2 above 1 a math domain error."""
+    solver = adam(tmp_path, b1, b2)
+    with pytest.raises(jitnet.SolverError, match=rf"Adam's bias correction .* is {value} at iteration 0 "
+                                                 rf"\(t = 1, momentum: {re.escape(b1)}, momentum2: {re.escape(b2)}\)"):
+        solver.step(1)
+    assert solver.iter == 0

@@ -219,3 +219,16 @@ def test_a_file_that_is_not_hdf5_named_solverstate_h5(tmp_path):
     (tmp_path / "x.solverstate.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(600))
     with pytest.raises(jitnet.SolverError, match="x.solverstate.h5"):
         jitnet.get_solver(str(path)).restore(str(tmp_path / "x.solverstate.h5"))
+
+
+def test_a_resume_state_that_is_not_utf8(tmp_path):
+    """Found by the fuzzer: a flipped bit in jitnet_state made restore() end in a bare
+    UnicodeDecodeError."""
+    path, state = snapshot_state(tmp_path)
+    payload = b'{"rng": \xff}'
+    tag = (1000 << 3) | 2                                # jitnet_state, length-delimited
+    varint = bytes([tag & 0x7F | 0x80, tag >> 7])
+    with open(state, "ab") as f:                         # a later occurrence wins
+        f.write(varint + bytes([len(payload)]) + payload)
+    with pytest.raises(jitnet.SolverError, match="jitnet_state is not valid JSON"):
+        jitnet.get_solver(str(path)).restore(state)

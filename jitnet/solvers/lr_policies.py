@@ -29,13 +29,13 @@ from ..errors import SolverError
 log = logging.getLogger("jitnet")
 
 
-def _c_div(a, b):
+def int_div(a, b):
     """C's integer division (truncates toward zero), as Caffe's iter_ / stepsize."""
     q = abs(a) // abs(b)
     return q if (a >= 0) == (b >= 0) else -q
 
 
-def _float(x):
+def c_float(x):
     """A double, as C converts an int (inf past the double range instead of OverflowError)."""
     try:
         return float(x)
@@ -47,7 +47,7 @@ def _odd_integer(y):
     return math.isfinite(y) and y == math.floor(y) and math.fmod(y, 2.0) != 0
 
 
-def _pow(x, y):
+def c_pow(x, y):
     """C's pow (math.pow is the C library's), with the IEEE results where Python raises:
     overflow is ±inf, 0 to a negative power is a pole (±inf), a negative base to a
     fractional power is NaN."""
@@ -61,7 +61,7 @@ def _pow(x, y):
         return math.nan
 
 
-def _exp(x):
+def c_exp(x):
     """C's exp: inf where it overflows."""
     try:
         return math.exp(x)
@@ -69,7 +69,12 @@ def _exp(x):
         return math.inf
 
 
-def _div(a, b):
+def c_sqrt(x):
+    """C's sqrt: NaN for a negative number (math.sqrt raises)."""
+    return math.sqrt(x) if not x < 0 else math.nan
+
+
+def c_div(a, b):
     """IEEE division: x/0 is ±inf, 0/0 and NaN operands NaN (Python raises instead)."""
     if b == 0:
         if a == 0 or math.isnan(a):
@@ -83,27 +88,27 @@ def _fixed(p, it, step):
 
 
 def _step(p, it, step):
-    return _pow(p.gamma, _float(_c_div(it, p.stepsize)))
+    return c_pow(p.gamma, c_float(int_div(it, p.stepsize)))
 
 
 def _exp_policy(p, it, step):
-    return _pow(p.gamma, _float(it))
+    return c_pow(p.gamma, c_float(it))
 
 
 def _inv(p, it, step):
-    return _pow(1.0 + p.gamma * _float(it), -p.power)
+    return c_pow(1.0 + p.gamma * c_float(it), -p.power)
 
 
 def _multistep(p, it, step):
-    return _pow(p.gamma, _float(step))
+    return c_pow(p.gamma, c_float(step))
 
 
 def _poly(p, it, step):
-    return _pow(1.0 - _div(_float(it), _float(p.max_iter)), p.power)
+    return c_pow(1.0 - c_div(c_float(it), c_float(p.max_iter)), p.power)
 
 
 def _sigmoid(p, it, step):
-    return 1.0 / (1.0 + _exp(-p.gamma * (_float(it) - _float(p.stepsize))))
+    return 1.0 / (1.0 + c_exp(-p.gamma * (c_float(it) - c_float(p.stepsize))))
 
 
 LR_POLICIES = {
@@ -173,7 +178,7 @@ def advance_step(p, it, current_step):
     iter / stepsize for 'step', one further for 'multistep' when ``it`` reaches the next
     stepvalue, unchanged otherwise."""
     if p.lr_policy == "step" and p.stepsize > 0:
-        return _c_div(it, p.stepsize)
+        return int_div(it, p.stepsize)
     if (p.lr_policy == "multistep" and 0 <= current_step < len(p.stepvalue)
             and it >= p.stepvalue[current_step]):
         return current_step + 1

@@ -458,7 +458,7 @@ class Solver:
                                   "not numbers")
         try:
             resume = json.loads(extra) if extra else None
-        except json.JSONDecodeError as e:
+        except ValueError as e:                 # JSONDecodeError, or bytes that are not UTF-8
             raise SolverError(f"{state_file}: its jitnet_state is not valid JSON ({e})") from None
         if resume is not None:
             self._check_resume_state(resume, state_file)

@@ -14,6 +14,7 @@ regularized gradient and lr the parameter's local rate:
 import math
 
 from ..errors import SolverError
+from .lr_policies import c_div, c_pow, c_sqrt
 from .solver import Solver, register_solver
 
 
@@ -72,8 +73,19 @@ class AdaDeltaSolver(Solver):
 class AdamSolver(Solver):
     history_count = 2
 
+    def correction(self, t):
+        """Adam's bias correction √(1 − β2ᵗ) / (1 − β1ᵗ) as Caffe computes it (C's pow and
+        sqrt in double); SolverError where it is NaN or infinite (β1 = 1, β2 > 1, ...)."""
+        p = self.param
+        value = c_div(c_sqrt(1.0 - c_pow(p.momentum2, float(t))), 1.0 - c_pow(p.momentum, float(t)))
+        if not math.isfinite(value):
+            raise SolverError(f"{self.where}: Adam's bias correction √(1 − momentum2^t) / "
+                              f"(1 − momentum^t) is {value} at iteration {self.iter} (t = {t}, "
+                              f"momentum: {p.momentum:g}, momentum2: {p.momentum2:g})")
+        return value
+
     def compute_update(self, i, rate):
         p, t = self.param, self.iter + 1
-        correction = math.sqrt(1.0 - p.momentum2 ** t) / (1.0 - p.momentum ** t)
+        correction = self.correction(t)
         self.kernels("solver").adam_update(*self.buffers(i), self.local_rate(i, rate), p.momentum,
                                            p.momentum2, p.delta, correction)
