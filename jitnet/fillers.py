@@ -150,6 +150,12 @@ def fill(param, blob, where=""):
         raise JitnetError(f"{where + ': ' if where else ''}unknown filler type '{param.type}'; "
                           f"known: {', '.join(sorted(FILLERS))}") from None
     try:
+        if blob.count > np.iinfo(np.intp).max // 8:      # numpy's "array is too big"
+            raise MemoryError
         blob.data[...] = filler(param, blob.shape)
     except JitnetError as e:
         raise JitnetError(f"{where + ': ' if where else ''}{e}") from None
+    except MemoryError:
+        # the filler draws in float64: twice the memory of a float32 blob
+        raise JitnetError(f"{where + ': ' if where else ''}out of memory drawing {blob.count} values "
+                          f"(shape {blob.shape}) for the {param.type} filler") from None

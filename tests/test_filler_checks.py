@@ -120,3 +120,21 @@ def test_dummy_data_filler_is_checked_too():
     """
     with pytest.raises(jitnet.JitnetError, match=r"layer 'd' data_filler: max \(1\) is less than min \(5\)"):
         jitnet.Net(text_format.Parse(text, pb.NetParameter()), jitnet.TEST)
+
+
+@pytest.mark.parametrize("kind", ["constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra"])
+def test_a_blob_too_big_to_fill_is_a_jitnet_error(kind):
+    """Found by the fuzzer (a dim set to 2147483647): numpy's MemoryError became a named error."""
+    blob = Blob((2**20, 2**21), dtype=np.float32)        # 2^41 values: 16 TiB of float64 draws
+    param = pb.FillerParameter(type=kind)
+    with pytest.raises(jitnet.JitnetError, match=rf"^{WHERE}: out of memory drawing 2199023255552 values "
+                                                 rf"\(shape \(1048576, 2097152\)\) for the {kind} filler"):
+        fill(param, blob, WHERE)
+
+
+def test_a_blob_beyond_numpys_size_limit_is_a_jitnet_error():
+    """Found by the fuzzer: dims 2147483647 × 1000000000 × ... made numpy's ValueError 'array is
+    too big' escape from the filler."""
+    blob = Blob((2**31 - 1, 10**9, 10**9), dtype=np.float32)
+    with pytest.raises(jitnet.JitnetError, match=rf"^{WHERE}: out of memory drawing"):
+        fill(pb.FillerParameter(type="gaussian"), blob, WHERE)
