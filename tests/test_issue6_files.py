@@ -5,6 +5,8 @@ not its name, everywhere weights are loaded."""
 import logging
 import os
 import re
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -115,6 +117,10 @@ def test_resume_from_a_snapshot_of_a_net_without_learnable_layers(tmp_path, fmt)
     resumed = jitnet.get_solver(str(solver_file))
     resumed.solve(resume_file=str(state))
     assert resumed.iter == 4
+    result = subprocess.run([sys.executable, "-m", "jitnet", "train", "--solver", str(solver_file),
+                             "--snapshot", str(state)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Restored solver state" in result.stderr and "Optimization Done." in result.stderr
 
 
 def test_a_second_weights_file_matching_nothing_is_skipped_with_a_warning(tmp_path, caplog):
@@ -231,8 +237,6 @@ def test_solver_weights_field_reads_by_content(tmp_path):
 def test_cli_train_weights_read_by_content(tmp_path):
     """jitnet train --weights a,b with a binary caffemodel named .h5 and HDF5 weights named
     .caffemodel: both load (max_iter 0, so the snapshot after training holds them)."""
-    import subprocess
-    import sys
     path = solver_files(tmp_path)
     donor = jitnet.get_solver(str(path))
     donor.step(3)
@@ -248,6 +252,8 @@ def test_cli_train_weights_read_by_content(tmp_path):
                              f"{tmp_path / 'ip1.h5'},{tmp_path / 'ip2.caffemodel'}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("Fine-tuning from") == 2
+    assert "keep their values" not in result.stderr          # together the files cover ip1 and ip2
     saved = jitnet.Net(str(tmp_path / "net.prototxt"), jitnet.TEST,
                        weights=str(tmp_path / "snap_iter_0.caffemodel"))
     for name in ("ip1", "ip2"):

@@ -97,9 +97,8 @@ class Solver:
         self.action_request = None     # callable returning None, "stop" or "snapshot"
         self.test_scores = []
         self.tested_at = None          # the iteration test_scores belong to
-        if self.param.weights:
-            for weights in self.param.weights:
-                self.net.copy_from(weights)
+        if self.param.weights:                  # each entry may itself list files, comma-separated
+            self.net.copy_from(",".join(self.param.weights))
 
     # -- checks and nets --------------------------------------------------------------------------
     def check_param(self):
