@@ -403,8 +403,10 @@ class Net:
         else:
             raise WeightsError(f"weights: give a caffemodel path (or several, comma-separated) "
                                f"or a NetParameter, not {type(weights).__name__}")
-        learnable = [layer for layer in self.layers if layer.blobs]
-        owner = {id(blob): layer.name for layer in learnable for blob in layer.blobs}
+        owner = {id(blob): layer.name for layer in self.layers for blob in layer.blobs}
+        # layers whose blobs all belong to another layer (param { name }) are covered by it
+        learnable = [layer for layer in self.layers if layer.blobs and not all(
+            (layer.name, j) in self.shared_blobs for j in range(len(layer.blobs)))]
         assignments, covered = [], set()
         for source, path in sources:
             found = self._weights_from(source, path)

@@ -155,6 +155,26 @@ def test_a_caffemodel_cut_at_a_layer_boundary_loads_the_layers_it_holds(tmp_path
                      caplog.text, re.M), caplog.text
 
 
+SIAMESE = """
+layer { name: "in" type: "Input" top: "a" top: "b" input_param { shape { dim: 3 dim: 4 } shape { dim: 3 dim: 4 } } }
+layer { name: "ipa" type: "InnerProduct" bottom: "a" top: "ya" param { name: "w" } param { name: "bias" }
+        inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }
+layer { name: "ipb" type: "InnerProduct" bottom: "b" top: "yb" param { name: "w" } param { name: "bias" }
+        inner_product_param { num_output: 2 } }
+"""
+
+
+@pytest.mark.parametrize("suffix", [".caffemodel", ".caffemodel.h5"])
+def test_shared_params_are_covered_by_their_owner(tmp_path, suffix, caplog):
+    """Caffe's HDF5 snapshot holds only the owner's blobs (ipa); ipb is not 'missing'."""
+    net = jitnet.Net(P(SIAMESE), jitnet.TEST)
+    net.save(str(tmp_path / f"w{suffix}"))
+    with caplog.at_level(logging.INFO, logger="jitnet"):
+        again = jitnet.Net(P(SIAMESE), jitnet.TEST, weights=str(tmp_path / f"w{suffix}"))
+    assert "keep their values" not in caplog.text and "no layer in the file" not in caplog.text
+    np.testing.assert_array_equal(again.params["ipb"][0].data, net.params["ipa"][0].data)
+
+
 def test_an_empty_caffemodel_copies_nothing(tmp_path, caplog):
     """Caffe parses an empty file as an empty NetParameter and copies nothing."""
     (tmp_path / "empty.caffemodel").write_bytes(b"")
