@@ -101,6 +101,9 @@ CASES = [
     ("sigmoid", "gamma: 0.01 stepsize: 100000", 200000, 0.5),      # exp(−1000) = 0
     ("sigmoid", "gamma: 0.5 stepsize: 4", 0, 0.5 / (1 + math.exp(2))),
     ("sigmoid", "gamma: 0.5 stepsize: 4", 100, 0.5 / (1 + math.exp(-48))),
+    ("sigmoid", "gamma: 0.5 stepsize: 4", 150, 0.5 / (1 + math.exp(-73))),
+    ("sigmoid", "gamma: 1 stepsize: 2147483647", 0, 0.0),
+    ("sigmoid", "gamma: 1 stepsize: 2147483647", 2**31 - 1, 0.25),
     ("sigmoid", "gamma: 0 stepsize: 4", 150, 0.25),
     ("sigmoid", "gamma: inf stepsize: 4", 0, 0.0),
     ("sigmoid", "gamma: inf stepsize: 4", 4, NAN),                 # inf · 0
