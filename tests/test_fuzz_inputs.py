@@ -57,6 +57,9 @@ KNOWN_ELSEWHERE = {
     "jitnet/layers/data.py:_load:KeyError":
         "HDF5Data: a damaged .h5 data file (flipped bytes) gives h5py's KeyError when a dataset "
         "is opened (seen with JITNET_FUZZ_SEED=11)",
+    "jitnet/layers/data.py:<listcomp>:RuntimeError":
+        "HDF5Data: a damaged .h5 data file gives h5py's RuntimeError ('bad local heap signature') "
+        "when the layer checks which datasets exist (seen with JITNET_FUZZ_SEED=36 and others)",
 }
 
 # The code this fuzzer holds to "JitnetError or nothing": a failure here fails the test.
@@ -653,6 +656,12 @@ def run_case(case):
         net = jitnet.Net(case["model"], jitnet.TEST, weights=case["path"])
         if _work_is_small(net):
             net.forward()
+    elif kind == "selftest":              # the harness's own test: a hang, a crash, a bare error
+        if case["do"] == "hang":
+            time.sleep(3600)
+        elif case["do"] == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        raise ValueError("a bare error")
     elif kind in ("solver", "state"):
         solver = jitnet.get_solver(case.get("solver", case["path"]))
         if kind == "state":
@@ -738,10 +747,12 @@ class Worker:
             return json.loads(line)
         # no answer: the worker died (a crash, or faulthandler's exit after a hang) or is stuck
         hung = not ready
-        if self.proc.poll() is None:
+        try:
+            self.proc.wait(timeout=0 if hung else 15)
+        except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
             hung = True
-        self.proc.wait()
         self.err.close()
         dump = self.err_path.read_text(errors="replace")
         dump = dump[dump.rfind(f"== case {case['id']}:"):]
@@ -809,6 +820,21 @@ def summary(results, seconds, workers):
             lines.append(f"  [{where}] case {r['id']} {r['type']} at {site}: {r['message'][:160]!r}\n"
                          f"      input: {r['what'][:300]}")
     return "\n".join(lines)
+
+
+def test_the_harness_reports_bare_errors_hangs_and_crashes(tmp_path):
+    (tmp_path / "mlp.prototxt").write_text(MLP)
+    worker = Worker(tmp_path)
+    ok = {"kind": "net", "path": "mlp.prototxt", "phase": 0}
+    try:
+        got = [worker.run({**case, "id": i}, timeout)["status"] for i, (case, timeout) in enumerate([
+            (ok, CASE_TIMEOUT), ({"kind": "selftest", "do": "error"}, CASE_TIMEOUT),
+            ({"kind": "selftest", "do": "hang"}, 2), (ok, CASE_TIMEOUT),
+            ({"kind": "selftest", "do": "segv"}, CASE_TIMEOUT), (ok, CASE_TIMEOUT)])]
+    finally:
+        worker.close()
+    assert got == ["ok", "other", "hang", "ok", "died", "ok"]
+    assert worker.count == 3
 
 
 def test_mutated_inputs_work_or_raise_jitnet_errors(tmp_path, capsys):
