@@ -161,7 +161,7 @@ def train(args):
     if args.weights:
         for path in args.weights.split(","):
             log.info("Fine-tuning from %s", path)
-            solver.net.copy_from(path)
+        solver.net.copy_from(args.weights)     # all files at once: one note on what none covered
 
     pending = []
     effects = {signal.SIGINT: args.sigint_effect}

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import common, planner
 from .blob import Blob
-from .errors import JitnetError, NetDefinitionError, WeightsError
+from .errors import JitnetError, NetDefinitionError, ProtoError, WeightsError
 from .layer import create_layer
 from .proto import io as proto_io
 from .proto import pb
@@ -434,31 +434,54 @@ class Net:
                 mine.share_data(theirs)
 
     def copy_from(self, weights):
-        """Copy learned blobs from caffemodel file(s) (comma-separated, or ``.caffemodel.h5``)
-        or a NetParameter, matching layers by name.
+        """Copy learned blobs from caffemodel file(s) (comma-separated) or a NetParameter,
+        matching layers by name, as Caffe's CopyTrainedLayersFrom.
 
-        Everything is read and checked before anything is written, so a failure leaves the
-        net as it was. A file none of whose layers matches a layer of this net with
-        learnable blobs is an error (it is almost always the wrong file)."""
+        A file is read as HDF5 weights (Caffe's ``.caffemodel.h5`` layout) when its content
+        is HDF5, as a binary caffemodel otherwise, whatever its name. Layers of the file not
+        in the net are skipped; a layer of the net not in the file keeps its values. A file
+        that matches no learnable layer copies nothing (Caffe goes on too; a warning says so
+        when the net has learnable layers), and the learnable layers no file covered are
+        logged. Everything is read and checked before anything is written, so a failure
+        leaves the net as it was."""
         if isinstance(weights, pb.NetParameter):
             sources = [(weights, "<NetParameter>")]
+        elif isinstance(weights, (str, bytes, os.PathLike)):
+            sources = [(None, path.strip()) for path in os.fsdecode(weights).split(",")]
         else:
-            sources = [(None, path.strip()) for path in os.fspath(weights).split(",")]
-        assignments = []
+            raise WeightsError(f"weights: give a caffemodel path (or several, comma-separated) "
+                               f"or a NetParameter, not {type(weights).__name__}")
+        owner = {id(blob): layer.name for layer in self.layers for blob in layer.blobs}
+        # layers whose blobs all belong to another layer (param { name }) are covered by it
+        learnable = [layer for layer in self.layers if layer.blobs and not all(
+            (layer.name, j) in self.shared_blobs for j in range(len(layer.blobs)))]
+        assignments, covered = [], set()
         for source, path in sources:
-            if source is None and path.endswith(".h5"):
-                from .hdf5 import read_weights_hdf5
-                found = read_weights_hdf5(self, path)
-            else:
-                found = self._weights_from_proto(source or proto_io.read_net_binary(path), path)
-            if not found:
-                mine = [layer.name for layer in self.layers if layer.blobs]
-                raise WeightsError(f"{path}: no layer in the file matches a layer with learnable "
-                                   f"blobs in net '{self.name}' ({', '.join(mine) or 'none'}); "
-                                   "is it the right weights file?")
+            found = self._weights_from(source, path)
+            matched = {owner[id(blob)] for blob, _ in found}
+            if learnable and not matched:
+                log.warning("%s: no layer in the file matches a layer with learnable blobs in net "
+                            "'%s' (%s); nothing was copied from it. Is it the right weights file?",
+                            path, self.name, ", ".join(layer.name for layer in learnable))
+            covered |= matched
             assignments.extend(found)
+        missed = [layer.name for layer in learnable if layer.name not in covered]
+        if covered and missed:
+            log.info("%s: learnable layers not in the weights keep their values (a new net's "
+                     "are from its fillers): %s", ", ".join(path for _, path in sources),
+                     ", ".join(missed))
         for blob, array in assignments:
             blob.data[...] = array
+
+    def _weights_from(self, source, path):
+        """[(blob, array)] from a NetParameter, or from the file ``path`` (HDF5 or binary
+        caffemodel, told apart by content)."""
+        if source is not None:
+            return self._weights_from_proto(source, path)
+        from .hdf5 import is_hdf5, read_weights_hdf5
+        if is_hdf5(path):
+            return read_weights_hdf5(self, path)
+        return self._weights_from_proto(proto_io.read_net_binary(path), path)
 
     def _weights_from_proto(self, source, path):
         found = []
@@ -477,7 +500,10 @@ class Net:
 
     @staticmethod
     def _blob_array(bp, target, j, path):
-        array = proto_io.blob_to_array(bp)
+        try:
+            array = proto_io.blob_to_array(bp)
+        except ProtoError as e:
+            raise WeightsError(f"{path}: layer '{target.name}' blob {j}: {e}") from None
         if j < len(target.blobs) and not len(bp.shape.dim):
             # Legacy num/channels/height/width: Caffe accepts it when the target's shape,
             # padded with leading 1s to 4 axes, is the same.
@@ -516,7 +542,8 @@ class Net:
         return net_param
 
     def save(self, path, write_diff=False):
-        """Write the weights as a binary caffemodel (or HDF5 when ``path`` ends in .h5)."""
+        """Write the weights as a binary caffemodel, or in Caffe's HDF5 layout when ``path``
+        ends in .h5 (as Caffe's snapshots: ``.caffemodel.h5``)."""
         path = os.fspath(path)
         if path.endswith(".h5"):
             from .hdf5 import save_weights_hdf5

@@ -221,7 +221,7 @@ def test_snapshot_is_atomic(tmp_path, monkeypatch):
     ('type: "Fancy"', "unknown solver type 'Fancy'"),
     ('lr_policy: "cosine"', "unknown lr_policy 'cosine'"),
     ('lr_policy: "step" gamma: 0.1', "needs a positive stepsize"),
-    ('lr_policy: "multistep" stepvalue: 5 stepvalue: 3', "must increase"),
+    ('lr_policy: "exp" gamma: -0.5', "needs gamma >= 0"),
     ('lr_policy: "fixed" test_iter: 3', "test_iter is given but test_interval is not"),
     ('lr_policy: "fixed" snapshot: 100', "snapshot_prefix"),
 ])

@@ -91,11 +91,21 @@ def test_registering_a_taken_type_name():
 
 
 # -- weights ------------------------------------------------------------------------------------------
-def test_weights_matching_no_layer_are_an_error(tmp_path):
+def test_weights_matching_no_layer_copy_nothing_with_a_warning(tmp_path, caplog):
+    """As Caffe: a weights file none of whose layers is in the net copies nothing and the
+    net is built; jitnet warns, since it is often the wrong file."""
     other = jitnet.Net(net_param(MLP.replace('"ip1"', '"fc1"').replace('"ip2"', '"fc2"')), jitnet.TEST)
     other.save(str(tmp_path / "other.caffemodel"))
-    with pytest.raises(jitnet.WeightsError, match="no layer in the file matches"):
-        mlp(weights=str(tmp_path / "other.caffemodel"))
+    jitnet.set_random_seed(3)
+    fresh = mlp()
+    jitnet.set_random_seed(3)
+    with caplog.at_level("WARNING", logger="jitnet"):
+        net = mlp(weights=str(tmp_path / "other.caffemodel"))
+    assert "no layer in the file matches a layer with learnable blobs" in caplog.text
+    assert "other.caffemodel" in caplog.text and "ip1, ip2" in caplog.text
+    for name in ("ip1", "ip2"):                            # nothing changed: still the fillers' values
+        for a, b in zip(net.params[name], fresh.params[name]):
+            np.testing.assert_array_equal(a.data, b.data)
 
 
 def test_a_bad_weights_file_changes_nothing(tmp_path):

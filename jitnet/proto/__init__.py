@@ -4,7 +4,7 @@
 can be imported next to pycaffe's own ``caffe_pb2``); regenerate it with
 ``python -m jitnet.proto.regenerate`` (or ``python jitnet/proto/regenerate.py``
 if the generated file no longer imports).  The functions come from
-:mod:`jitnet.proto.io`.
+:mod:`jitnet.proto.io` (files) and :mod:`jitnet.proto.upgrade` (old formats).
 """
 
 from jitnet.proto import caffe_pb2
@@ -19,12 +19,11 @@ from jitnet.proto.io import (
     read_net_binary,
     read_solver,
     read_text,
-    upgrade_net,
-    upgrade_solver,
     write_binary,
     write_blob_proto,
     write_text,
 )
+from jitnet.proto.upgrade import upgrade_net, upgrade_solver
 
 __all__ = [
     "caffe_pb2", "pb",

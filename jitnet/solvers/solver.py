@@ -31,7 +31,7 @@ from ..errors import NumericalError, SolverError
 from ..net import Net
 from ..proto import io as proto_io
 from ..proto import pb
-from .lr_policies import check_policy, learning_rate, multistep_index
+from .lr_policies import advance_step, check_policy, learning_rate
 
 log = logging.getLogger("jitnet")
 
@@ -87,13 +87,18 @@ class Solver:
                         for _ in range(self.history_count) for p in self.net.learnable_params]
         self.losses = deque(maxlen=max(1, self.param.average_loss))
         self.smoothed_loss = 0.0
+        self._keep_losses = False      # restore() brought back the loss window of a step() call
+        # Caffe's Solver::Callback seams, each called with the solver: on_start at the start of
+        # every iteration (after the test, before the forward passes), on_gradients_ready after
+        # the iter_size forward/backward passes and before apply_update (an allreduce goes there).
+        self.on_start = []
+        self.on_gradients_ready = []
         self.iteration_callbacks = []
         self.action_request = None     # callable returning None, "stop" or "snapshot"
         self.test_scores = []
         self.tested_at = None          # the iteration test_scores belong to
-        if self.param.weights:
-            for weights in self.param.weights:
-                self.net.copy_from(weights)
+        if self.param.weights:                  # each entry may itself list files, comma-separated
+            self.net.copy_from(",".join(self.param.weights))
 
     # -- checks and nets --------------------------------------------------------------------------
     def check_param(self):
@@ -179,14 +184,25 @@ class Solver:
 
     # -- the loop ---------------------------------------------------------------------------------
     def add_callback(self, on_iteration):
-        """Call ``on_iteration(solver)`` after every iteration (progress bars, logging)."""
+        """Call ``on_iteration(solver)`` after every iteration, once ``iter`` has moved on
+        (progress bars, logging). ``on_start`` and ``on_gradients_ready`` are Caffe's
+        seams inside the iteration."""
         self.iteration_callbacks.append(on_iteration)
 
     def step(self, iters):
-        """Run ``iters`` training iterations."""
+        """Run ``iters`` training iterations.
+
+        As Caffe's Solver::Step, each call starts the ``average_loss`` window afresh (a loop
+        of ``step(1)`` shows the raw loss), except the first call after ``restore``, which
+        continues the window the snapshot saved, so a resumed ``solve()`` displays what the
+        uninterrupted one would."""
         p = self.param
         if not isinstance(iters, (int, np.integer)) or iters < 0:
             raise SolverError(f"step(iters): iters is a whole number >= 0, got {iters!r}")
+        if not self._keep_losses:
+            self.losses.clear()
+            self.smoothed_loss = 0.0
+        self._keep_losses = False
         stop = self.iter + int(iters)
         tic, tic_iter = time.perf_counter(), self.iter
         while self.iter < stop:
@@ -194,6 +210,8 @@ class Solver:
             if (p.test_interval and self.iter % p.test_interval == 0
                     and (self.iter > 0 or p.test_initialization)):
                 self.test_all()
+            for callback in self.on_start:
+                callback(self)
             display = p.display and self.iter % p.display == 0
             self.net.debug_info = bool(display and p.debug_info)
             loss = 0.0
@@ -208,6 +226,8 @@ class Solver:
                 log.info("Iteration %d (%.4g iter/s), loss = %.6g", self.iter, speed, self.smoothed_loss)
                 self._log_outputs(self.net, "Train")
                 tic, tic_iter = time.perf_counter(), self.iter
+            for callback in self.on_gradients_ready:
+                callback(self)
             self.apply_update(display)
             self.iter += 1
             for callback in self.iteration_callbacks:
@@ -282,12 +302,17 @@ class Solver:
 
     # -- the update pipeline ----------------------------------------------------------------------
     def learning_rate(self):
-        return learning_rate(self.param, self.iter)
+        """The rate the next update uses (the policy at the current iteration)."""
+        step = advance_step(self.param, self.iter, self.current_step)
+        return learning_rate(self.param, self.iter, step, self.where, self.net.dtype)
 
     def apply_update(self, display=False):
-        rate = self.learning_rate()
-        if self.param.lr_policy == "multistep":
-            self.current_step = multistep_index(self.param, self.iter)
+        p = self.param
+        step = advance_step(p, self.iter, self.current_step)     # Caffe's GetLearningRate
+        if p.lr_policy == "multistep" and step != self.current_step:
+            log.info("MultiStep Status: Iteration %d, step = %d", self.iter, step)
+        self.current_step = step
+        rate = learning_rate(p, self.iter, step, self.where, self.net.dtype)
         if display:
             log.info("Iteration %d, lr = %.6g", self.iter, rate)
         self.clip_gradients()
@@ -344,9 +369,20 @@ class Solver:
         raise NotImplementedError
 
     def histories(self, i):
-        """The history blobs of learnable parameter i."""
+        """The history blobs of learnable parameter i (``history_count`` of them)."""
         n = len(self.net.learnable_params)
         return self.history[i::n]
+
+    def buffers(self, i):
+        """The arrays an update kernel works on for learnable parameter i, on the current
+        device: its data, its diff, then its history blobs."""
+        blob, device = self.net.learnable_params[i], common.mode()
+        return ([blob.mutable_data_on(device), blob.mutable_diff_on(device)]
+                + [h.mutable_data_on(device) for h in self.histories(i)])
+
+    def local_rate(self, i, rate):
+        """The rate of learnable parameter i: the policy's rate × its lr_mult."""
+        return rate * self.net.params_lr[i]
 
     # -- snapshots --------------------------------------------------------------------------------
     def _hdf5(self):
@@ -388,11 +424,9 @@ class Solver:
 
     def _resume_state(self):
         """What Caffe's solverstate lacks: random state, data positions, the loss window."""
-        def positions(net):
-            return {layer.name: layer.get_state() for layer in net.layers if hasattr(layer, "get_state")}
+        train, tests = self._data_positions()
         return {"rng": common.rng_state(), "losses": list(self.losses),
-                "train_data": positions(self.net),
-                "test_data": [positions(n) for n in self.test_nets]}
+                "train_data": train, "test_data": tests}
 
     def restore(self, state_file):
         """Continue from a ``.solverstate`` (or ``.solverstate.h5``) written by ``snapshot``.
@@ -418,43 +452,79 @@ class Solver:
             if array.size != blob.count:
                 raise SolverError(f"{state_file}: history blob {j} has {array.size} values, "
                                   f"expected {blob.count} (shape {blob.shape})")
+            if array.dtype.kind not in "fiu":
+                raise SolverError(f"{state_file}: history blob {j} holds {array.dtype} values, "
+                                  "not numbers")
         try:
             resume = json.loads(extra) if extra else None
-        except json.JSONDecodeError as e:
+        except ValueError as e:                 # JSONDecodeError, or bytes that are not UTF-8
             raise SolverError(f"{state_file}: its jitnet_state is not valid JSON ({e})") from None
-        if resume:
+        if resume is not None:
             self._check_resume_state(resume, state_file)
-        if learned_net:
-            if not os.path.exists(learned_net):
-                raise SolverError(f"{state_file}: the weights file it names, '{learned_net}', does "
-                                  f"not exist (relative to the working directory, {os.getcwd()})")
-            self.net.copy_from(learned_net)
+        if learned_net and not os.path.exists(learned_net):
+            raise SolverError(f"{state_file}: the weights file it names, '{learned_net}', does "
+                              f"not exist (relative to the working directory, {os.getcwd()})")
+        # The data positions and the weights can still fail (a position a data layer refuses,
+        # weights that do not fit): set the positions first and put them back on any failure.
+        saved = self._data_positions()
+        try:
+            if resume:
+                self._set_data_positions(resume.get("train_data", {}),
+                                         resume.get("test_data", []), state_file)
+            if learned_net:
+                self.net.copy_from(learned_net)
+        except BaseException:
+            self._set_data_positions(*saved, state_file)
+            raise
         for array, blob in zip(history, self.history):
             blob.data[...] = array.reshape(blob.shape)
         self.iter, self.current_step = it, current_step
         if resume:
-            self._restore_resume_state(resume, state_file)
+            self.losses.clear()
+            self.losses.extend(resume.get("losses", []))
+            self.smoothed_loss = float(np.mean(self.losses)) if self.losses else 0.0
+            self._keep_losses = True
+            common.set_rng_state(resume["rng"])
         log.info("Restored solver state from %s (iteration %d)", state_file, it)
 
     def _check_resume_state(self, extra, state_file):
-        nets = [(self.net, extra.get("train_data", {}))]
-        nets += list(zip(self.test_nets, extra.get("test_data", [])))
-        for net, positions in nets:
+        """SolverError unless jitnet_state has the shape _resume_state writes."""
+        def bad(what):
+            return SolverError(f"{state_file}: its jitnet_state {what}; give a solver state written "
+                               "by a jitnet snapshot")
+        if not isinstance(extra, dict):
+            raise bad("is not a JSON object")
+        if "rng" not in extra:
+            raise SolverError(f"{state_file}: its jitnet_state has no random generator state")
+        try:
+            probe = np.random.default_rng()
+            probe.bit_generator.state = extra["rng"]
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            raise bad(f"has a random generator state numpy cannot use ({e})") from None
+        losses = extra.get("losses", [])
+        if not isinstance(losses, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in losses):
+            raise bad("has a loss window that is not a list of numbers")
+        train, tests = extra.get("train_data", {}), extra.get("test_data", [])
+        if not isinstance(train, dict) or not isinstance(tests, list) or not all(
+                isinstance(t, dict) for t in tests):
+            raise bad("has data positions of the wrong form")
+        for net, positions in [(self.net, train)] + list(zip(self.test_nets, tests)):
             for name in positions:
                 if not hasattr(net.layer_dict.get(name), "set_state"):
                     raise SolverError(f"{state_file}: data layer '{name}' is not in net '{net.name}'")
-        if "rng" not in extra:
-            raise SolverError(f"{state_file}: its jitnet_state has no random generator state")
 
-    def _restore_resume_state(self, extra, state_file):
-        def restore_positions(net, positions):
+    def _data_positions(self):
+        """(train positions, [test positions]) of every data layer, as the resume state holds them."""
+        def positions(net):
+            return {layer.name: layer.get_state() for layer in net.layers if hasattr(layer, "get_state")}
+        return positions(self.net), [positions(net) for net in self.test_nets]
+
+    def _set_data_positions(self, train, tests, state_file):
+        for net, positions in [(self.net, train)] + list(zip(self.test_nets, tests)):
             for name, value in positions.items():
-                net.layer_dict[name].set_state(value)
-        restore_positions(self.net, extra.get("train_data", {}))
-        for net, positions in zip(self.test_nets, extra.get("test_data", [])):
-            restore_positions(net, positions)
-        self.losses.clear()
-        self.losses.extend(extra.get("losses", []))
-        if self.losses:
-            self.smoothed_loss = float(np.mean(self.losses))
-        common.set_rng_state(extra["rng"])
+                try:
+                    net.layer_dict[name].set_state(value)
+                except (KeyError, IndexError, TypeError, ValueError, OverflowError, OSError) as e:
+                    raise SolverError(f"{state_file}: data layer '{name}' of net '{net.name}' cannot "
+                                      f"take the position saved for it ({type(e).__name__}: {e})") from None

@@ -23,25 +23,55 @@ def write_state_hdf5(solver, path, model_file, extra):
     finish_atomic(tmp, path)
 
 
-def _int(dataset):
-    return int(np.asarray(dataset[()]).reshape(-1)[0])
+def _int(f, name):
+    value = np.asarray(f[name][()]).reshape(-1)
+    if value.size != 1 or value.dtype.kind not in "iu":
+        raise SolverError(f"'{name}' is not one integer")
+    return int(value[0])
+
+
+def _text(value):
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0] if value.size == 1 else b""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    raise SolverError(f"a string field holds {type(value).__name__}")
 
 
 def read_state_hdf5(path):
+    """(iter, learned_net, current_step, [history arrays], jitnet_state) of a .solverstate.h5."""
     try:
         f = h5py.File(path, "r")
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise SolverError(f"{path}: cannot open as an HDF5 solver state ({e})") from None
-    with f:
-        try:
-            it = _int(f["iter"])
-            learned_net = f["learned_net"][()]
-            current_step = _int(f["current_step"])
-            history = [np.asarray(f["history"][str(i)]) for i in range(len(f["history"]))]
-        except KeyError:
-            raise SolverError(f"{path}: not a solver state (it needs 'iter', 'learned_net', "
-                              "'current_step' and 'history'); give a .solverstate.h5 written by "
-                              "a snapshot") from None
-        extra = f["jitnet_state"][()] if "jitnet_state" in f else b""
-    decode = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
-    return it, decode(learned_net), current_step, history, decode(extra)
+    try:
+        with f:
+            for name in ("iter", "learned_net", "current_step", "history"):
+                if name not in f:
+                    raise KeyError(name)
+            group = f["history"]
+            if not isinstance(group, h5py.Group):
+                raise SolverError(f"{path}: 'history' is not a group of blobs")
+            history = []
+            for i in range(len(group)):
+                dataset = group.get(str(i))
+                if not isinstance(dataset, h5py.Dataset):
+                    raise SolverError(f"{path}: history/{i} is missing or not a dataset "
+                                      f"(history holds {len(group)} entries)")
+                history.append(np.asarray(dataset[()]))
+            it, current_step = _int(f, "iter"), _int(f, "current_step")
+            learned_net = _text(f["learned_net"][()])
+            extra = _text(f["jitnet_state"][()]) if "jitnet_state" in f else ""
+    except KeyError:
+        raise SolverError(f"{path}: not a solver state (it needs 'iter', 'learned_net', "
+                          "'current_step' and 'history'); give a .solverstate.h5 written by "
+                          "a snapshot") from None
+    except SolverError as e:
+        message = str(e)
+        raise SolverError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
+    except (OSError, RuntimeError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise SolverError(f"{path}: cannot read the HDF5 solver state; it is damaged "
+                          f"({type(e).__name__}: {e})") from None
+    return it, learned_net, current_step, history, extra

@@ -13,31 +13,19 @@ regularized gradient and lr the parameter's local rate:
 """
 import math
 
-from .. import common
 from ..errors import SolverError
+from .lr_policies import c_div, c_pow, c_sqrt
 from .solver import Solver, register_solver
 
 
-class _OneHistory(Solver):
-    history_count = 1
-
-    def buffers(self, i):
-        blob, device = self.net.learnable_params[i], common.mode()
-        return ([blob.mutable_data_on(device), blob.mutable_diff_on(device)]
-                + [h.mutable_data_on(device) for h in self.histories(i)])
-
-    def local_rate(self, i, rate):
-        return rate * self.net.params_lr[i]
-
-
 @register_solver("SGD")
-class SGDSolver(_OneHistory):
+class SGDSolver(Solver):
     def compute_update(self, i, rate):
         self.kernels("solver").sgd_update(*self.buffers(i), self.local_rate(i, rate), self.param.momentum)
 
 
 @register_solver("Nesterov")
-class NesterovSolver(_OneHistory):
+class NesterovSolver(Solver):
     def compute_update(self, i, rate):
         self.kernels("solver").nesterov_update(*self.buffers(i), self.local_rate(i, rate),
                                                self.param.momentum)
@@ -50,7 +38,7 @@ def _no_momentum(solver, name):
 
 
 @register_solver("AdaGrad")
-class AdaGradSolver(_OneHistory):
+class AdaGradSolver(Solver):
     def check_param(self):
         super().check_param()
         _no_momentum(self, "AdaGrad")
@@ -60,7 +48,7 @@ class AdaGradSolver(_OneHistory):
 
 
 @register_solver("RMSProp")
-class RMSPropSolver(_OneHistory):
+class RMSPropSolver(Solver):
     def check_param(self):
         super().check_param()
         _no_momentum(self, "RMSProp")
@@ -73,7 +61,7 @@ class RMSPropSolver(_OneHistory):
 
 
 @register_solver("AdaDelta")
-class AdaDeltaSolver(_OneHistory):
+class AdaDeltaSolver(Solver):
     history_count = 2
 
     def compute_update(self, i, rate):
@@ -82,11 +70,22 @@ class AdaDeltaSolver(_OneHistory):
 
 
 @register_solver("Adam")
-class AdamSolver(_OneHistory):
+class AdamSolver(Solver):
     history_count = 2
+
+    def correction(self, t):
+        """Adam's bias correction √(1 − β2ᵗ) / (1 − β1ᵗ) as Caffe computes it (C's pow and
+        sqrt in double); SolverError where it is NaN or infinite (β1 = 1, β2 > 1, ...)."""
+        p = self.param
+        value = c_div(c_sqrt(1.0 - c_pow(p.momentum2, float(t))), 1.0 - c_pow(p.momentum, float(t)))
+        if not math.isfinite(value):
+            raise SolverError(f"{self.where}: Adam's bias correction √(1 − momentum2^t) / "
+                              f"(1 − momentum^t) is {value} at iteration {self.iter} (t = {t}, "
+                              f"momentum: {p.momentum:g}, momentum2: {p.momentum2:g})")
+        return value
 
     def compute_update(self, i, rate):
         p, t = self.param, self.iter + 1
-        correction = math.sqrt(1.0 - p.momentum2 ** t) / (1.0 - p.momentum ** t)
+        correction = self.correction(t)
         self.kernels("solver").adam_update(*self.buffers(i), self.local_rate(i, rate), p.momentum,
                                            p.momentum2, p.delta, correction)
