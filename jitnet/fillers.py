@@ -150,8 +150,6 @@ def fill(param, blob, where=""):
         raise JitnetError(f"{where + ': ' if where else ''}unknown filler type '{param.type}'; "
                           f"known: {', '.join(sorted(FILLERS))}") from None
     try:
-        if blob.count > np.iinfo(np.intp).max // 8:      # numpy's "array is too big"
-            raise MemoryError
         blob.data[...] = filler(param, blob.shape)
     except JitnetError as e:
         raise JitnetError(f"{where + ': ' if where else ''}{e}") from None

@@ -183,6 +183,8 @@ class Net:
     def forward_from_to(self, start=0, end=None):
         """Run layers start..end (inclusive) bottom to top; return the summed loss."""
         end = len(self.steps) - 1 if end is None else end
+        if not self.steps:
+            return 0.0                      # a net without layers: nothing to run, as in Caffe
         if start > end:
             raise JitnetError(f"forward: start layer '{self.layers[start].name}' comes after end "
                               f"layer '{self.layers[end].name}' in net '{self.name}'")

@@ -109,7 +109,7 @@ def test_a_net_names_the_layer_filler_and_field(filler, field):
             inner_product_param {{ num_output: 4 {filler} }} }}
     """
     which = filler.split()[0]
-    with pytest.raises(jitnet.JitnetError, match=rf"layer 'ip1' {which}: {field} is "):
+    with pytest.raises(jitnet.LayerError, match=rf"^layer 'ip1' \(type InnerProduct\): {which}: {field} is "):
         jitnet.Net(text_format.Parse(text, pb.NetParameter()), jitnet.TEST)
 
 
@@ -118,23 +118,31 @@ def test_dummy_data_filler_is_checked_too():
     layer { name: "d" type: "DummyData" top: "x"
             dummy_data_param { shape { dim: 2 dim: 3 } data_filler { type: "uniform" min: 5 max: 1 } } }
     """
-    with pytest.raises(jitnet.JitnetError, match=r"layer 'd' data_filler: max \(1\) is less than min \(5\)"):
+    with pytest.raises(jitnet.LayerError,
+                       match=r"^layer 'd' \(type DummyData\): data_filler: max \(1\) is less than min \(5\)"):
         jitnet.Net(text_format.Parse(text, pb.NetParameter()), jitnet.TEST)
 
 
+@pytest.mark.parametrize("shape", [(2**20, 2**21), (2**31 - 1, 10**9, 10**9)])
+def test_a_blob_too_big_to_fill_is_refused_before_the_filler(shape):
+    """Found by the fuzzer (a dim set to 2147483647): numpy's MemoryError, or its ValueError
+    'array is too big', escaped from the filler. Such a blob is now refused when it is
+    shaped (more values than Caffe's INT_MAX limit), before any filler runs."""
+    with pytest.raises(jitnet.JitnetError, match="more than Caffe's limit of 2147483647 values"):
+        Blob(shape, dtype=np.float32)
+
+
 @pytest.mark.parametrize("kind", ["constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra"])
-def test_a_blob_too_big_to_fill_is_a_jitnet_error(kind):
-    """Found by the fuzzer (a dim set to 2147483647): numpy's MemoryError became a named error."""
-    blob = Blob((2**20, 2**21), dtype=np.float32)        # 2^41 values: 16 TiB of float64 draws
-    param = pb.FillerParameter(type=kind)
-    with pytest.raises(jitnet.JitnetError, match=rf"^{WHERE}: out of memory drawing 2199023255552 values "
-                                                 rf"\(shape \(1048576, 2097152\)\) for the {kind} filler"):
-        fill(param, blob, WHERE)
-
-
-def test_a_blob_beyond_numpys_size_limit_is_a_jitnet_error():
-    """Found by the fuzzer: dims 2147483647 × 1000000000 × ... made numpy's ValueError 'array is
-    too big' escape from the filler."""
-    blob = Blob((2**31 - 1, 10**9, 10**9), dtype=np.float32)
-    with pytest.raises(jitnet.JitnetError, match=rf"^{WHERE}: out of memory drawing"):
-        fill(pb.FillerParameter(type="gaussian"), blob, WHERE)
+def test_running_out_of_memory_while_filling_is_a_jitnet_error(kind, monkeypatch):
+    """A blob within Caffe's limit can still need more memory than is left for the float64
+    draws: numpy's MemoryError becomes an error naming the filler and the size."""
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+    for name in ("full", "zeros"):
+        monkeypatch.setattr(jitnet.fillers.np, name, no_memory)
+    monkeypatch.setattr(jitnet.fillers.common, "rng", lambda: type("R", (), {
+        "uniform": no_memory, "normal": no_memory, "random": no_memory})())
+    blob = Blob((64, 32), dtype=np.float32)
+    with pytest.raises(jitnet.JitnetError, match=rf"^{WHERE}: out of memory drawing 2048 values "
+                                                 rf"\(shape \(64, 32\)\) for the {kind} filler"):
+        fill(pb.FillerParameter(type=kind), blob, WHERE)

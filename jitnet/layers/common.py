@@ -31,10 +31,10 @@ class InnerProduct(Layer):
         self.K = bottom[0].count_range(self.axis)
         shape = (self.K, self.N) if self.transpose else (self.N, self.K)
         self.blobs = [Blob(shape, dtype=bottom[0].dtype)]
-        fill(p.weight_filler, self.blobs[0], f"layer '{self.name}' weight_filler")
+        fill(p.weight_filler, self.blobs[0], "weight_filler")
         if self.bias_term:
             self.blobs.append(Blob(self.N, dtype=bottom[0].dtype))
-            fill(p.bias_filler, self.blobs[1], f"layer '{self.name}' bias_filler")
+            fill(p.bias_filler, self.blobs[1], "bias_filler")
 
     def reshape(self, bottom, top):
         axis = bottom[0].canonical_axis(self.param.inner_product_param.axis)

@@ -79,13 +79,13 @@ class DummyData(DataLayer):
         self.fillers = [fillers[0 if len(fillers) == 1 else i] for i in range(n)]
         for blob, shape, filler in zip(top, shapes, self.fillers):
             blob.reshape(shape)
-            fill(filler, blob, f"layer '{self.name}' data_filler")
+            fill(filler, blob, "data_filler")
         self.refill = [f.type != "constant" for f in self.fillers]
 
     def forward(self, bottom, top):
         for blob, filler, refill in zip(top, self.fillers, self.refill):
             if refill:
-                fill(filler, blob, f"layer '{self.name}' data_filler")
+                fill(filler, blob, "data_filler")
 
 
 @register("MemoryData")
@@ -182,24 +182,37 @@ class HDF5Data(DataLayer):
                              f"{os.getcwd()})")
         try:
             f = h5py.File(path, "r")
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise self.error(f"cannot open '{path}' (listed in '{self.param.hdf5_data_param.source}') "
                              f"as HDF5: {e}") from None
-        with f:
-            missing = [name for name in self.top_names if name not in f]
-            if missing:
-                raise self.error(f"HDF5 file '{path}' has no dataset {missing[0]!r} "
-                                 f"(it has: {', '.join(f.keys())})")
-            self.arrays = []
-            for name in self.top_names:
-                dataset = f[name]
-                if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "biuf":
-                    raise self.error(f"HDF5 file '{path}': '{name}' must be a numeric dataset, "
-                                     f"got {dataset}")
-                if dataset.ndim == 0:
-                    raise self.error(f"HDF5 file '{path}': dataset '{name}' is a scalar; it needs "
-                                     "one row per sample")
-                self.arrays.append(np.asarray(dataset, dtype=np.float64))
+        try:
+            with f:
+                self._read_arrays(f, path)
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
+            # h5py's errors for a damaged file (a corrupt object header, a bad local heap)
+            raise self.error(f"cannot read HDF5 file '{path}' (listed in "
+                             f"'{self.param.hdf5_data_param.source}'); it is damaged "
+                             f"({type(e).__name__}: {e})") from None
+        self._check_rows(path, shuffle_rows)
+
+    def _read_arrays(self, f, path):
+        """The numeric datasets named like the tops, as float64 arrays."""
+        missing = [name for name in self.top_names if name not in f]
+        if missing:
+            raise self.error(f"HDF5 file '{path}' has no dataset {missing[0]!r} "
+                             f"(it has: {', '.join(f.keys())})")
+        self.arrays = []
+        for name in self.top_names:
+            dataset = f[name]
+            if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "biuf":
+                raise self.error(f"HDF5 file '{path}': '{name}' must be a numeric dataset, "
+                                 f"got {dataset}")
+            if dataset.ndim == 0:
+                raise self.error(f"HDF5 file '{path}': dataset '{name}' is a scalar; it needs "
+                                 "one row per sample")
+            self.arrays.append(np.asarray(dataset, dtype=np.float64))
+
+    def _check_rows(self, path, shuffle_rows):
         rows = {a.shape[0] for a in self.arrays}
         if len(rows) != 1 or 0 in rows:
             raise self.error(f"HDF5 file '{path}': datasets {self.top_names} need the same, "
