@@ -25,241 +25,138 @@ def _nchunks(n):
     return c
 
 
-# --------------------------------------------------------------------------- two operands
-@njit(cache=True)
-def _add(a, b, y):
-    for i in range(a.size):
-        y[i] = a[i] + b[i]
+# --------------------------------------------------------------------------- elementwise
+# One serial loop per operation, picked by an op code outside the loop (so each loop stays
+# vectorizable), and one parallel driver that splits the flat range into _nchunks slices.
+_ADD, _SUB, _MUL, _DIV, _SQR, _SQRT, _POWX, _EXP, _LOG, _ABS, _SIGN, _ADD_SCALAR = range(12)
+
+
+@njit(cache=True, error_model="numpy")        # IEEE results: x/0 = ±inf, 0^negative = inf (C's pow)
+def _slice(op, a, b, p, y):
+    """y = op(a, b) over one slice (unary ops ignore b; p is powx's exponent or add_scalar's alpha)"""
+    n = a.size
+    if op == _ADD:
+        for i in range(n):
+            y[i] = a[i] + b[i]
+    elif op == _SUB:
+        for i in range(n):
+            y[i] = a[i] - b[i]
+    elif op == _MUL:
+        for i in range(n):
+            y[i] = a[i] * b[i]
+    elif op == _DIV:
+        for i in range(n):
+            y[i] = a[i] / b[i]
+    elif op == _SQR:
+        for i in range(n):
+            y[i] = a[i] * a[i]
+    elif op == _SQRT:
+        for i in range(n):
+            y[i] = np.sqrt(a[i])
+    elif op == _POWX:
+        for i in range(n):
+            y[i] = a[i] ** p
+    elif op == _EXP:
+        for i in range(n):
+            y[i] = np.exp(a[i])
+    elif op == _LOG:
+        for i in range(n):
+            y[i] = np.log(a[i])
+    elif op == _ABS:
+        for i in range(n):
+            y[i] = np.abs(a[i])
+    elif op == _SIGN:
+        for i in range(n):
+            v = a[i]
+            y[i] = 1 if v > 0 else (-1 if v < 0 else 0)
+    else:
+        for i in range(n):
+            y[i] = a[i] + p
 
 
 @njit(cache=True, parallel=True)
+def _apply(op, a, b, p, y):
+    """_slice over the whole flat range: serially below 2·_CHUNK_MIN items, else in parallel slices"""
+    n = a.size
+    nc = _nchunks(n)
+    if nc == 1:
+        _slice(op, a, b, p, y)
+    else:
+        for k in prange(nc):
+            lo, hi = k * n // nc, (k + 1) * n // nc
+            _slice(op, a[lo:hi], b[lo:hi], p, y[lo:hi])
+
+
+@njit(cache=True)
 def add(a, b, y):
     """y = a + b"""
-    n = a.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _add(a, b, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _add(a[lo:hi], b[lo:hi], y[lo:hi])
+    _apply(_ADD, a, b, 0.0, y)
 
 
 @njit(cache=True)
-def _sub(a, b, y):
-    for i in range(a.size):
-        y[i] = a[i] - b[i]
-
-
-@njit(cache=True, parallel=True)
 def sub(a, b, y):
     """y = a − b"""
-    n = a.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _sub(a, b, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _sub(a[lo:hi], b[lo:hi], y[lo:hi])
+    _apply(_SUB, a, b, 0.0, y)
 
 
 @njit(cache=True)
-def _mul(a, b, y):
-    for i in range(a.size):
-        y[i] = a[i] * b[i]
-
-
-@njit(cache=True, parallel=True)
 def mul(a, b, y):
     """y = a·b"""
-    n = a.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _mul(a, b, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _mul(a[lo:hi], b[lo:hi], y[lo:hi])
+    _apply(_MUL, a, b, 0.0, y)
 
 
-@njit(cache=True, error_model="numpy")        # IEEE results (±inf, NaN) for a zero divisor
-def _div(a, b, y):
-    for i in range(a.size):
-        y[i] = a[i] / b[i]
-
-
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def div(a, b, y):
     """y = a / b (IEEE: x/0 = ±inf, 0/0 = NaN)"""
-    n = a.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _div(a, b, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _div(a[lo:hi], b[lo:hi], y[lo:hi])
+    _apply(_DIV, a, b, 0.0, y)
 
 
-# --------------------------------------------------------------------------- one operand
 @njit(cache=True)
-def _sqr(x, y):
-    for i in range(x.size):
-        v = x[i]
-        y[i] = v * v
-
-
-@njit(cache=True, parallel=True)
 def sqr(x, y):
     """y = x²"""
-    n = x.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _sqr(x, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _sqr(x[lo:hi], y[lo:hi])
+    _apply(_SQR, x, x, 0.0, y)
 
 
 @njit(cache=True)
-def _sqrt(x, y):
-    for i in range(x.size):
-        y[i] = np.sqrt(x[i])
-
-
-@njit(cache=True, parallel=True)
 def sqrt(x, y):
     """y = √x (NaN for x < 0)"""
-    n = x.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _sqrt(x, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _sqrt(x[lo:hi], y[lo:hi])
+    _apply(_SQRT, x, x, 0.0, y)
 
 
-@njit(cache=True, error_model="numpy")        # 0^negative = inf, as C's pow
-def _powx(x, p, y):
-    for i in range(x.size):
-        y[i] = x[i] ** p
-
-
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def powx(x, p, y):
     """y = x^p (C's pow: NaN for x < 0 and a non-integer p)"""
-    n = x.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _powx(x, p, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _powx(x[lo:hi], p, y[lo:hi])
+    _apply(_POWX, x, x, p, y)
 
 
 @njit(cache=True)
-def _exp(x, y):
-    for i in range(x.size):
-        y[i] = np.exp(x[i])
-
-
-@njit(cache=True, parallel=True)
 def exp(x, y):
     """y = eˣ"""
-    n = x.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _exp(x, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _exp(x[lo:hi], y[lo:hi])
+    _apply(_EXP, x, x, 0.0, y)
 
 
 @njit(cache=True)
-def _log(x, y):
-    for i in range(x.size):
-        y[i] = np.log(x[i])
-
-
-@njit(cache=True, parallel=True)
 def log(x, y):
     """y = ln x (−inf at 0, NaN for x < 0)"""
-    n = x.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _log(x, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _log(x[lo:hi], y[lo:hi])
+    _apply(_LOG, x, x, 0.0, y)
 
 
 @njit(cache=True)
-def _abs(x, y):
-    for i in range(x.size):
-        y[i] = np.abs(x[i])
-
-
-@njit(cache=True, parallel=True)
 def abs(x, y):                                # noqa: A001 (Caffe's name; shadows the builtin here)
     """y = |x|"""
-    n = x.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _abs(x, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _abs(x[lo:hi], y[lo:hi])
+    _apply(_ABS, x, x, 0.0, y)
 
 
 @njit(cache=True)
-def _sign(x, y):
-    for i in range(x.size):
-        v = x[i]
-        if v > 0:
-            y[i] = 1
-        elif v < 0:
-            y[i] = -1
-        else:
-            y[i] = 0
-
-
-@njit(cache=True, parallel=True)
 def sign(x, y):
     """y = 1 if x > 0, −1 if x < 0, else 0 (also for NaN, as Caffe's caffe_sign)"""
-    n = x.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _sign(x, y)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _sign(x[lo:hi], y[lo:hi])
+    _apply(_SIGN, x, x, 0.0, y)
 
 
 @njit(cache=True)
-def _add_scalar(alpha, x):
-    for i in range(x.size):
-        x[i] = x[i] + alpha
-
-
-@njit(cache=True, parallel=True)
 def add_scalar(alpha, x):
     """x += alpha (in place, as Caffe's caffe_add_scalar)"""
-    n = x.size
-    nc = _nchunks(n)
-    if nc == 1:
-        _add_scalar(alpha, x)
-    else:
-        for k in prange(nc):
-            lo, hi = k * n // nc, (k + 1) * n // nc
-            _add_scalar(alpha, x[lo:hi])
+    _apply(_ADD_SCALAR, x, x, alpha, x)
 
 
 # --------------------------------------------------------------------------- channel broadcasts
