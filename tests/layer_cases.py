@@ -561,6 +561,12 @@ def ref_hdf5_data(s):
 # --------------------------------------------------------------------------- normalization, scale, bias, crop
 
 
+# --------------------------------------------------------------------------- catalogue: neurons and losses
+
+
+# --------------------------------------------------------------------------- catalogue: utility layers and MVN
+
+
 # --------------------------------------------------------------------------- the table
 def _torch_linear(F, x, p):
     return F.linear(x, p[0], p[1])
@@ -616,6 +622,10 @@ LAYER_CASES = [
     # -- vision: pooling, SPP, LRN
 
     # -- normalization, scale, bias, crop
+
+    # -- catalogue: neurons and losses
+
+    # -- catalogue: utility layers and MVN
 
 ]
 

@@ -196,3 +196,6 @@ class Reshape(_View):
         if math.prod(new) != total:
             raise self.error(f"cannot reshape {shape} ({total} values) to {tuple(new)}")
         return tuple(new)
+
+
+# =========================================================================== utility layers (issue 9): Concat, Slice, Eltwise, Tile, Reduction, ArgMax, BatchReindex, Filter, Silence, Parameter, Embed
