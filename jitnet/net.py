@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import common, planner
-from .blob import Blob
+from .blob import Blob, SyncedMemory
 from .errors import JitnetError, NetDefinitionError, ProtoError, WeightsError
 from .layer import create_layer
 from .proto import io as proto_io
@@ -56,9 +56,15 @@ class Net:
     ``Net(model, phase, weights=None, level=0, stages=None)``; the older pycaffe
     order ``Net(model, weights, phase)`` is accepted too. ``weights`` may be one
     caffemodel (or ``.caffemodel.h5``) or several, comma-separated.
+
+    ``reuse_buffers=True`` (TEST phase only) lets blobs whose lifetimes do not overlap
+    share one data buffer, for inference with less memory: the outputs are kept, the
+    intermediate blobs are overwritten by later layers, and the net runs forward only.
+    ``blob_bytes()`` says how much memory the blobs take with and without it.
     """
 
-    def __init__(self, model, phase=None, weights=None, level=0, stages=None, dtype=np.float32):
+    def __init__(self, model, phase=None, weights=None, level=0, stages=None, dtype=np.float32,
+                 reuse_buffers=False):
         if isinstance(phase, (str, os.PathLike)) and isinstance(weights, int):
             phase, weights = weights, phase           # Net(model, weights, phase)
         if phase is None:
@@ -108,6 +114,12 @@ class Net:
                          ", ".join(on_host))
         if weights:
             self.copy_from(weights)
+        self.reuse_buffers = bool(reuse_buffers)
+        if self.reuse_buffers:
+            if phase != planner.TEST:
+                raise JitnetError(f"net '{self.name}': reuse_buffers is for TEST-phase (inference) "
+                                  "nets; a TRAIN net needs every blob for backward")
+            self._share_buffers()
 
     # -- parameters -----------------------------------------------------------------------------
     def _setup_params(self):
@@ -172,6 +184,37 @@ class Net:
                 f"layer '{layer.name}' shares param '{spec.name}' of shape {blob.shape} with "
                 f"layer '{owner_layer}' (blob {owner_j}) of shape {owner.shape}; they need {rule}")
 
+    # -- buffers shared between blobs whose lifetimes do not overlap (inference) ------------------
+    def _storage_groups(self):
+        """[(first step, last step, bytes, [blobs])] per data buffer: blobs already sharing one
+        (in place, views such as Flatten, Split tops) form one group, alive from the first write
+        of any member to the last read; outputs stay alive to the end, inputs from the start."""
+        spans, end, inputs, outputs = self.plan.lifetimes(), len(self.steps), set(self.inputs), set(self.outputs)
+        groups = {}
+        for name, blob in self.blobs.items():
+            first, last = spans[name]
+            first = 0 if name in inputs else first
+            last = end if name in outputs else last
+            group = groups.setdefault(id(blob._data), [first, last, blob._data.size * blob.dtype.itemsize, []])
+            group[0], group[1] = min(group[0], first), max(group[1], last)
+            group[3].append(blob)
+        return list(groups.values())
+
+    def blob_bytes(self):
+        """(bytes of the blobs' data as built, bytes with buffers shared between blobs whose
+        lifetimes do not overlap) — what ``reuse_buffers=True`` saves."""
+        groups = self._storage_groups()
+        _, sizes = planner.assign_buffers([(f, l, b) for f, l, b, _ in groups])
+        return sum(b for _, _, b, _ in groups), sum(sizes)
+
+    def _share_buffers(self):
+        groups = self._storage_groups()
+        owners, sizes = planner.assign_buffers([(f, l, b) for f, l, b, _ in groups])
+        buffers = [SyncedMemory(size // self.dtype.itemsize, self.dtype) for size in sizes]
+        for (_, _, _, blobs), owner in zip(groups, owners):
+            for blob in blobs:
+                blob._data = buffers[owner]
+
     # -- running ----------------------------------------------------------------------------------
     def _index(self, name, default):
         if name is None:
@@ -203,6 +246,9 @@ class Net:
         """Run backward from layer ``start`` down to layer ``end`` over the layers that need it
         (``every_layer``: every layer, with its propagate_down, as ``caffe time`` times them)."""
         start = len(self.steps) - 1 if start is None else start
+        if self.reuse_buffers:
+            raise JitnetError(f"net '{self.name}' was built with reuse_buffers=True: its blobs "
+                              "share buffers and it runs forward only")
         if not self.forward_done:
             raise JitnetError(f"net '{self.name}': backward() needs a forward() first")
         self._seed_loss_diffs()

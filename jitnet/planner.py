@@ -78,6 +78,31 @@ class Plan:
         return spans
 
 
+def assign_buffers(intervals):
+    """Share buffers between values whose lifetimes do not overlap (for inference).
+
+    ``intervals`` is a list of (first step, last step, bytes), one per value; two values
+    may share a buffer when one's last step comes strictly before the other's first.
+    Greedy by size, as memory planners of inference engines do: the largest value
+    takes the first buffer none of whose values overlaps it, or a new buffer; a buffer
+    is as large as its first (largest) value. Returns (buffer index per interval,
+    the bytes of each buffer)."""
+    order = sorted(range(len(intervals)), key=lambda i: (-intervals[i][2], intervals[i][0]))
+    owners, sizes, members = [None] * len(intervals), [], []
+    for i in order:
+        first, last, size = intervals[i]
+        for b, taken in enumerate(members):
+            if all(l < first or last < f for f, l in taken):
+                break
+        else:
+            b = len(members)
+            members.append([])
+            sizes.append(size)
+        members[b].append((first, last))
+        owners[i] = b
+    return owners, sizes
+
+
 # -- 1. state rules ---------------------------------------------------------------------------
 def state_meets_rule(phase, level, stages, rule):
     """Caffe's StateMeetsRule: phase, min/max level, every stage present, no not_stage present."""
