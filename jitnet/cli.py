@@ -4,6 +4,7 @@
     jitnet test  --model M --weights W [--iterations 50] [--gpu 0]
     jitnet time  --model M [--iterations 50] [--gpu 0]
     jitnet plot  LOGFILE [-o curves.png]
+    jitnet info                      # versions; how jitnet uses the cores
     jitnet device_query [--gpu 0]
 
 Caffe's single-dash spellings (``-solver``, ``-weights``, ...) work too.
@@ -11,6 +12,7 @@ Caffe's single-dash spellings (``-solver``, ``-weights``, ...) work too.
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -77,6 +79,8 @@ def build_parser():
     plot = sub.add_parser("plot", help="draw loss and test scores from a training log")
     plot.add_argument("logfile", help="a log written by 'jitnet train --log FILE' (or Caffe's)")
     _flag(plot, "o", dest="output", default="curves.png", help="the image to write (default curves.png)")
+
+    sub.add_parser("info", help="versions, and how jitnet uses the cores (numba's threads, BLAS)")
 
     query = sub.add_parser("device_query", help="show the CUDA devices numba sees")
     _flag(query, "gpu", default="0", help="device id (default 0)")
@@ -268,6 +272,26 @@ def device_query(args):
     return 0
 
 
+def info(args):
+    import platform
+
+    import numba
+    import scipy
+
+    from . import __version__
+    from .threads import describe
+    choice = describe()
+    print(f"jitnet {__version__}, Python {platform.python_version()}, numpy {np.__version__}, "
+          f"scipy {scipy.__version__}, numba {numba.__version__}")
+    print(f"CPU cores: {os.cpu_count()}")
+    print(f"numba threads: {choice['numba_threads']} (threading layer: {choice['numba_threading_layer']})")
+    for lib in choice["blas_single_threaded"]:
+        print(f"BLAS inside jitnet's kernels at 1 thread: {lib}")
+    print("NumPy's own BLAS: " + ("untouched (a separate library)" if choice["numpy_blas_untouched"]
+                                 else "shared with SciPy, so also at 1 thread while jitnet runs"))
+    return 0
+
+
 def plot(args):
     from .plot import plot_log
     curves = plot_log(args.logfile, args.output)
@@ -276,7 +300,8 @@ def plot(args):
     return 0
 
 
-COMMANDS = {"train": train, "test": test, "time": time_net, "plot": plot, "device_query": device_query}
+COMMANDS = {"train": train, "test": test, "time": time_net, "plot": plot, "info": info,
+            "device_query": device_query}
 
 
 def main(argv=None):

@@ -61,5 +61,14 @@ def configure():
 
 
 def describe():
-    """What :func:`configure` chose, as a dict (``jitnet device_query`` prints it)."""
-    return configure()
+    """What :func:`configure` chose, as a dict (``jitnet info`` prints it), with the threading
+    layer numba actually started (a parallel kernel runs once to start it)."""
+    import numba
+    import numpy as np
+
+    from . import common
+    state = dict(configure())
+    x = np.zeros(1 << 16, np.float32)
+    common.kernels("math", "cpu").add(x, x, x)
+    state["numba_threading_layer"] = numba.threading_layer()
+    return state
