@@ -567,6 +567,12 @@ def ref_hdf5_data(s):
 # --------------------------------------------------------------------------- catalogue: utility layers and MVN
 
 
+# --------------------------------------------------------------------------- data pipeline (issue 12)
+
+
+# --------------------------------------------------------------------------- Python layer (issue 11)
+
+
 # --------------------------------------------------------------------------- the table
 def _torch_linear(F, x, p):
     return F.linear(x, p[0], p[1])
@@ -626,6 +632,10 @@ LAYER_CASES = [
     # -- catalogue: neurons and losses
 
     # -- catalogue: utility layers and MVN
+
+    # -- data pipeline (issue 12)
+
+    # -- Python layer (issue 11)
 
 ]
 
