@@ -19,6 +19,7 @@ from jitnet.testing import KinkError, check_gradients, forward_layer, run_layer_
 from jitnet.testing import strategies as jst
 
 import reference as ref
+from test_layers import _layer
 
 
 def _lp(type_name, bottoms=("x",), tops=("y",), name=None, text=""):
@@ -26,18 +27,6 @@ def _lp(type_name, bottoms=("x",), tops=("y",), name=None, text=""):
                            top=list(tops))
     text_format.Merge(text, lp)
     return lp
-
-
-def _layer(lp, arrays, phase=jitnet.TRAIN, dtype=np.float64):
-    bottom = []
-    for a in arrays:
-        blob = jitnet.Blob(np.shape(a), dtype=dtype)
-        blob.data[...] = a
-        bottom.append(blob)
-    top = [jitnet.Blob(dtype=dtype) for _ in lp.top]
-    layer = jitnet.layer.create_layer(lp, phase)
-    layer.setup_layer(bottom, top)
-    return layer, bottom, top
 
 
 # =========================================================================== BatchNorm statistics

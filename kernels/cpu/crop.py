@@ -3,9 +3,11 @@
 (int64 arrays, y_shape + offsets <= x_shape). Both arrays flat; they never alias.
 GPU twins: kernels/gpu/crop.py.
 
-The work is split along the rows (the last axis) of y in forward and of x in backward, in
-_nchunks(count) slices each done by a serial helper of this module; a row of y is one
-contiguous copy.
+Both directions are one copy, dst[i] = src[i + shift] where that lies inside src and 0
+elsewhere (forward: dst = y, src = x, shift = offsets; backward: dst = dx, src = dy,
+shift = −offsets), done row by row along the last axis of dst: a row is one contiguous copy
+between zeroed margins. The rows are split into _nchunks slices, each done by a serial helper
+of this module; one slice (under 2·_CHUNK_MIN items) runs without starting the thread pool.
 """
 import numpy as np
 from numba import njit, prange
@@ -28,91 +30,63 @@ def _nchunks(n, rows):
 
 
 @njit(cache=True)
-def _strides(shape):
-    """C-order element strides of ``shape``."""
-    nd = shape.size
-    s = np.empty(nd, dtype=np.int64)
+def _copy_rows(src, dst, src_shape, dst_shape, shift, r0, r1):
+    """Rows r0..r1-1 of dst (along its last axis): dst[i] = src[i + shift] inside src, else 0."""
+    nd = dst_shape.size
+    width, last = dst_shape[nd - 1], shift[nd - 1]
+    lo = max(0, -last)                                   # dst columns [lo, hi) read src
+    hi = min(width, src_shape[nd - 1] - last)
+    strides = np.empty(nd, dtype=np.int64)               # src's C-order strides
     k = 1
     for a in range(nd - 1, -1, -1):
-        s[a] = k
-        k *= shape[a]
-    return s
-
-
-@njit(cache=True)
-def _copy_out(x, y, x_shape, y_shape, offsets, r0, r1):
-    """y rows r0..r1-1 (rows along the last axis) from the window of x."""
-    nd = y_shape.size
-    width = y_shape[nd - 1]
-    xs = _strides(x_shape)
+        strides[a] = k
+        k *= src_shape[a]
     for r in range(r0, r1):
-        src = offsets[nd - 1]
-        q = r
+        row = dst[r * width:(r + 1) * width]
+        start, inside, q = 0, hi > lo, r
         for a in range(nd - 2, -1, -1):
-            i = q % y_shape[a]
-            q //= y_shape[a]
-            src += (i + offsets[a]) * xs[a]
-        dst = r * width
-        yv, xv = y[dst:dst + width], x[src:src + width]
-        for j in range(width):
-            yv[j] = xv[j]
-
-
-@njit(cache=True)
-def _copy_back(dy, dx, x_shape, y_shape, offsets, r0, r1):
-    """dx rows r0..r1-1 (rows along the last axis of x): dy's values inside the window, 0 elsewhere."""
-    nd = x_shape.size
-    width = x_shape[nd - 1]
-    lo, inner = offsets[nd - 1], y_shape[nd - 1]
-    ys = _strides(y_shape)
-    for r in range(r0, r1):
-        row = dx[r * width:(r + 1) * width]
-        src = 0
-        inside = True
-        q = r
-        for a in range(nd - 2, -1, -1):
-            i = q % x_shape[a] - offsets[a]
-            q //= x_shape[a]
-            if i < 0 or i >= y_shape[a]:
+            i = q % dst_shape[a] + shift[a]
+            q //= dst_shape[a]
+            if i < 0 or i >= src_shape[a]:
                 inside = False
-            src += i * ys[a]
-        for j in range(width):
+            start += i * strides[a]
+        if not inside:
+            for j in range(width):
+                row[j] = 0
+            continue
+        for j in range(lo):
             row[j] = 0
-        if inside:
-            dyv = dy[src:src + inner]
-            for j in range(inner):
-                row[lo + j] = dyv[j]
+        part = src[start + lo + last:start + hi + last]
+        for j in range(hi - lo):
+            row[lo + j] = part[j]
+        for j in range(hi, width):
+            row[j] = 0
 
 
 @njit(cache=True, parallel=True)
+def _crop_copy(src, dst, src_shape, dst_shape, shift):
+    """dst[i] = src[i + shift] where inside src, else 0 (flat C-order arrays)."""
+    if dst.size == 0:
+        return
+    if dst_shape.size == 0:
+        dst[0] = src[0]
+        return
+    rows = dst.size // dst_shape[dst_shape.size - 1]
+    nc = _nchunks(dst.size, rows)
+    if nc == 1:
+        _copy_rows(src, dst, src_shape, dst_shape, shift, 0, rows)
+    else:
+        for k in prange(nc):
+            _copy_rows(src, dst, src_shape, dst_shape, shift, k * rows // nc, (k + 1) * rows // nc)
+
+
+@njit(cache=True)
 def crop_forward(x, y, x_shape, y_shape, offsets):
     """y[i_0, …, i_n] = x[i_0 + offsets_0, …, i_n + offsets_n] (flat C-order arrays of shapes x_shape, y_shape)"""
-    if y.size == 0:
-        return
-    if y_shape.size == 0:
-        y[0] = x[0]
-        return
-    rows = y.size // y_shape[y_shape.size - 1]
-    nc = _nchunks(y.size, rows)
-    if nc == 1:
-        _copy_out(x, y, x_shape, y_shape, offsets, 0, rows)
-    else:
-        for k in prange(nc):
-            _copy_out(x, y, x_shape, y_shape, offsets, k * rows // nc, (k + 1) * rows // nc)
+    _crop_copy(x, y, x_shape, y_shape, offsets)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def crop_backward(dy, dx, x_shape, y_shape, offsets):
     """dx = 0, then dx[i_0 + offsets_0, …, i_n + offsets_n] = dy[i_0, …, i_n] (crop_forward's adjoint)"""
-    if dx.size == 0:
-        return
-    if x_shape.size == 0:
-        dx[0] = dy[0]
-        return
-    rows = dx.size // x_shape[x_shape.size - 1]
-    nc = _nchunks(dx.size, rows)
-    if nc == 1:
-        _copy_back(dy, dx, x_shape, y_shape, offsets, 0, rows)
-    else:
-        for k in prange(nc):
-            _copy_back(dy, dx, x_shape, y_shape, offsets, k * rows // nc, (k + 1) * rows // nc)
+    _crop_copy(dy, dx, y_shape, x_shape, -offsets)
