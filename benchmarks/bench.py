@@ -113,8 +113,8 @@ def bench_layer(type_name, spec, repeat, device):
         b.data[...] = rng.standard_normal(b.shape)
     tops = [Blob()]
     layer.setup_layer(bottoms, tops)
-    for blob in layer.blobs:
-        if not np.any(blob.data):
+    for blob, spec_ in zip(layer.blobs, type(layer).param_specs(layer.param)):
+        if spec_.lr_mult != 0 and not np.any(blob.data):     # learned weights: random, not the 0 filler
             blob.data[...] = rng.standard_normal(blob.shape) * 0.1
     layer.run_forward(bottoms, tops)
     tops[0].diff[...] = rng.standard_normal(tops[0].shape)

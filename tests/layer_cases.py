@@ -560,6 +560,212 @@ def ref_hdf5_data(s):
 
 
 # --------------------------------------------------------------------------- normalization, scale, bias, crop
+def draw_batch_norm(draw, ctx):
+    """Bottoms (N, C, ...) with TRAIN or TEST phase and use_global_stats unset (the phase
+    decides), true or false; stored statistics as a Caffe-trained net has them (sums scaled by
+    the factor, or all 0 as after setup)."""
+    shape = _shape(draw, ctx, min_dims=2)
+    lp = _lp("BatchNorm")
+    p = lp.batch_norm_param
+    use_global = draw(st.sampled_from([None, True, False]))
+    if use_global is not None:
+        p.use_global_stats = use_global
+    if draw(st.booleans()):
+        p.eps = draw(st.sampled_from([1e-3, 0.1, 1.0]))
+    if draw(st.booleans()):
+        p.moving_average_fraction = draw(st.floats(0.5, 1.0, width=32))
+    channels = shape[1]
+    factor = draw(st.sampled_from([0.0, 1.0, 0.37, 999.9]))
+    params = [draw(jst.arrays((channels,), low=-1.5, high=1.5)) * factor,
+              draw(jst.arrays((channels,), low=0.2, high=2.0)) * factor,
+              np.array([factor])]
+    return Sample(lp, [_array(draw, ctx, shape)], phase=draw(st.sampled_from([jitnet.TRAIN, jitnet.TEST])),
+                  params=params)
+
+
+def _uses_global_stats(s):
+    p = s.layer_param.batch_norm_param
+    return p.use_global_stats if p.HasField("use_global_stats") else s.phase == jitnet.TEST
+
+
+def ref_batch_norm(s):
+    mean_sum, var_sum, factor = s.params
+    return [ref.batch_norm(s.bottoms[0], mean_sum, var_sum, float(factor[0]), _uses_global_stats(s),
+                           s.layer_param.batch_norm_param.eps)]
+
+
+def batch_norm_big():
+    rng, cases = _rng(), []
+    for use_global in (False, True):
+        lp = _lp("BatchNorm", name=f"bn_global_{use_global}")
+        lp.batch_norm_param.use_global_stats = use_global
+        params = [rng.normal(size=3) * 10.0, rng.uniform(0.5, 2.0, size=3) * 10.0, np.array([10.0])]
+        cases.append(Big(lp, [rng.normal(size=(2, 3, 6, 10))], params, (True,), id=lp.name))
+    # 4100 values in one channel: the GPU statistics split the channel over two blocks (forward
+    # only: backward's sums run the same kernel, and the simulator is slow)
+    lp = _lp("BatchNorm", name="bn_one_long_channel")
+    cases.append(Big(lp, [rng.normal(3.0, 2.0, size=(2, 1, 2050))], propagate_down=(False,), id=lp.name))
+    return cases
+
+
+def batch_norm_errors():
+    lp = _bad("BatchNorm")
+    learned = _bad("BatchNorm")
+    learned.param.add(lr_mult=0.0)
+    learned.param.add(lr_mult=1.0)
+    return [("1-axis", lp, [np.ones(3)]), ("lr_mult-1", learned, [np.ones((2, 3))])]
+
+
+def _torch_batch_norm(training):
+    def run(F, x, p):
+        import torch
+        c = x.shape[1]
+        return F.batch_norm(x, torch.zeros(c), torch.ones(c), training=training, eps=1e-5)
+    return run
+
+
+def _broadcast_case(draw, ctx, type_name, message):
+    """Scale's and Bias's drawn geometry: bottom[0], ``axis`` (written negatively half the time)
+    and either a learned operand of ``num_axes`` axes (−1: to the end, 0: a scalar) or a second
+    bottom shaped like a span of bottom[0] from ``axis`` (0-D: a scalar).
+    Returns (lp, x, operand shape, second bottom or None)."""
+    shape = _shape(draw, ctx)
+    n = len(shape)
+    two = draw(st.booleans()) if not (ctx.purpose == "gradient" and type_name == "Bias") else False
+    lp = _lp(type_name, bottoms=("x", "s") if two else ("x",))
+    p = getattr(lp, message)
+    axis = draw(st.integers(0, n - 1))
+    if axis != 1 or draw(st.booleans()):
+        p.axis = _as_negative(draw, axis, n)
+    k = draw(st.integers(0, n - axis))
+    if two:
+        operand = shape[axis:axis + k]
+        second = _array(draw, ctx, operand, -1.5, 1.5)
+    else:
+        second = None
+        if k == n - axis and draw(st.booleans()):
+            p.num_axes = -1
+        elif k != 1 or draw(st.booleans()):
+            p.num_axes = k
+        operand = shape[axis:axis + k]
+    return lp, _array(draw, ctx, shape), operand, second
+
+
+def draw_scale(draw, ctx):
+    lp, x, operand, second = _broadcast_case(draw, ctx, "Scale", "scale_param")
+    p = lp.scale_param
+    # a two-bottom Scale learns only its bias: the gradient check needs a learnable blob there
+    p.bias_term = True if second is not None and ctx.purpose == "gradient" else draw(st.booleans())
+    params = [] if second is not None else [draw(jst.arrays(operand, low=-1.5, high=1.5))]
+    if p.bias_term:
+        params.append(draw(jst.arrays(operand, low=-1.5, high=1.5)))
+    bottoms = [x] if second is None else [x, second]
+    return Sample(lp, bottoms, params=params,
+                  propagate_down=None if second is None else (True, True))
+
+
+def ref_scale(s):
+    p, two = s.layer_param.scale_param, len(s.bottoms) == 2
+    multiplier = s.bottoms[1] if two else s.params[0]
+    b = s.params[-1] if p.bias_term else None
+    return [ref.scale(s.bottoms[0], multiplier, p.axis, b)]
+
+
+def draw_bias(draw, ctx):
+    lp, x, operand, second = _broadcast_case(draw, ctx, "Bias", "bias_param")
+    if second is not None:
+        return Sample(lp, [x, second], params=[], propagate_down=(True, True))
+    return Sample(lp, [x], params=[draw(jst.arrays(operand, low=-1.5, high=1.5))])
+
+
+def ref_bias(s):
+    b = s.bottoms[1] if len(s.bottoms) == 2 else s.params[0]
+    return [ref.bias(s.bottoms[0], b, s.layer_param.bias_param.axis)]
+
+
+def _broadcast_big(type_name, message):
+    rng, cases = _rng(), []
+    learned = _lp(type_name, name=f"{type_name.lower()}_learned")
+    if type_name == "Scale":
+        learned.scale_param.bias_term = True
+    params = [rng.normal(size=(5, 3)) for _ in range(1 + (type_name == "Scale"))]
+    getattr(learned, message).num_axes = 2
+    cases.append(Big(learned, [rng.normal(size=(2, 5, 3, 9))], params, (True,), id=learned.name))
+    second = _lp(type_name, bottoms=("x", "s"), name=f"{type_name.lower()}_second_bottom")
+    getattr(second, message).axis = -2
+    cases.append(Big(second, [rng.normal(size=(2, 5, 3, 9)), rng.normal(size=(3, 9))], [], (True, True),
+                     id=second.name))
+    return cases
+
+
+def _broadcast_errors(type_name, message):
+    cases = []
+    for error_id, axis, num_axes, shape in (("num_axes--2", 1, -2, (2, 3, 4)),
+                                            ("axis-2-of-2", 2, 1, (2, 3)),
+                                            ("num_axes-past-the-end", 1, 3, (2, 3, 4))):
+        lp = _bad(type_name)
+        p = getattr(lp, message)
+        p.axis, p.num_axes = axis, num_axes
+        cases.append((error_id, lp, [np.ones(shape)]))
+    mismatch = _bad(type_name, bottoms=("x", "s"))
+    cases.append(("second-bottom-mismatch", mismatch, [np.ones((2, 3, 4)), np.ones((4,))]))
+    past = _bad(type_name, bottoms=("x", "s"))
+    getattr(past, message).axis = 2
+    cases.append(("second-bottom-past-the-end", past, [np.ones((2, 3, 4)), np.ones((4, 1))]))
+    return cases
+
+
+def _torch_scale(F, x, p):
+    return x * p[0].view(1, -1, 1, 1) + p[1].view(1, -1, 1, 1)
+
+
+def draw_crop(draw, ctx):
+    """bottom[0], a reference bottom[1] with the same number of axes (its axes before ``axis``
+    are ignored, so they are drawn freely), and offsets: none, one for every cropped axis, or one
+    per cropped axis, each leaving the window inside bottom[0]."""
+    shape = _shape(draw, ctx)
+    n = len(shape)
+    lp = _lp("Crop", bottoms=("x", "reference"))
+    p = lp.crop_param
+    axis = draw(st.integers(0, n - 1))
+    if axis != 2 or draw(st.booleans()):
+        p.axis = _as_negative(draw, axis, n)
+    window = [draw(st.integers(1, shape[i])) for i in range(axis, n)]
+    ref_shape = tuple(draw(st.integers(1, 3)) for _ in range(axis)) + tuple(window)
+    room = [shape[axis + k] - w for k, w in enumerate(window)]
+    mode = draw(st.sampled_from(["none", "one", "each"]))
+    if mode == "one":
+        p.offset.append(draw(st.integers(0, min(room))))
+    elif mode == "each":
+        p.offset.extend(draw(st.integers(0, r)) for r in room)
+    return Sample(lp, [_array(draw, ctx, shape), np.zeros(ref_shape)], propagate_down=(True, False))
+
+
+def ref_crop(s):
+    p = s.layer_param.crop_param
+    return [ref.crop(s.bottoms[0], np.shape(s.bottoms[1]), p.axis, list(p.offset))]
+
+
+def crop_big():
+    rng = _rng()
+    lp = _lp("Crop", bottoms=("x", "reference"))
+    lp.crop_param.offset.extend([2, 3])
+    return [Big(lp, [rng.normal(size=(2, 3, 20, 21)), np.zeros((1, 1, 15, 17))], propagate_down=(True, False))]
+
+
+def crop_errors():
+    def crop(offsets=(), axis=None):
+        lp = _bad("Crop", bottoms=("x", "reference"))
+        lp.crop_param.offset.extend(offsets)
+        if axis is not None:
+            lp.crop_param.axis = axis
+        return lp
+    x = np.ones((2, 3, 5, 5))
+    return [("reference-larger", crop(), [x, np.ones((2, 3, 6, 5))]),
+            ("offset-out-of-bounds", crop([2]), [x, np.ones((2, 3, 4, 4))]),
+            ("offset-count", crop([1, 1, 1]), [x, np.ones((2, 3, 4, 4))]),
+            ("axes-differ", crop(), [x, np.ones((3, 4, 4))]),
+            ("axis-4-of-4", crop(axis=4), [x, np.ones((2, 3, 4, 4))])]
 
 
 # --------------------------------------------------------------------------- catalogue: neurons and losses
@@ -629,6 +835,26 @@ LAYER_CASES = [
     # -- vision: pooling, SPP, LRN
 
     # -- normalization, scale, bias, crop
+    LayerCase("BatchNorm", draw_batch_norm, ref_batch_norm, grad_bottoms=(0,),
+              forward_tol={np.float32: (2e-5, 1e-5)}, big=batch_norm_big, errors=batch_norm_errors,
+              bench=(Bench("BatchNorm(train) 16x64x56x56", "", ((16, 64, 56, 56),), _torch_batch_norm(True)),
+                     Bench("BatchNorm(global) 16x64x56x56", "", ((16, 64, 56, 56),), _torch_batch_norm(False),
+                           phase=jitnet.TEST),
+                     Bench("BatchNorm(train) 16x256x14x14", "", ((16, 256, 14, 14),), _torch_batch_norm(True)),
+                     Bench("BatchNorm(global) 16x256x14x14", "", ((16, 256, 14, 14),),
+                           _torch_batch_norm(False), phase=jitnet.TEST))),
+    LayerCase("Scale", draw_scale, ref_scale, grad_bottoms=(0,), check_params=True,
+              big=lambda: _broadcast_big("Scale", "scale_param"),
+              errors=lambda: _broadcast_errors("Scale", "scale_param"),
+              bench=(Bench("Scale+bias 16x64x56x56", "scale_param { bias_term: true }", ((16, 64, 56, 56),),
+                           _torch_scale),)),
+    LayerCase("Bias", draw_bias, ref_bias, grad_bottoms=(0,), check_params=True,
+              big=lambda: _broadcast_big("Bias", "bias_param"),
+              errors=lambda: _broadcast_errors("Bias", "bias_param")),
+    LayerCase("Crop", draw_crop, ref_crop, grad_bottoms=(0,), big=crop_big, errors=crop_errors,
+              bench=(Bench("Crop 1x21x532x532->500x500 (FCN)", "crop_param { offset: 19 }",
+                           ((1, 21, 532, 532), (1, 21, 500, 500)),
+                           lambda F, x, p: x[0][:, :, 19:519, 19:519].contiguous()),)),
 
     # -- catalogue: neurons and losses
 

@@ -190,6 +190,81 @@ def reshape(x, dims, axis=0, num_axes=-1):
 
 
 # --------------------------------------------------------------------------- normalization, scale, bias, crop
+def batch_norm(x, mean_sum, var_sum, factor, use_global_stats, eps=1e-5):
+    """Caffe's BatchNorm forward, channels on axis 1, statistics over every other axis.
+    Global statistics: μ = mean_sum·f, σ² = var_sum·f with f = 0 if factor == 0 else 1/factor;
+    batch statistics: μ and the biased σ² of the batch. y = (x − μ) / √(σ² + eps)."""
+    x = _f64(x)
+    c = x.shape[1]
+    planes = np.moveaxis(x, 1, 0).reshape(c, -1)           # one row per channel
+    if use_global_stats:
+        f = 0.0 if factor == 0 else 1.0 / factor
+        mean, var = _f64(mean_sum) * f, _f64(var_sum) * f
+    else:
+        mean = np.array([sum(row) / len(row) for row in planes])
+        var = np.array([sum((v - mu) ** 2 for v in row) / len(row) for row, mu in zip(planes, mean)])
+    y = np.empty_like(planes)
+    for k in range(c):
+        y[k] = (planes[k] - mean[k]) / math.sqrt(var[k] + eps)
+    return np.moveaxis(y.reshape((c,) + x.shape[:1] + x.shape[2:]), 0, 1)
+
+
+def batch_norm_running_sums(x, mean_sum, var_sum, factor, moving_average_fraction=0.999):
+    """The three blobs after one TRAIN forward with batch statistics: factor·λ + 1,
+    mean_sum·λ + μ, var_sum·λ + m/(m − 1)·σ² (m values per channel; correction 1 if m == 1)."""
+    x = _f64(x)
+    lam = moving_average_fraction
+    planes = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
+    m = planes.shape[1]
+    mean = planes.mean(axis=1)
+    var = ((planes - mean[:, None]) ** 2).mean(axis=1)
+    correction = m / (m - 1) if m > 1 else 1.0
+    return (_f64(mean_sum) * lam + mean, _f64(var_sum) * lam + correction * var,
+            np.array([float(np.ravel(factor)[0]) * lam + 1.0]))
+
+
+def _broadcast_from(operand, axis, ndim):
+    """``operand`` (shaped like axes axis..axis+k−1 of an ndim-d array; 0-D: a scalar) reshaped to
+    broadcast against that array."""
+    operand = _f64(operand)
+    if operand.ndim == 0:
+        return operand
+    axis = _canonical(axis, ndim)
+    return operand.reshape((1,) * axis + operand.shape + (1,) * (ndim - axis - operand.ndim))
+
+
+def scale(x, s, axis=1, bias=None):
+    """Caffe's Scale: y = x·s (+ bias), s and bias broadcast over x from ``axis``."""
+    x = _f64(x)
+    y = x * _broadcast_from(s, axis, x.ndim)
+    if bias is not None:
+        y = y + _broadcast_from(bias, axis, x.ndim)
+    return y
+
+
+def bias(x, b, axis=1):
+    """Caffe's Bias: y = x + b, b broadcast over x from ``axis``."""
+    x = _f64(x)
+    return x + _broadcast_from(b, axis, x.ndim)
+
+
+def crop(x, reference_shape, axis=2, offsets=()):
+    """Caffe's Crop: on the axes from ``axis`` on, the window of x shaped like the reference,
+    starting at the offsets (none: 0; one: the same for every cropped axis; else one per axis)."""
+    x = _f64(x)
+    start = _canonical(axis, x.ndim)
+    window = []
+    for i in range(x.ndim):
+        if i < start:
+            window.append(slice(None))
+            continue
+        off = 0 if not offsets else offsets[0] if len(offsets) == 1 else offsets[i - start]
+        if off + reference_shape[i] > x.shape[i]:
+            raise ValueError(f"crop out of bounds on axis {i}")
+        window.append(slice(off, off + reference_shape[i]))
+    return x[tuple(window)].copy()
+
+
 
 
 # --------------------------------------------------------------------------- catalogue: neurons and losses

@@ -886,3 +886,114 @@ def test_grid_stride_launcher_keeps_the_kernel_surface():
         grid_stride("z")(f.kernel)
     with pytest.raises(TypeError, match="no argument named"):
         grid_stride(lambda outer, n: outer * n)(gcommon.softmax_forward.kernel)
+
+
+# =========================================================================== CPU: normalization, crop
+from jitnet.kernels.cpu import crop as kcrop                  # noqa: E402  (this section's kernels)
+from jitnet.kernels.cpu import normalization as knorm         # noqa: E402
+
+# (outer, channels, inner): small; fully-connected (inner 1); conv maps past the 16k items where
+# the kernels split their work (slices starting mid-row); one channel
+NORM_SHAPES = [(3, 4, 5), (9, 6, 1), (2, 3, 9001), (20000, 3, 1), (4, 1, 5)]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("shape", NORM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_batch_norm_statistics(dt, shape):
+    outer, channels, inner = shape
+    rng = _rng(40)
+    x = (_randn(rng, outer * channels * inner, np.float64) * 1.5 + 0.7).astype(dt)
+    dy = _randn(rng, x.size, dt)
+    x3, dy3 = _channel_ref(x, *shape), _channel_ref(dy, *shape)
+    mean, var = np.full(channels, np.nan, dt), np.full(channels, np.nan, dt)
+    knorm.batch_norm_moments(x, mean, var, outer, channels, inner)
+    want_mean = x3.mean(axis=(0, 2))
+    _close(mean, want_mean, dt, scale=10)
+    _close(var, ((x3 - want_mean[None, :, None]) ** 2).mean(axis=(0, 2)), dt, scale=10)
+    a, b = np.full(channels, np.nan, dt), np.full(channels, np.nan, dt)
+    knorm.batch_norm_backward_sums(dy, x, a, b, outer, channels, inner)
+    _close(a, dy3.mean(axis=(0, 2)), dt, scale=10)
+    _close(b, (dy3 * x3).mean(axis=(0, 2)), dt, scale=10)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("shape", NORM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("alias", ["none", "y_is_x", "x_norm_is_y", "all"])
+def test_batch_norm_elementwise(dt, shape, alias):
+    outer, channels, inner = shape
+    rng = _rng(41)
+    x0, dy0 = _randn(rng, outer * channels * inner, dt), _randn(rng, outer * channels * inner, dt)
+    mean, inv_std = _randn(rng, channels, dt), _randn(rng, channels, dt, lo=0.1)
+    m3, s3 = mean.astype(np.float64)[None, :, None], inv_std.astype(np.float64)[None, :, None]
+    want = (_channel_ref(x0, *shape) - m3) * s3
+    x = x0.copy()
+    y = x if alias in ("y_is_x", "all") else np.full_like(x, np.nan)
+    x_norm = y if alias in ("x_norm_is_y", "all") else np.full_like(x, np.nan)
+    knorm.batch_norm_forward(x, mean, inv_std, y, x_norm, outer, channels, inner)
+    _close(y, want.ravel(), dt)
+    _close(x_norm, want.ravel(), dt)
+    a, b = _randn(rng, channels, dt), _randn(rng, channels, dt)
+    xn = want.ravel().astype(dt)
+    dy = dy0.copy()
+    dx = dy if alias in ("y_is_x", "all") else np.full_like(dy, np.nan)
+    knorm.batch_norm_backward(dy, xn, a, b, inv_std, dx, outer, channels, inner)
+    a3, b3 = a.astype(np.float64)[None, :, None], b.astype(np.float64)[None, :, None]
+    _close(dx, ((_channel_ref(dy0, *shape) - a3 - _channel_ref(xn, *shape) * b3) * s3).ravel(), dt, scale=10)
+
+
+@pytest.mark.parametrize("center,spread", [(1e3, 1e-2), (3e4, 1e-3), (1e5, 1.0), (-2e4, 0.5)])
+def test_batch_norm_moments_far_from_zero_keep_float32_precision(center, spread):
+    """One pass, shifted by each channel's first value: no cancellation of E[x²] − E[x]²."""
+    rng = _rng(42)
+    x = (center + spread * rng.standard_normal((8, 3, 5000))).astype(np.float32)
+    mean, var = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    knorm.batch_norm_moments(x.ravel(), mean, var, 8, 3, 5000)
+    x64 = x.astype(np.float64)
+    want_mean = x64.mean(axis=(0, 2))
+    want_var = ((x64 - want_mean[None, :, None]) ** 2).mean(axis=(0, 2))
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-7)
+    np.testing.assert_allclose(var, want_var, rtol=3e-7)
+
+
+def test_batch_norm_statistics_do_not_depend_on_threads():
+    outer, channels, inner = 2, 3, 9001
+    rng = _rng(43)
+    x, dy = rng.standard_normal(outer * channels * inner), rng.standard_normal(outer * channels * inner)
+    results = []
+    threads = numba.get_num_threads()
+    try:
+        for t in sorted({1, threads}):
+            numba.set_num_threads(t)
+            out = [np.zeros(channels) for _ in range(4)]
+            knorm.batch_norm_moments(x, out[0], out[1], outer, channels, inner)
+            knorm.batch_norm_backward_sums(dy, x, out[2], out[3], outer, channels, inner)
+            results.append(out)
+    finally:
+        numba.set_num_threads(threads)
+    for out in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(out, results[0]))
+
+
+# (x shape, y shape, offsets): an FCN score crop past the 16k items where the work is split; a
+# window at the corner; 1-D; cropping axis 0 only; an empty window; no crop at all
+CROP_CASES = [((2, 3, 40, 300), (2, 3, 20, 200), (0, 0, 7, 50)), ((3, 4, 5), (3, 2, 2), (0, 2, 3)),
+              ((9,), (4,), (5,)), ((6, 2, 3), (2, 2, 3), (3, 0, 0)), ((2, 3, 4), (2, 0, 4), (0, 1, 0)),
+              ((2, 3), (2, 3), (0, 0))]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("case", CROP_CASES, ids=lambda c: "x".join(map(str, c[0])) + "-" + "x".join(map(str, c[1])))
+def test_crop(dt, case):
+    x_shape, y_shape, offsets = (np.array(v, dtype=np.int64) for v in case)
+    rng = _rng(44)
+    x = _randn(rng, tuple(case[0]), dt)
+    window = tuple(slice(o, o + n) for o, n in zip(case[2], case[1]))
+    y = np.full(int(np.prod(case[1])), np.nan, dt)
+    kcrop.crop_forward(x.ravel(), y, x_shape, y_shape, offsets)
+    np.testing.assert_array_equal(y, x[window].ravel())
+    dy = _randn(rng, tuple(case[1]), dt)
+    dx = np.full(x.size, np.nan, dt)
+    kcrop.crop_backward(dy.ravel(), dx, x_shape, y_shape, offsets)
+    want = np.zeros_like(x)
+    want[window] = dy
+    np.testing.assert_array_equal(dx, want.ravel())

@@ -1,11 +1,15 @@
-"""Common layers: InnerProduct, Softmax, and the ones that only route or re-view
-blobs (Split, Flatten, Reshape). Kernels: ``kernels/{cpu,gpu}/blas.py`` and
-``common.py``. Flatten and Reshape share their bottom's buffers (no copy, no kernel)."""
+"""Common layers: InnerProduct, Softmax, the ones that only route or re-view blobs (Split,
+Flatten, Reshape), and Scale, Bias and Crop. Kernels: ``kernels/{cpu,gpu}/blas.py``,
+``common.py``, ``math.py`` and ``crop.py``. Flatten and Reshape share their bottom's buffers
+(no copy, no kernel)."""
 import math
+
+import numpy as np
 
 from ..blob import Blob
 from ..fillers import fill
 from ..layer import Layer, register
+from ..proto import pb
 
 
 @register("InnerProduct")
@@ -196,6 +200,216 @@ class Reshape(_View):
         if math.prod(new) != total:
             raise self.error(f"cannot reshape {shape} ({total} values) to {tuple(new)}")
         return tuple(new)
+
+
+# --------------------------------------------------------------------------- Scale, Bias, Crop
+def _operand_shape(layer, blob, axis, num_axes, what):
+    """The shape of a learned ``what`` blob (Scale's scale, Bias's bias) for bottom ``blob``:
+    blob.shape[axis : axis + num_axes] (num_axes −1: to the end), with Caffe's LayerSetUp checks."""
+    axis = blob.canonical_axis(axis)
+    if num_axes < -1:
+        raise layer.error(f"num_axes {num_axes} must be non-negative, or -1 to extend to the end "
+                          f"of bottom[0]")
+    if num_axes >= 0 and blob.num_axes < axis + num_axes:
+        raise layer.error(f"{what} blob's shape extends past bottom[0]'s shape {blob.shape} when "
+                          f"applied from axis {axis} over num_axes {num_axes}")
+    return blob.shape[axis:] if num_axes == -1 else blob.shape[axis:axis + num_axes]
+
+
+def _broadcast_dims(layer, blob, operand, axis, what):
+    """(outer, dim, inner) of ``operand`` (a learned blob or the second bottom) broadcast over
+    ``blob`` from ``axis``, with Caffe's Reshape checks: its shape must equal
+    blob.shape[axis : axis + operand.num_axes]; a 0-D operand is a scalar (axis taken as 0)."""
+    axis = 0 if operand.num_axes == 0 else blob.canonical_axis(axis)
+    span = blob.shape[axis:axis + operand.num_axes]
+    if blob.num_axes < axis + operand.num_axes or span != operand.shape:
+        raise layer.error(f"the {what} of shape {operand.shape} does not match bottom[0] "
+                          f"{blob.shape} from axis {axis} (its axes {axis}..{axis + operand.num_axes - 1}"
+                          f" are {span})")
+    return blob.count_range(0, axis), operand.count, blob.count_range(axis + operand.num_axes)
+
+
+@register("Scale")
+class Scale(Layer):
+    """y = x·s (+ b), s broadcast over x from ``axis``: with x viewed as (outer, dim, inner),
+    outer = count(0, axis), dim = s.count, inner = the rest,
+    y[o, d, i] = x[o, d, i]·s[d] (+ b[d]).
+
+    One bottom: s is learned, of shape bottom.shape[axis : axis + num_axes] (num_axes −1:
+    to the end, 0: a scalar), filled by ``filler`` (default constant 1). Two bottoms: s is
+    bottom[1], whose shape must equal that span of bottom[0]. ``bias_term`` adds a learned
+    b of the same span (``bias_filler``, default constant 0): blobs [s, b], or [b].
+
+    ∂E/∂x = ∂E/∂y·s;  ∂E/∂s[d] = Σ_{o,i} ∂E/∂y·x (added to the learned s's diff, written
+    to bottom[1]'s);  ∂E/∂b[d] += Σ_{o,i} ∂E/∂y. Caffe's ScaleLayer (scale_layer.cpp).
+    May run in place: the bottom is then kept for the gradient of s, as Caffe does.
+    """
+
+    min_bottoms, max_bottoms = 1, 2
+    exact_tops = 1
+    in_place = True
+
+    @classmethod
+    def param_count(cls, layer_param):
+        return (len(layer_param.bottom) == 1) + bool(layer_param.scale_param.bias_term)
+
+    def setup(self, bottom, top):
+        p = self.param.scale_param
+        x, dtype = bottom[0], bottom[0].dtype
+        self.learned = len(bottom) == 1
+        if self.learned:
+            scale = Blob(_operand_shape(self, x, p.axis, p.num_axes, "scale"), dtype=dtype)
+            filler = p.filler if p.HasField("filler") else pb.FillerParameter(type="constant", value=1.0)
+            fill(filler, scale, f"layer '{self.name}' filler")
+            self.blobs.append(scale)
+        self.bias_term = p.bias_term
+        if self.bias_term:
+            num_axes = bottom[1].num_axes if len(bottom) > 1 else p.num_axes
+            bias = Blob(_operand_shape(self, x, p.axis, num_axes, "bias"), dtype=dtype)
+            fill(p.bias_filler, bias, f"layer '{self.name}' bias_filler")
+            self.blobs.append(bias)
+        self.saved_bottom = Blob(dtype=dtype)
+
+    def reshape(self, bottom, top):
+        axis = self.param.scale_param.axis
+        scale = self.blobs[0] if self.learned else bottom[1]
+        self.dims = _broadcast_dims(self, bottom[0], scale, axis, "scale")
+        if self.bias_term:
+            self.bias_dims = _broadcast_dims(self, bottom[0], self.blobs[-1], axis, "bias")
+        top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        M, d = self.kernels("math"), self.device
+        x = bottom[0].data_on(d)
+        if top[0] is bottom[0] and self._needs_bottom_data():
+            self.saved_bottom.reshape(bottom[0].shape)
+            self.kernels("blas").copy(x, self.saved_bottom.mutable_data_on(d))
+        scale = self.blobs[0] if self.learned else bottom[1]
+        y = top[0].mutable_data_on(d)
+        M.channel_scale(x, scale.data_on(d), y, *self.dims)
+        if self.bias_term:
+            M.channel_add(y, self.blobs[-1].data_on(d), y, *self.bias_dims)
+
+    def _needs_bottom_data(self):
+        """Whether backward reads x (for ∂E/∂s): a second bottom, or a learned s that learns."""
+        return not self.learned or self.param_propagate_down[0]
+
+    def backward(self, top, propagate_down, bottom):
+        M, d = self.kernels("math"), self.device
+        dy = top[0].diff_on(d)
+        if self.bias_term and self.param_propagate_down[-1]:
+            M.channel_sum(dy, 1.0, self.blobs[-1].mutable_diff_on(d), *self.bias_dims)
+        if self.learned and self.param_propagate_down[0] or not self.learned and propagate_down[1]:
+            x = (self.saved_bottom if top[0] is bottom[0] else bottom[0]).data_on(d)
+            if self.learned:
+                M.channel_dot(dy, x, 1.0, self.blobs[0].mutable_diff_on(d), *self.dims)
+            else:
+                M.channel_dot(dy, x, 0.0, bottom[1].mutable_diff_on(d), *self.dims)
+        if propagate_down[0]:
+            scale = self.blobs[0] if self.learned else bottom[1]
+            M.channel_scale(dy, scale.data_on(d), bottom[0].mutable_diff_on(d), *self.dims)
+
+
+@register("Bias")
+class Bias(Layer):
+    """y = x + b, b broadcast over x from ``axis`` as in Scale: y[o, d, i] = x[o, d, i] + b[d].
+
+    One bottom: b is learned, of shape bottom.shape[axis : axis + num_axes] (num_axes −1:
+    to the end, 0: a scalar), filled by ``filler`` (default constant 0). Two bottoms: b is
+    bottom[1], whose shape must equal that span of bottom[0].
+
+    ∂E/∂x = ∂E/∂y;  ∂E/∂b[d] = Σ_{o,i} ∂E/∂y (added to the learned b's diff, written to
+    bottom[1]'s). Caffe's BiasLayer (bias_layer.cpp). May run in place (backward needs no data).
+    """
+
+    min_bottoms, max_bottoms = 1, 2
+    exact_tops = 1
+    in_place = True
+
+    @classmethod
+    def param_count(cls, layer_param):
+        return int(len(layer_param.bottom) == 1)
+
+    def setup(self, bottom, top):
+        p = self.param.bias_param
+        self.learned = len(bottom) == 1
+        if self.learned:
+            bias = Blob(_operand_shape(self, bottom[0], p.axis, p.num_axes, "bias"), dtype=bottom[0].dtype)
+            fill(p.filler, bias, f"layer '{self.name}' filler")
+            self.blobs.append(bias)
+
+    def reshape(self, bottom, top):
+        bias = self.blobs[0] if self.learned else bottom[1]
+        self.dims = _broadcast_dims(self, bottom[0], bias, self.param.bias_param.axis, "bias")
+        top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        d = self.device
+        bias = self.blobs[0] if self.learned else bottom[1]
+        self.kernels("math").channel_add(bottom[0].data_on(d), bias.data_on(d),
+                                         top[0].mutable_data_on(d), *self.dims)
+
+    def backward(self, top, propagate_down, bottom):
+        d = self.device
+        dy = top[0].diff_on(d)
+        if self.learned and self.param_propagate_down[0]:
+            self.kernels("math").channel_sum(dy, 1.0, self.blobs[0].mutable_diff_on(d), *self.dims)
+        elif not self.learned and propagate_down[1]:
+            self.kernels("math").channel_sum(dy, 0.0, bottom[1].mutable_diff_on(d), *self.dims)
+        if propagate_down[0] and top[0] is not bottom[0]:
+            self.kernels("blas").copy(dy, bottom[0].mutable_diff_on(d))
+
+
+@register("Crop")
+class Crop(Layer):
+    """y = the window of bottom[0] shaped like bottom[1] on the axes from ``axis`` (default 2):
+    y[i] = x[i + offset] per axis, offset 0 on the axes before ``axis``; on the cropped axes
+    no ``offset`` means 0, one value applies to every cropped axis, else one value per axis.
+
+    ∂E/∂x = ∂E/∂y inside the window, 0 elsewhere; bottom[1] only gives the shape and gets
+    no gradient. Caffe's CropLayer (crop_layer.cpp).
+    """
+
+    exact_bottoms, exact_tops = 2, 1
+    no_gradient_bottoms = (1,)
+
+    def reshape(self, bottom, top):
+        x, ref = bottom
+        p = self.param.crop_param
+        start = x.canonical_axis(p.axis)
+        n = x.num_axes
+        if ref.num_axes != n:
+            raise self.error(f"bottom[0] '{self.param.bottom[0]}' {x.shape} and the reference "
+                             f"bottom[1] '{self.param.bottom[1]}' {ref.shape} need the same "
+                             f"number of axes")
+        given = list(p.offset)
+        if len(given) > 1 and len(given) != n - start:
+            raise self.error(f"{len(given)} offsets given, but axes {start}..{n - 1} are cropped: "
+                             f"give one offset for each of these {n - start} axes, or a single one "
+                             f"for all")
+        offsets, shape = [0] * n, list(x.shape)
+        for i in range(start, n):
+            off = given[0] if len(given) == 1 else given[i - start] if given else 0
+            if x.shape[i] - off < ref.shape[i]:
+                raise self.error(f"the crop is out of bounds on axis {i}: a window of size "
+                                 f"{ref.shape[i]} (from the reference '{self.param.bottom[1]}') at "
+                                 f"offset {off} is larger than what bottom '{self.param.bottom[0]}' "
+                                 f"of size {x.shape[i]} has from there")
+            offsets[i], shape[i] = off, ref.shape[i]
+        top[0].reshape(tuple(shape))
+        self.geometry = (np.array(x.shape, dtype=np.int64), np.array(shape, dtype=np.int64),
+                         np.array(offsets, dtype=np.int64))
+
+    def forward(self, bottom, top):
+        d = self.device
+        self.kernels("crop").crop_forward(bottom[0].data_on(d), top[0].mutable_data_on(d),
+                                          *self.geometry)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            d = self.device
+            self.kernels("crop").crop_backward(top[0].diff_on(d), bottom[0].mutable_diff_on(d),
+                                               *self.geometry)
 
 
 # =========================================================================== utility layers (issue 9): Concat, Slice, Eltwise, Tile, Reduction, ArgMax, BatchReindex, Filter, Silence, Parameter, Embed
