@@ -742,3 +742,21 @@ def test_labels_strategy(lab):
 
 def test_cases_by_type_is_the_table():
     assert list(CASES_BY_TYPE.values()) == LAYER_CASES
+
+
+def test_check_gradients_of_a_layer_run_in_place():
+    """In place the forward overwrites the bottom: the checker keeps the inputs and differences
+    around them, not around the overwritten values (a wrong backward still fails)."""
+    lp = _lp("TanH", bottoms=("h",), tops=("h",), name="t")
+    x = np.random.default_rng(4).normal(size=(3, 4))
+    report = check_gradients(lp, [x])
+    assert report.inputs[0].max_abs_error < 1e-8
+    cls = jitnet.layer.layer_class("TanH")
+    original = cls.backward_kernel
+
+    def off(self, K, x, y, dy, dx):
+        original(self, K, x, y, dy, dx)
+        dx[0] += 1e-3
+    with mock.patch.object(cls, "backward_kernel", off):
+        with pytest.raises(GradientCheckError, match="bottom 0"):
+            check_gradients(lp, [x])

@@ -300,6 +300,10 @@ class _GradientCheck:
         self.seed, self.eps, self.kink_tolerance = seed, eps, kink_tolerance
         self.layer, self.bottom, self.top = _build(layer_param, bottoms, phase, np.float64, params,
                                                    loss_weights, prepare, seed)
+        # A layer run in place overwrites its bottom: keep the inputs, write them back before
+        # every forward (perturbations go into these copies).
+        self.in_place = {id(b): b.data.astype(np.float64) for b in self.bottom
+                         if any(b is t for t in self.top)}
         if check_bottoms is None:
             check_bottoms = [i for i in range(len(self.bottom))
                              if i not in getattr(self.layer, "no_gradient_bottoms", ())]
@@ -312,7 +316,14 @@ class _GradientCheck:
 
     def forward(self):
         common.set_random_seed(self.seed)     # layers drawing random numbers repeat their draws
+        for blob in self.bottom:
+            if id(blob) in self.in_place:
+                blob.data[...] = self.in_place[id(blob)]
         self.layer.run_forward(self.bottom, self.top)
+
+    def value(self, blob):
+        """The input value of ``blob`` (a bottom's input even when the layer overwrote it)."""
+        return self.in_place.get(id(blob), blob.data).astype(np.float64)
 
     def objective(self):
         """E = Σ_k ⟨top_k, R_k⟩ after a forward at the current inputs."""
@@ -346,11 +357,17 @@ class _GradientCheck:
     def objective_at(self, blob, x0, delta):
         """E with ``blob``'s data at x0 + delta (assigned through blob.data, which marks the
         host copy fresh, so in GPU mode the device copy is refreshed); x0 is put back."""
-        blob.data[...] = x0 + delta
+        if id(blob) in self.in_place:
+            self.in_place[id(blob)] = x0 + delta
+        else:
+            blob.data[...] = x0 + delta
         try:
             return self.objective()
         finally:
-            blob.data[...] = x0
+            if id(blob) in self.in_place:
+                self.in_place[id(blob)] = x0
+            else:
+                blob.data[...] = x0
 
     def _kink(self, plus, minus, h):
         """The difference of the one-sided derivatives, a KinkError's measure."""
@@ -358,7 +375,7 @@ class _GradientCheck:
 
     def elementwise(self, name, blob, analytic):
         """Central differences of every element; returns (max abs error, max rel error)."""
-        x0 = blob.data.astype(np.float64)
+        x0 = self.value(blob)
         numeric = np.empty(x0.size)
         for k in range(x0.size):
             h = self.eps * max(1.0, abs(float(x0.flat[k])))
@@ -387,7 +404,7 @@ class _GradientCheck:
     def directional(self, name, blob, analytic):
         """One central difference along a random unit direction d against ⟨∂E/∂x, d⟩;
         returns (analytic, numeric)."""
-        x0 = blob.data.astype(np.float64)
+        x0 = self.value(blob)
         d = self.rng.standard_normal(x0.shape)
         norm = np.linalg.norm(d)
         d = d / norm if norm else d
