@@ -37,10 +37,6 @@ def backend_name(backend):
     return "lmdb" if backend == pb.DataParameter.LMDB else "leveldb"
 
 
-def _where(path):
-    return "" if os.path.isabs(path) else f" (relative paths are read from the working directory, {os.getcwd()})"
-
-
 def _looks_like(path):
     """'lmdb', 'leveldb' or None: what the directory ``path`` seems to hold."""
     if os.path.isfile(os.path.join(path, "data.mdb")):
@@ -52,7 +48,7 @@ def _looks_like(path):
 
 def _check_directory(path, backend):
     if not os.path.exists(path):
-        raise DataError(f"{backend.upper()} database '{path}' does not exist{_where(path)}")
+        raise DataError(f"{backend.upper()} database '{path}' does not exist{image_io.where_hint(path)}")
     if not os.path.isdir(path):
         raise DataError(f"'{path}' is a file, not a {backend.upper()} database: "
                         f"{'an LMDB is a directory holding data.mdb' if backend == 'lmdb' else 'a LevelDB is a directory'}"

@@ -19,6 +19,8 @@ an alpha channel), the layout of a raw ``Datum``.
 Pillow releases the GIL while it decodes, so decoding on several threads overlaps.
 """
 import io
+import os
+import re
 
 import numpy as np
 
@@ -43,18 +45,16 @@ def _to_8bit(img):
     return img
 
 
-def _as_chw(img, color):
+def to_chw(img, color):
     """A loaded Pillow image as a (C, H, W) uint8 array: color True -> BGR, False -> grey,
     None -> native (grey, BGR, or BGRA when the picture has an alpha channel)."""
-    img = _to_8bit(img)
     if color is None:
-        if img.mode in _GREY_MODES:
-            color = False
-        elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        channels = native_channels(img)
+        if channels == 4:
             array = np.asarray(img.convert("RGBA"))
             return np.ascontiguousarray(array[:, :, [2, 1, 0, 3]].transpose(2, 0, 1))
-        else:
-            color = True
+        color = channels == 3
+    img = _to_8bit(img)
     if color:
         array = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
         return np.ascontiguousarray(array[:, :, ::-1].transpose(2, 0, 1))
@@ -62,17 +62,32 @@ def _as_chw(img, color):
     return array.reshape((1,) + array.shape).copy()
 
 
+def open_image(buffer, what="image"):
+    """Encoded bytes -> a decoded Pillow image; DataError naming ``what`` when Pillow cannot
+    decode it."""
+    Image = _pil()
+    try:
+        img = Image.open(io.BytesIO(buffer))
+        img.load()
+        return img
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{what}: cannot decode the image ({len(buffer)} bytes): {e}") from None
+
+
+def native_channels(img):
+    """The channels OpenCV's IMREAD_UNCHANGED would give a Pillow image: 1, 3 or 4."""
+    if img.mode in _GREY_MODES:
+        return 1
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return 4
+    return 3
+
+
 def decode(buffer, color=None, what="image"):
     """Encoded bytes -> (C, H, W) uint8 (BGR for colour). ``color``: None keeps the picture's
     own channels (OpenCV's IMREAD_UNCHANGED, as Caffe's ``DecodeDatumNative``), True forces
     3 channels, False one. DataError naming ``what`` when Pillow cannot decode it."""
-    Image = _pil()
-    try:
-        with Image.open(io.BytesIO(buffer)) as img:
-            img.load()
-            return _as_chw(img, color)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{what}: cannot decode the image ({len(buffer)} bytes): {e}") from None
+    return to_chw(open_image(buffer, what), color)
 
 
 def read_image(path, height=0, width=0, color=True):
@@ -146,3 +161,39 @@ def encode(image, fmt):
     else:
         img.save(out, "JPEG", quality=95)
     return out.getvalue()
+
+
+def where_hint(path):
+    """For messages about a relative path: where it was looked for."""
+    return "" if os.path.isabs(path) else f" (relative paths are read from the working directory, {os.getcwd()})"
+
+
+_LIST_LINE = re.compile(r"^(.*\S)\s+(\S+)$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+def read_image_list(source):
+    """[(path, label, line number)] of a Caffe image list: one "path label" per line, the
+    label an integer after the last space (so paths may hold spaces). DataError naming the
+    file and line for a line without a label."""
+    try:
+        with open(source, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read the image list '{source}': {e.strerror}"
+                        f"{where_hint(source)}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"the image list '{source}' is not a text file of \"path label\" lines") from None
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        match = _LIST_LINE.match(line)
+        if match is None or not _INTEGER.match(match.group(2)):
+            raise DataError(f"line {number} of the image list '{source}' has no integer label "
+                            f"after the path: {line!r} (each line is \"path label\")")
+        lines.append((match.group(1), int(match.group(2)), number))
+    if not lines:
+        raise DataError(f"the image list '{source}' is empty")
+    return lines

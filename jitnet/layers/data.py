@@ -13,7 +13,6 @@ i mod worker_count == worker_index (TRAIN phase; ``set_worker``).
 """
 import logging
 import os
-import re
 
 import h5py
 import numpy as np
@@ -504,42 +503,11 @@ class Data(PrefetchingDataLayer):
         self.source.reader.close()
 
 
-_LIST_LINE = re.compile(r"^(.*\S)\s+(\S+)$")
-_INTEGER = re.compile(r"^[+-]?\d+$")
-
-
-def read_image_list(source):
-    """[(path, label, line number)] of a Caffe image list: one "path label" per line, the
-    label an integer after the last space (so paths may hold spaces). DataError naming the
-    file and line for a line without a label."""
-    try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read the image list '{source}': {e.strerror}"
-                        f"{data_db._where(source)}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"the image list '{source}' is not a text file of \"path label\" lines") from None
-    lines = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        match = _LIST_LINE.match(line)
-        if match is None or not _INTEGER.match(match.group(2)):
-            raise DataError(f"line {number} of the image list '{source}' has no integer label "
-                            f"after the path: {line!r} (each line is \"path label\")")
-        lines.append((match.group(1), int(match.group(2)), number))
-    if not lines:
-        raise DataError(f"the image list '{source}' is empty")
-    return lines
-
-
 class _ImageListSource:
     """Batches of images named in a list file, in list order or shuffled every pass."""
 
     def __init__(self, param, transformer, dtype, start):
-        self.lines = read_image_list(param.source)
+        self.lines = image_io.read_image_list(param.source)
         self.list_file, self.root = param.source, param.root_folder
         self.height, self.width, self.color = param.new_height, param.new_width, param.is_color
         self.shuffle, self.batch_size = param.shuffle, int(param.batch_size)
@@ -648,7 +616,7 @@ def read_window_file(path, root_folder, fg_threshold, bg_threshold):
         with open(path, encoding="utf-8") as f:
             tokens = f.read().split()
     except OSError as e:
-        raise DataError(f"cannot read the window file '{path}': {e.strerror}{data_db._where(path)}") from None
+        raise DataError(f"cannot read the window file '{path}': {e.strerror}{image_io.where_hint(path)}") from None
     except UnicodeDecodeError:
         raise DataError(f"the window file '{path}' is not a text file") from None
     if not tokens:
