@@ -25,6 +25,7 @@ from . import DataError, image as image_io
 
 BACKENDS = ("lmdb", "leveldb")
 COMMIT_EVERY = 1000
+INITIAL_MAP_SIZE = 1 << 28     # bytes; doubled whenever a commit does not fit
 
 
 def backend_name(backend):
@@ -177,7 +178,7 @@ class LMDBWriter:
         if os.path.exists(path):
             raise DataError(f"'{path}' already exists; convert_imageset writes a new database "
                             "(remove it or choose another name)")
-        self.map_size = 1 << 28
+        self.map_size = INITIAL_MAP_SIZE
         self.env = lmdb.open(path, map_size=self.map_size, subdir=True, lock=True)
         self.pending = []
 
