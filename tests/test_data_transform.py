@@ -81,7 +81,7 @@ def test_batch_transform_equals_image_by_image():
                    dict(crop_size=3, mean_value=[9.5])):
         t = DataTransformer(_param(**fields), jitnet.TEST)
         batch = np.empty((5,) + t.output_shape(images.shape[1:], "x"), np.float32)
-        t.transform_batch(images, batch, draws(batch_generator(0, 0), 5), lambda i: f"image {i}")
+        t.transform_batch(images, batch, lambda: draws(batch_generator(0, 0), 5), lambda i: f"image {i}")
         for i in range(5):
             one = np.empty(batch.shape[1:], np.float32)
             t.transform(images[i], one, (0, 0, 0))

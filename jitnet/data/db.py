@@ -238,11 +238,13 @@ def open_writer(path, backend):
 
 # ------------------------------------------------------------------------------ Datum records
 def parse_datum(value, what):
-    """A serialized record -> caffe.Datum; DataError naming ``what`` when it does not parse."""
+    """A serialized record -> caffe.Datum; DataError naming ``what`` (a string, or a function
+    giving it, called only for the message) when it does not parse."""
     datum = pb.Datum()
     try:
         datum.ParseFromString(value)
     except (DecodeError, RuntimeError, ValueError) as e:
+        what = what() if callable(what) else what
         raise DataError(f"{what} is not a caffe.Datum ({len(value)} bytes that do not parse: "
                         f"{e})") from None
     return datum

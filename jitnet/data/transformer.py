@@ -136,12 +136,16 @@ class DataTransformer:
             out *= self.scale
 
     def transform_batch(self, images, out, batch_draws, what):
-        """Transform a list of images into ``out`` (N, C, H', W'). ``what(i)`` names image i."""
+        """Transform images (a list, or an (N, C, H, W) array) into ``out`` (N, C, H', W').
+        ``batch_draws()`` gives the N rows of draws (called only when the transform is
+        random); ``what(i)`` names image i in messages."""
         first = images[0].shape
-        if not self.random and all(im.shape == first for im in images):
+        stacked = images if isinstance(images, np.ndarray) else None
+        if not self.random and (stacked is not None or all(im.shape == first for im in images)):
             # One shape, no random crop or mirror: the whole batch at once.
             self.output_shape(first, what(0))
-            stacked = np.stack(images) if len(images) > 1 else images[0][None]
+            if stacked is None:
+                stacked = np.stack(images)
             if self.crop:
                 h0, w0, _ = self.offsets(first, (0, 0, 0))
                 stacked = stacked[:, :, h0:h0 + self.crop, w0:w0 + self.crop]
@@ -156,8 +160,9 @@ class DataTransformer:
             if self.scale != 1:
                 out *= self.scale
             return
+        rows = batch_draws()
         for i, image in enumerate(images):
-            self.transform(image, out[i], batch_draws[i], what(i))
+            self.transform(image, out[i], rows[i], what(i))
 
     def _channel_means(self, channels):
         values = self.mean_values if len(self.mean_values) == channels else \

@@ -11,11 +11,13 @@ they read as ``transform_param`` says (jitnet.data.transformer). In a run over s
 processes, worker ``worker_index`` of ``worker_count`` reads records i with
 i mod worker_count == worker_index (TRAIN phase; ``set_worker``).
 """
+import itertools
 import logging
 import os
 
 import h5py
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from .. import common
 from ..data import DataError
@@ -431,23 +433,32 @@ class _DatumSource:
         records = self.reader.records(position)
         size = self.batch_size
         while True:
-            items = []
-            while len(items) < size:
-                key, value = next(records)
-                if workers == 1 or position % workers == rank:
-                    items.append((position, key, value))
-                position += 1
+            if workers == 1:
+                items = [(position + i, key, value)
+                         for i, (key, value) in enumerate(itertools.islice(records, size))]
+                position += size
+            else:
+                items = []
+                while len(items) < size:
+                    key, value = next(records)
+                    if position % workers == rank:
+                        items.append((position, key, value))
+                    position += 1
             data = buffers.get((size,) + self.shape, self.dtype)
             labels = buffers.get((size,), self.dtype)
-            self.fill(items, data, labels, batch_generator(seed, number))
+            self.fill(items, data, labels, lambda: batch_generator(seed, number))
             number += 1
             yield (data, labels), {"next": position, "batch": number, "seed": seed}
 
     def fill(self, items, data, labels, generator):
-        datums = [parse_what(self.reader, p, k, v) for p, k, v in items]
+        try:
+            datums = [pb.Datum.FromString(v) for _, _, v in items]
+        except (DecodeError, RuntimeError, ValueError):     # find the record, name it
+            datums = [parse_what(self.reader, p, k, v) for p, k, v in items]
         count = int(np.prod(self.in_shape))
         raw = all(not d.encoded and len(d.data) == count and
-                  (d.channels, d.height, d.width) == self.in_shape for d in datums)
+                  d.channels == self.in_shape[0] and d.height == self.in_shape[1]
+                  and d.width == self.in_shape[2] for d in datums)
         if raw:
             images = np.frombuffer(b"".join(d.data for d in datums), np.uint8)
             images = images.reshape((len(datums),) + self.in_shape)
@@ -460,12 +471,12 @@ class _DatumSource:
             indices = range(len(datums))
             images = map_decode(one, list(indices)) if encoded else [one(i) for i in indices]
         labels[:] = [d.label for d in datums]
-        self.transformer.transform_batch(images, data, draws(generator, len(datums)),
+        self.transformer.transform_batch(images, data, lambda: draws(generator(), len(datums)),
                                          lambda i: _record_what(self.reader, items[i][0], items[i][1]))
 
 
 def parse_what(reader, position, key, value):
-    return data_db.parse_datum(value, _record_what(reader, position, key))
+    return data_db.parse_datum(value, lambda: _record_what(reader, position, key))
 
 
 @register("Data")
@@ -567,7 +578,8 @@ class _ImageListSource:
                 return image
             images = map_decode(one, chosen)
             labels[:] = [line[1] for line in chosen]
-            self.transformer.transform_batch(images, data, draws(batch_generator(seed, number), size),
+            self.transformer.transform_batch(images, data,
+                                             lambda: draws(batch_generator(seed, number), size),
                                              lambda i: self.what(chosen[i]))
             number += 1
             yield (data, labels), {"next": position, "batch": number, "seed": seed}
