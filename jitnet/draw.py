@@ -7,7 +7,8 @@ method); blobs are grey octagons; an edge from a layer to its top carries the la
 outputs (num_output) or a Data layer's batch size, as in Caffe's pictures. Colours follow
 Caffe's: convolutions red, poolings orange, inner products purple, neurons green, other
 layers blue. A blob written in place (``top: "x"`` over ``bottom: "x"``) gets a new node
-after the layer that rewrote it, so the picture stays a flow from data to loss.
+after the layer that rewrote it, so the picture stays a flow from data to loss; layers of
+different phases writing one top (a TRAIN and a TEST data layer) share its node.
 
 Two renderers:
 
@@ -91,13 +92,10 @@ def net_graph(net_param, phase=None, separator="\n"):
         for bottom in layer.bottom:
             edges.append((blob_node(bottom), lid, ""))
         for top in layer.top:
-            if top in version:
+            if top in layer.bottom:          # written in place: the blob after this layer
                 version[top] += 1
-            else:
-                version[top] = 0
-            tid = f"blob:{top}:{version[top]}"
-            nodes[tid] = ("blob", top, BLOB_COLOR)
-            edges.append((lid, tid, edge_label(layer)))
+                nodes[f"blob:{top}:{version[top]}"] = ("blob", top, BLOB_COLOR)
+            edges.append((lid, blob_node(top), edge_label(layer)))
     return nodes, edges
 
 
