@@ -94,33 +94,27 @@ def throughput(lp, batches):
     return batches * top[0].shape[0] / seconds
 
 
-NET = """name: "bench"
-{data}
-layer {{ name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
-  inner_product_param {{ num_output: 500 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }}
-layer {{ name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
-  inner_product_param {{ num_output: 10 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }}
+CLASSIFIER = """
+layer { name: "ip1" type: "InnerProduct" bottom: "@BOTTOM@" top: "ip1"
+  inner_product_param { num_output: 500 weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+  inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
 """
 
-LENET = """name: "bench_lenet"
-{data}
-layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  convolution_param {{ num_output: 20 kernel_size: 5 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
-  pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
-layer {{ name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
-  convolution_param {{ num_output: 50 kernel_size: 5 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
-  pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
-layer {{ name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
-  inner_product_param {{ num_output: 500 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }}
-layer {{ name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
-  inner_product_param {{ num_output: 10 weight_filler {{ type: "xavier" }} }} }}
-layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }}
-"""
+# "@DATA@" is replaced by a data layer.
+NET = 'name: "bench_mlp"\n@DATA@' + CLASSIFIER.replace("@BOTTOM@", "data")
+
+LENET = 'name: "bench_lenet"\n@DATA@' + """
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 20 kernel_size: 5 weight_filler { type: "xavier" } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+  convolution_param { num_output: 50 kernel_size: 5 weight_filler { type: "xavier" } } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }""" + CLASSIFIER.replace("@BOTTOM@", "pool2")
 
 DATA = ('layer {{ name: "data" type: "Data" top: "data" top: "label" transform_param {{ scale: 0.00390625 }} '
         'data_param {{ source: "{source}" batch_size: 64 backend: LMDB }} }}')
@@ -138,8 +132,8 @@ def solver_for(net_text):
 
 def training(net, source, images, rounds, steps=25):
     """Median ms per iteration: Data on the LMDB vs MemoryData on the same (scaled) arrays."""
-    on_disk = solver_for(net.format(data=DATA.format(source=source)))
-    in_memory = solver_for(net.format(data=MEMORY))
+    on_disk = solver_for(net.replace("@DATA@", DATA.format(source=source)))
+    in_memory = solver_for(net.replace("@DATA@", MEMORY))
     arrays = np.stack(images).astype(np.float32) * np.float32(0.00390625)
     labels = (np.arange(len(images)) % 10).astype(np.float32)
     rows = (len(images) // 64) * 64

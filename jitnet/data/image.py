@@ -168,6 +168,17 @@ def where_hint(path):
     return "" if os.path.isabs(path) else f" (relative paths are read from the working directory, {os.getcwd()})"
 
 
+def read_text(path, what):
+    """The text of ``path`` ("the image list", "the window file"); DataError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"cannot read {what} '{path}': {e.strerror}{where_hint(path)}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{what} '{path}' is not a text file") from None
+
+
 _LIST_LINE = re.compile(r"^(.*\S)\s+(\S+)$")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
@@ -176,14 +187,7 @@ def read_image_list(source):
     """[(path, label, line number)] of a Caffe image list: one "path label" per line, the
     label an integer after the last space (so paths may hold spaces). DataError naming the
     file and line for a line without a label."""
-    try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read the image list '{source}': {e.strerror}"
-                        f"{where_hint(source)}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"the image list '{source}' is not a text file of \"path label\" lines") from None
+    text = read_text(source, "the image list")
     lines = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()

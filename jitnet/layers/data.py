@@ -334,6 +334,13 @@ class HDF5Data(DataLayer):
 
 
 # ============================================================================ prefetching layers
+def _check_batch_and_source(param, field, source_is):
+    if param.batch_size <= 0:
+        raise DataError(f"{field}.batch_size must be positive")
+    if not param.source:
+        raise DataError(f"{field}.source is not set ({source_is})")
+
+
 def _record_what(reader, position, key):
     return (f"record {position % reader.count} (key {key.decode('utf-8', 'replace')!r}) of "
             f"{reader.backend.upper()} '{reader.path}'")
@@ -496,10 +503,7 @@ class Data(PrefetchingDataLayer):
 
     def make_source(self):
         p = self.param.data_param
-        if p.batch_size <= 0:
-            raise DataError("data_param.batch_size must be positive")
-        if not p.source:
-            raise DataError("data_param.source is not set (the path of an LMDB or LevelDB)")
+        _check_batch_and_source(p, "data_param", "the path of an LMDB or LevelDB")
         if p.scale != 1 or p.mean_file or p.crop_size or p.mirror:
             log.warning("%s: data_param's scale, mean_file, crop_size and mirror are ignored "
                         "(as in Caffe); put them in transform_param", self.name)
@@ -603,13 +607,10 @@ class ImageData(PrefetchingDataLayer):
 
     def make_source(self):
         p = self.param.image_data_param
-        if p.batch_size <= 0:
-            raise DataError("image_data_param.batch_size must be positive")
+        _check_batch_and_source(p, "image_data_param", "a text file of \"path label\" lines")
         if (p.new_height > 0) != (p.new_width > 0):
             raise DataError("image_data_param: give both new_height and new_width, or neither "
                             f"(got {p.new_height} x {p.new_width})")
-        if not p.source:
-            raise DataError("image_data_param.source is not set (a text file of \"path label\" lines)")
         start = int(common.rng().integers(p.rand_skip)) if p.rand_skip else 0
         return _ImageListSource(p, self.transformer, self.dtype, start)
 
@@ -624,13 +625,7 @@ def read_window_file(path, root_folder, fg_threshold, bg_threshold):
     [(image index, label, overlap, x1, y1, x2, y2)] of an R-CNN window file: repeated
     "# index", image path, channels, height, width, number of windows, then one
     "class overlap x1 y1 x2 y2" line per window (Caffe's WindowDataLayer)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            tokens = f.read().split()
-    except OSError as e:
-        raise DataError(f"cannot read the window file '{path}': {e.strerror}{image_io.where_hint(path)}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"the window file '{path}' is not a text file") from None
+    tokens = image_io.read_text(path, "the window file").split()
     if not tokens:
         raise DataError(f"the window file '{path}' is empty")
     images, fg, bg = [], [], []
@@ -832,10 +827,7 @@ class WindowData(PrefetchingDataLayer):
 
     def make_source(self):
         p = self.param.window_data_param
-        if p.batch_size <= 0:
-            raise DataError("window_data_param.batch_size must be positive")
-        if not p.source:
-            raise DataError("window_data_param.source is not set (an R-CNN window file)")
+        _check_batch_and_source(p, "window_data_param", "an R-CNN window file")
         if self.param.transform_param.scale != 1:
             log.warning("%s: WindowData ignores transform_param.scale (as Caffe does); its "
                         "scale is window_data_param.scale", self.name)
