@@ -6,6 +6,10 @@
     jitnet plot  LOGFILE [-o curves.png]
     jitnet info                      # versions; how jitnet uses the cores
     jitnet device_query [--gpu 0]
+    jitnet convert_imageset [--resize_height H --resize_width W --shuffle --gray --encoded
+                            --encode_type png|jpg --backend lmdb|leveldb --check_size] ROOT/ LIST DB
+    jitnet compute_image_mean [--backend lmdb|leveldb] DB [mean.binaryproto]
+    jitnet draw NET.prototxt out.png|.svg|.pdf [--rankdir LR|TB|BT|RL] [--phase TRAIN|TEST|ALL]
 
 Caffe's single-dash spellings (``-solver``, ``-weights``, ...) work too.
 """
@@ -84,6 +88,38 @@ def build_parser():
 
     query = sub.add_parser("device_query", help="show the CUDA devices numba sees")
     _flag(query, "gpu", default="0", help="device id (default 0)")
+
+    convert = sub.add_parser("convert_imageset", help="images listed in a file -> an LMDB/LevelDB "
+                             "of Datum records (Caffe's convert_imageset)")
+    convert.add_argument("root", help="folder the list's paths are relative to (joined by plain "
+                         "concatenation, as Caffe does: end it with /)")
+    convert.add_argument("listfile", help='a text file of "path label" lines')
+    convert.add_argument("db_name", help="the database to create")
+    _flag(convert, "resize_height", type=int, default=0, help="resize images to this height (with --resize_width)")
+    _flag(convert, "resize_width", type=int, default=0, help="resize images to this width (with --resize_height)")
+    _flag(convert, "shuffle", action="store_true", help="shuffle the lines first")
+    _flag(convert, "gray", action="store_true", help="store grey images (1 channel)")
+    _flag(convert, "encoded", action="store_true", help="store encoded images (PNG/JPEG) instead of raw pixels")
+    _flag(convert, "encode_type", default="", help="png or jpg with --encoded (default: each file's own)")
+    _flag(convert, "backend", default="lmdb", choices=["lmdb", "leveldb"], help="database backend (default lmdb)")
+    _flag(convert, "check_size", action="store_true", help="require every image to have the same size")
+
+    mean = sub.add_parser("compute_image_mean", help="the mean image of a database, as a .binaryproto "
+                          "for transform_param.mean_file (Caffe's compute_image_mean)")
+    mean.add_argument("db", help="an LMDB or LevelDB of Datum records")
+    mean.add_argument("output", nargs="?", default=None, help="the .binaryproto to write")
+    _flag(mean, "backend", default="lmdb", choices=["lmdb", "leveldb"], help="database backend (default lmdb)")
+
+    draw = sub.add_parser("draw", help="a picture of a net's layers and blobs (Caffe's draw_net.py)")
+    draw.add_argument("net", help="the net prototxt")
+    draw.add_argument("output", help="the picture to write: .png, .svg or .pdf")
+    _flag(draw, "rankdir", default="LR", choices=["LR", "TB", "BT", "RL"],
+          help="direction of the flow: left-right (default), top-bottom, ...")
+    _flag(draw, "phase", default="ALL", choices=["TRAIN", "TEST", "ALL"],
+          help="draw the layers of one phase (default ALL: every layer)")
+    _flag(draw, "renderer", default="auto", choices=["auto", "graphviz", "matplotlib"],
+          help="Graphviz (needs the dot program) or jitnet's own layout with matplotlib; "
+               "auto picks Graphviz when dot is installed")
     return parser
 
 
@@ -300,8 +336,49 @@ def plot(args):
     return 0
 
 
+def convert_imageset(args):
+    from .data.image import read_image_list
+    from .data.tools import convert_imageset as convert
+    total = len(read_image_list(args.listfile))
+    with progress_bar(total, "convert") as bar:
+        result = convert(args.root, args.listfile, args.db_name, resize_height=args.resize_height,
+                         resize_width=args.resize_width, shuffle=args.shuffle, gray=args.gray,
+                         encoded=args.encoded, encode_type=args.encode_type, backend=args.backend,
+                         check_size=args.check_size, progress=bar.update)
+    skipped = len(result["skipped"])
+    print(f"wrote {result['written']} images to {args.db_name} ({args.backend})"
+          + (f"; {skipped} could not be read and were skipped" if skipped else ""))
+    return 0
+
+
+def compute_image_mean(args):
+    from .data.db import open_reader
+    from .data.tools import compute_image_mean as compute
+    reader = open_reader(args.db, args.backend)
+    total = reader.count
+    reader.close()
+    with progress_bar(total, "mean") as bar:
+        mean, channel_means = compute(args.db, args.output, backend=args.backend, progress=bar.update)
+    print(f"Number of channels: {mean.shape[0]}")
+    for c, value in enumerate(channel_means):
+        print(f"mean_value channel [{c}]: {value:.6g}")
+    if args.output:
+        print(f"wrote {args.output} (1 x {' x '.join(map(str, mean.shape))})")
+    return 0
+
+
+def draw(args):
+    from .draw import draw_net_file
+    phase = None if args.phase == "ALL" else _phase(args.phase)
+    used = draw_net_file(args.net, args.output, rankdir=args.rankdir, phase=phase,
+                         renderer=args.renderer)
+    print(f"Drawing net to {args.output} ({used})")
+    return 0
+
+
 COMMANDS = {"train": train, "test": test, "time": time_net, "plot": plot, "info": info,
-            "device_query": device_query}
+            "device_query": device_query, "convert_imageset": convert_imageset,
+            "compute_image_mean": compute_image_mean, "draw": draw}
 
 
 def main(argv=None):

@@ -775,6 +775,245 @@ def crop_errors():
 
 
 # --------------------------------------------------------------------------- data pipeline (issue 12)
+_data_counter = itertools.count()
+
+
+def _data_tag():
+    return f"{os.getpid()}_{next(_data_counter)}"
+
+
+def _png_bytes(image):
+    """PNG bytes of a (C, H, W) uint8 image with C = 1 (grey) or 3 (BGR planes), written
+    with Pillow directly (independently of jitnet's encoder)."""
+    import io as _io
+    from PIL import Image
+    pil = (Image.fromarray(image[0], "L") if image.shape[0] == 1
+           else Image.fromarray(np.ascontiguousarray(image[::-1].transpose(1, 2, 0)), "RGB"))
+    out = _io.BytesIO()
+    pil.save(out, "PNG")
+    return out.getvalue()
+
+
+def _draw_transform(draw, lp, channels, height, width, ctx, allow_crop=True):
+    """transform_param: scale, a mean (none, mean_value one or per channel, or a mean file),
+    a centre crop (the phase is TEST when cropping). Returns the mean array or values."""
+    t = lp.transform_param
+    if draw(st.booleans()):
+        t.scale = draw(st.sampled_from([0.5, 0.00390625, 2.0]))
+    kind = draw(st.sampled_from(["none", "one", "per-channel", "file"]))
+    mean = None
+    if kind == "one":
+        t.mean_value.append(draw(st.sampled_from([10.0, 127.5])))
+    elif kind == "per-channel":
+        t.mean_value.extend(draw(st.lists(st.sampled_from([3.0, 100.25, 200.0]),
+                                          min_size=channels, max_size=channels)))
+    elif kind == "file":
+        mean = np.asarray(draw(jst.arrays((channels, height, width), low=0.0, high=255.0)),
+                          np.float32)
+        path = os.path.join(ctx.workdir, f"mean_{_data_tag()}.binaryproto")
+        blob = pb.BlobProto(num=1, channels=channels, height=height, width=width)
+        blob.data.extend(mean.ravel().tolist())
+        with open(path, "wb") as f:
+            f.write(blob.SerializeToString())
+        t.mean_file = path
+    if allow_crop and draw(st.booleans()):
+        t.crop_size = draw(st.integers(1, min(height, width)))
+    return mean
+
+
+def _expected_transform(s, images):
+    t = s.layer_param.transform_param
+    out = []
+    for image in images:
+        _, H, W = image.shape
+        h0, w0, _ = ref.caffe_crop_offsets(H, W, t.crop_size, False, (0, 0, 0))
+        out.append(ref.caffe_transform(image, t.crop_size, h0, w0, False, s.extra.get("mean"),
+                                       list(t.mean_value), t.scale))
+    return np.stack(out)
+
+
+def draw_data(draw, ctx):
+    """An LMDB of 1-5 records (raw bytes, float_data or PNG), read in batches of 1-6 that
+    may wrap around; transform_param drawn; TEST phase (the centre crop)."""
+    import lmdb
+    n = draw(st.integers(1, 5))
+    c = draw(st.sampled_from([1, 3]))
+    h, w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    kind = draw(st.sampled_from(["raw", "float", "png"]))
+    images = [np.asarray(draw(jst.arrays((c, h, w), low=0.0, high=255.0))) for _ in range(n)]
+    images = [im.round().astype(np.uint8) if kind != "float" else im.astype(np.float32)
+              for im in images]
+    labels = [draw(st.integers(0, 9)) for _ in range(n)]
+    path = os.path.join(ctx.workdir, f"lmdb_{_data_tag()}")
+    env = lmdb.open(path, map_size=1 << 22)
+    with env.begin(write=True) as txn:
+        for i, (image, label) in enumerate(zip(images, labels)):
+            datum = pb.Datum(label=label)
+            if kind == "png":
+                datum.data, datum.encoded = _png_bytes(image), True
+            else:
+                datum.channels, datum.height, datum.width = c, h, w
+                if kind == "raw":
+                    datum.data = image.tobytes()
+                else:
+                    datum.float_data.extend(image.ravel().tolist())
+            txn.put(f"{i:08d}_img{i}".encode(), datum.SerializeToString())
+    env.close()
+    ntops = draw(st.integers(1, 2))
+    lp = _lp("Data", bottoms=(), tops=("data", "label")[:ntops])
+    lp.data_param.source, lp.data_param.backend = path, pb.DataParameter.LMDB
+    lp.data_param.batch_size = draw(st.integers(1, 6))
+    lp.data_param.prefetch = draw(st.sampled_from([0, 1, 4]))
+    mean = _draw_transform(draw, lp, c, h, w, ctx)
+    return Sample(lp, [], phase=jitnet.TEST,
+                  extra={"images": images, "labels": labels, "mean": mean})
+
+
+def ref_data(s):
+    rows = np.arange(s.layer_param.data_param.batch_size) % len(s.extra["images"])
+    data = _expected_transform(s, [s.extra["images"][r] for r in rows])
+    labels = np.asarray(s.extra["labels"], np.float64)[rows]
+    return [data, labels][:len(s.layer_param.top)]
+
+
+def data_errors():
+    def lp(**fields):
+        p = _bad("Data", bottoms=(), tops=("data", "label"))
+        p.data_param.backend = pb.DataParameter.LMDB
+        p.data_param.batch_size = fields.pop("batch_size", 2)
+        p.data_param.source = fields.pop("source", "/nonexistent/lmdb")
+        for name, value in fields.items():
+            getattr(p.transform_param, name).extend(value) if name == "mean_value" else \
+                setattr(p.transform_param, name, value)
+        return p
+    return [("batch-0", lp(batch_size=0), []), ("missing-db", lp(), []),
+            ("no-source", lp(source=""), []),
+            ("mean-file-and-value", lp(mean_file="m.binaryproto", mean_value=[1.0]), []),
+            ("force-color-and-gray", lp(force_color=True, force_gray=True), [])]
+
+
+def draw_image_data(draw, ctx):
+    """1-4 PNG files (grey or colour) listed with labels; read in colour or grey (grey
+    pictures only when is_color is false), batches of 1-5 wrapping around."""
+    n = draw(st.integers(1, 4))
+    c = draw(st.sampled_from([1, 3]))
+    is_color = c == 3 or draw(st.booleans())
+    h, w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    tag = _data_tag()
+    folder = os.path.join(ctx.workdir, f"images_{tag}")
+    os.makedirs(folder)
+    images, labels, lines = [], [], []
+    for i in range(n):
+        image = np.asarray(draw(jst.arrays((c, h, w), low=0.0, high=255.0))).round().astype(np.uint8)
+        with open(os.path.join(folder, f"im {i}.png"), "wb") as f:       # a space in the name
+            f.write(_png_bytes(image))
+        images.append(np.repeat(image, 3, axis=0) if is_color and c == 1 else image)
+        labels.append(draw(st.integers(-2, 9)))
+        lines.append(f"im {i}.png {labels[-1]}")
+    source = os.path.join(ctx.workdir, f"list_{tag}.txt")
+    with open(source, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    lp = _lp("ImageData", bottoms=(), tops=("data", "label"))
+    p = lp.image_data_param
+    p.source, p.root_folder, p.is_color = source, folder + "/", is_color
+    p.batch_size = draw(st.integers(1, 5))
+    mean = _draw_transform(draw, lp, 3 if is_color else 1, h, w, ctx)
+    return Sample(lp, [], phase=jitnet.TEST, extra={"images": images, "labels": labels, "mean": mean})
+
+
+def ref_image_data(s):
+    rows = np.arange(s.layer_param.image_data_param.batch_size) % len(s.extra["images"])
+    return [_expected_transform(s, [s.extra["images"][r] for r in rows]),
+            np.asarray(s.extra["labels"], np.float64)[rows]]
+
+
+def image_data_errors():
+    missing = _bad("ImageData", bottoms=(), tops=("data", "label"))
+    missing.image_data_param.source = "/nonexistent/list.txt"
+    half = _bad("ImageData", bottoms=(), tops=("data", "label"))
+    half.image_data_param.source = "/nonexistent/list.txt"
+    half.image_data_param.new_height = 4
+    return [("missing-list", missing, []), ("new-height-only", half, [])]
+
+
+def draw_window_data(draw, ctx):
+    """One colour image, one background and one foreground window (so the sampling has one
+    choice), warped to crop_size with context padding, square or warp mode; no mirror."""
+    H, W = draw(st.integers(4, 9)), draw(st.integers(4, 9))
+    image = np.asarray(draw(jst.arrays((3, H, W), low=0.0, high=255.0))).round().astype(np.uint8)
+    tag = _data_tag()
+    path = os.path.join(ctx.workdir, f"window_{tag}.png")
+    with open(path, "wb") as f:
+        f.write(_png_bytes(image))
+
+    def box():
+        x1, y1 = draw(st.integers(0, W - 1)), draw(st.integers(0, H - 1))
+        return x1, y1, draw(st.integers(x1, W - 1)), draw(st.integers(y1, H - 1))
+    fg, bg = box(), box()
+    label = draw(st.integers(1, 5))
+    window_file = os.path.join(ctx.workdir, f"windows_{tag}.txt")
+    with open(window_file, "w") as f:
+        f.write(f"# 0\n{path}\n3\n{H}\n{W}\n2\n{label} 0.9 {' '.join(map(str, fg))}\n"
+                f"7 0.1 {' '.join(map(str, bg))}\n")
+    lp = _lp("WindowData", bottoms=(), tops=("data", "label"))
+    p = lp.window_data_param
+    p.source, p.batch_size = window_file, draw(st.integers(1, 4))
+    p.fg_fraction = draw(st.sampled_from([0.0, 0.25, 0.5, 1.0]))
+    p.context_pad = draw(st.sampled_from([0, 1]))
+    p.crop_mode = draw(st.sampled_from(["warp", "square"]))
+    p.scale = draw(st.sampled_from([1.0, 0.5]))
+    lp.transform_param.crop_size = draw(st.integers(3, 6))
+    if draw(st.booleans()):
+        lp.transform_param.mean_value.extend([20.0, 40.0, 60.0])
+    return Sample(lp, [], extra={"image": image, "fg": fg, "bg": bg, "label": label})
+
+
+def ref_window_data(s):
+    p, t = s.layer_param.window_data_param, s.layer_param.transform_param
+    num_fg = int(np.float32(p.batch_size) * np.float32(p.fg_fraction))
+    rows, labels = [], []
+    for is_fg in [False] * (p.batch_size - num_fg) + [True] * num_fg:
+        rows.append(ref.window_warp(s.extra["image"], s.extra["fg" if is_fg else "bg"], t.crop_size,
+                                    p.context_pad, p.crop_mode == "square", False, None,
+                                    list(t.mean_value), p.scale))
+        labels.append(s.extra["label"] if is_fg else 0)
+    return [np.stack(rows), np.asarray(labels, np.float64)]
+
+
+def window_data_errors():
+    lp = _bad("WindowData", bottoms=(), tops=("data", "label"))
+    lp.window_data_param.source = "/nonexistent/windows.txt"
+    lp.window_data_param.batch_size = 2
+    no_crop = _bad("WindowData", bottoms=(), tops=("data", "label"))
+    no_crop.window_data_param.batch_size = 2
+    return [("missing-window-file", lp, []), ("no-source", no_crop, [])]
+
+
+def draw_hdf5_output(draw, ctx):
+    shape = _shape(draw, ctx, min_dims=1, max_dims=4, max_side=3)
+    data = _array(draw, ctx, shape)
+    label = _array(draw, ctx, (shape[0],) + _shape(draw, ctx, min_dims=0, max_dims=1, max_side=2))
+    lp = _lp("HDF5Output", bottoms=("data", "label"), tops=())
+    lp.hdf5_output_param.file_name = os.path.join(ctx.workdir, f"out_{_data_tag()}.h5")
+    return Sample(lp, [data, label])
+
+
+def ref_hdf5_output(s):
+    """No tops; the file holds the bottoms as 4-D "data" and "label" datasets."""
+    with h5py.File(s.layer_param.hdf5_output_param.file_name, "r") as f:
+        for name, bottom in zip(("data", "label"), s.bottoms):
+            bottom = np.asarray(bottom)
+            want = bottom.reshape(bottom.shape + (1,) * (4 - bottom.ndim))
+            assert f[name].shape == want.shape, (name, f[name].shape, want.shape)
+            np.testing.assert_array_equal(f[name][...], want, err_msg=name)
+    return []
+
+
+def hdf5_output_errors():
+    return [("no-file-name", _bad("HDF5Output", bottoms=("a", "b"), tops=()),
+             [np.ones((2, 3)), np.ones(2)])]
+
+
 
 
 # --------------------------------------------------------------------------- Python layer (issue 11)
@@ -861,6 +1100,16 @@ LAYER_CASES = [
     # -- catalogue: utility layers and MVN
 
     # -- data pipeline (issue 12)
+    LayerCase("Data", draw_data, ref_data, gpu_kernels=False, errors=data_errors),
+    LayerCase("ImageData", draw_image_data, ref_image_data, gpu_kernels=False,
+              errors=image_data_errors),
+    LayerCase("WindowData", draw_window_data, ref_window_data, gpu_kernels=False,
+              reference_note="warps with OpenCV's fixed-point bilinear weights; the reference "
+                             "in real arithmetic agrees to one grey level (times scale)",
+              forward_tol={np.float32: (0, 1.0001), np.float64: (0, 1.0001)},
+              errors=window_data_errors),
+    LayerCase("HDF5Output", draw_hdf5_output, ref_hdf5_output, gpu_kernels=False,
+              errors=hdf5_output_errors),
 
     # -- Python layer (issue 11)
 

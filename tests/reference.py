@@ -271,3 +271,116 @@ def crop(x, reference_shape, axis=2, offsets=()):
 
 
 # --------------------------------------------------------------------------- catalogue: utility layers and MVN
+
+
+# --------------------------------------------------------------------------- data pipeline (issue 12)
+def caffe_transform(x, crop_size=0, h_off=0, w_off=0, mirror=False, mean=None, mean_values=(),
+                    scale=1.0):
+    """Caffe's DataTransformer::Transform(const Datum&, Dtype*) written out pixel by pixel:
+    for c, h, w of the (crop_size × crop_size, or whole) output,
+        data_index = (c·H + h_off + h)·W + w_off + w
+        top_index  = (c·height + h)·width + (width − 1 − w if mirror else w)
+        top[top_index] = (x[data_index] − mean[data_index] or mean_value[c]) · scale
+    ``x`` is (C, H, W); the mean file is indexed at the source pixel, not the cropped one."""
+    x = _f64(x)
+    channels, H, W = x.shape
+    height, width = (crop_size, crop_size) if crop_size else (H, W)
+    flat = x.ravel()
+    mean_flat = None if mean is None else _f64(mean).ravel()
+    values = [float(v) for v in mean_values]
+    if len(values) == 1:
+        values = values * channels
+    out = np.zeros(channels * height * width)
+    for c in range(channels):
+        for h in range(height):
+            for w in range(width):
+                data_index = (c * H + h_off + h) * W + w_off + w
+                top_index = (c * height + h) * width + ((width - 1 - w) if mirror else w)
+                value = flat[data_index]
+                if mean_flat is not None:
+                    value -= mean_flat[data_index]
+                elif values:
+                    value -= values[c]
+                out[top_index] = value * scale
+    return out.reshape(channels, height, width)
+
+
+def caffe_crop_offsets(H, W, crop_size, train, draws):
+    """(h_off, w_off, mirror-coin) Caffe draws for one image: in TRAIN Rand(H − crop + 1) and
+    Rand(W − crop + 1), Rand(n) being a 32-bit draw mod n; in TEST the centre, (H − crop) / 2."""
+    coin = int(draws[0]) % 2
+    if not crop_size:
+        return 0, 0, coin
+    if train:
+        return int(draws[1]) % (H - crop_size + 1), int(draws[2]) % (W - crop_size + 1), coin
+    return (H - crop_size) // 2, (W - crop_size) // 2, coin
+
+
+def opencv_bilinear(image, height, width):
+    """OpenCV's INTER_LINEAR in real arithmetic (Caffe's cv::resize): output pixel (y, x) samples
+    the source at ((y + 0.5)·H/height − 0.5, (x + 0.5)·W/width − 0.5), the coordinate clamped
+    to [0, size − 1], bilinearly; rounded to uint8. ``image`` is (C, H, W)."""
+    img = _f64(image)
+    channels, H, W = img.shape
+    out = np.zeros((channels, height, width))
+
+    def taps(i, src, dst):
+        f = (i + 0.5) * src / dst - 0.5
+        i0 = math.floor(f)
+        t = f - i0
+        if i0 < 0:
+            i0, t = 0, 0.0
+        if i0 >= src - 1:
+            i0, t = src - 1, 0.0
+        return i0, min(i0 + 1, src - 1), t
+    for y in range(height):
+        y0, y1, ty = taps(y, H, height)
+        for x in range(width):
+            x0, x1, tx = taps(x, W, width)
+            out[:, y, x] = ((1 - ty) * ((1 - tx) * img[:, y0, x0] + tx * img[:, y0, x1])
+                            + ty * ((1 - tx) * img[:, y1, x0] + tx * img[:, y1, x1]))
+    return np.clip(np.floor(out + 0.5), 0, 255)
+
+
+def window_warp(image, box, crop_size, context_pad=0, square=False, mirror=False, mean=None,
+                mean_values=(), scale=1.0):
+    """Caffe's WindowDataLayer for one window (x1, y1, x2, y2 inclusive) of a (C, H, W) image,
+    in real arithmetic: widen the box by the factor crop / (crop − 2·context_pad) about its
+    centre (a square first with ``square``), clip it to the image, warp the clipped part to
+    its share of crop_size (OpenCV bilinear), place it after the clipped-off padding (the
+    right padding when mirrored), mirror; subtract the mean file's centre crop (or
+    mean_value) and scale. Returns the (C, crop, crop) patch, zero outside the window."""
+    img = _f64(image)
+    channels, rows, cols = img.shape
+    x1, y1, x2, y2 = box
+    size_w = size_h = crop_size
+    pad_w = pad_h = 0
+    if context_pad > 0 or square:
+        rnd = lambda v: int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))   # noqa: E731
+        context_scale = crop_size / (crop_size - 2 * context_pad)
+        half_h, half_w = (y2 - y1 + 1) / 2.0, (x2 - x1 + 1) / 2.0
+        cx, cy = x1 + half_w, y1 + half_h
+        if square:
+            half_h = half_w = max(half_h, half_w)
+        x1, x2 = rnd(cx - half_w * context_scale), rnd(cx + half_w * context_scale)
+        y1, y2 = rnd(cy - half_h * context_scale), rnd(cy + half_h * context_scale)
+        un_h, un_w = y2 - y1 + 1, x2 - x1 + 1
+        px1, py1, px2, py2 = max(0, -x1), max(0, -y1), max(0, x2 - cols + 1), max(0, y2 - rows + 1)
+        x1, x2, y1, y2 = x1 + px1, x2 - px2, y1 + py1, y2 - py2
+        sx, sy = crop_size / un_w, crop_size / un_h
+        size_w, size_h = rnd((x2 - x1 + 1) * sx), rnd((y2 - y1 + 1) * sy)
+        pad_h = rnd(py1 * sy)
+        pad_w = rnd(px2 * sx) if mirror else rnd(px1 * sx)
+        size_h, size_w = min(size_h, crop_size - pad_h), min(size_w, crop_size - pad_w)
+    patch = opencv_bilinear(img[:, y1:y2 + 1, x1:x2 + 1], size_h, size_w)
+    if mirror:
+        patch = patch[:, :, ::-1]
+    out = np.zeros((channels, crop_size, crop_size))
+    region = patch.copy()
+    if mean is not None:
+        off = (np.shape(mean)[2] - crop_size) // 2
+        region -= _f64(mean)[:, off + pad_h:off + pad_h + size_h, off + pad_w:off + pad_w + size_w]
+    elif len(mean_values):
+        region -= np.broadcast_to(_f64(mean_values), (channels,))[:, None, None]
+    out[:, pad_h:pad_h + size_h, pad_w:pad_w + size_w] = region * scale
+    return out

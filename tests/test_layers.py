@@ -517,7 +517,8 @@ def test_in_place_matches_out_of_place(case, device, workdir, data):
 
 
 @pytest.mark.parametrize("case", _cases(None, lambda c: not layer_class(c.type).in_place
-                                        and layer_class(c.type).exact_bottoms != 0))
+                                        and layer_class(c.type).exact_bottoms != 0
+                                        and layer_class(c.type).exact_tops != 0))
 @settings(max_examples=2)
 @given(data=st.data())
 def test_planner_refuses_in_place_use_of_other_layers(case, workdir, data):
