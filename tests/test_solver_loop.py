@@ -232,3 +232,17 @@ def test_a_resume_state_that_is_not_utf8(tmp_path):
         f.write(varint + bytes([len(payload)]) + payload)
     with pytest.raises(jitnet.SolverError, match="jitnet_state is not valid JSON"):
         jitnet.get_solver(str(path)).restore(state)
+
+
+def test_get_solver_takes_a_solver_parameter():
+    """pycaffe scripts build the SolverParameter in Python and hand it over."""
+    from google.protobuf import text_format
+    param = text_format.Parse(
+        'base_lr: 0.1 lr_policy: "fixed" max_iter: 2 net_param { layer { name: "d" type: "DummyData" '
+        'top: "a" top: "b" dummy_data_param { shape { dim: 2 dim: 3 } data_filler { type: "gaussian" } } } '
+        'layer { name: "ip" type: "InnerProduct" bottom: "a" top: "y" inner_product_param { num_output: 3 } } '
+        'layer { name: "l" type: "EuclideanLoss" bottom: "y" bottom: "b" top: "loss" } }', pb.SolverParameter())
+    solver = jitnet.get_solver(param)
+    assert solver.type == "SGD" and solver.source is None
+    solver.step(2)
+    assert solver.iter == 2

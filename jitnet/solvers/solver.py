@@ -44,10 +44,12 @@ def register_solver(type_name):
 
 
 def get_solver(solver_file):
-    """The solver of the type the file's ``type`` (or legacy ``solver_type``) names."""
+    """The solver of the type the file's ``type`` (or legacy ``solver_type``) names; a
+    SolverParameter works too."""
     param = _read_param(solver_file)
-    cls = SOLVERS.get(param.type, f"{solver_file}: ")
-    return cls(param, source=solver_file)
+    source = None if isinstance(solver_file, pb.SolverParameter) else os.fspath(solver_file)
+    cls = SOLVERS.get(param.type, f"{source or 'solver'}: ")
+    return cls(param, source=source)
 
 
 def _read_param(solver):
