@@ -523,36 +523,41 @@ class Net:
 
     def _weights_from(self, source, path):
         """[(blob, array)] from a NetParameter, or from the file ``path`` (HDF5 or binary
-        caffemodel, told apart by content)."""
+        caffemodel, told apart by content; a caffemodel is read a layer at a time, each
+        blob's values straight into one array, so the weights are held once)."""
         if source is not None:
-            return self._weights_from_proto(source, path)
+            return self._weights_from_layers(
+                [(layer.name, [proto_io.BlobValues.from_proto(bp) for bp in layer.blobs])
+                 for layer in source.layer], path)
         from .hdf5 import is_hdf5, read_weights_hdf5
         if is_hdf5(path):
             return read_weights_hdf5(self, path)
-        return self._weights_from_proto(proto_io.read_net_binary(path), path)
+        return self._weights_from_layers(proto_io.read_caffemodel(path)[1], path)
 
-    def _weights_from_proto(self, source, path):
+    def _weights_from_layers(self, layers, path):
+        """[(blob, array)] for the source layers ``[(name, [BlobValues])]`` this net has:
+        matched by name (Caffe's split layers and the layers this net lacks are skipped,
+        one note each), shapes checked."""
         found = []
-        for layer_param in source.layer:
-            target = self.layer_dict.get(layer_param.name)
+        for name, blobs in layers:
+            target = self.layer_dict.get(name)
             if target is None:
-                if layer_param.blobs:
-                    log.info("%s: ignoring source layer '%s' (not in net '%s')",
-                             path, layer_param.name, self.name)
+                if blobs:
+                    log.info("%s: ignoring source layer '%s' (not in net '%s')", path, name, self.name)
                 continue
-            if not layer_param.blobs and not target.blobs:
+            if not blobs and not target.blobs:
                 continue
-            arrays = [self._blob_array(bp, target, j, path) for j, bp in enumerate(layer_param.blobs)]
+            arrays = [self._blob_array(values, target, j, path) for j, values in enumerate(blobs)]
             found.extend(self.check_layer_arrays(target, arrays, path))
         return found
 
     @staticmethod
-    def _blob_array(bp, target, j, path):
+    def _blob_array(values, target, j, path):
         try:
-            array = proto_io.blob_to_array(bp)
+            array = values.data_array()
         except ProtoError as e:
             raise WeightsError(f"{path}: layer '{target.name}' blob {j}: {e}") from None
-        if j < len(target.blobs) and not len(bp.shape.dim):
+        if j < len(target.blobs) and values.legacy:
             # Legacy num/channels/height/width: Caffe accepts it when the target's shape,
             # padded with leading 1s to 4 axes, is the same.
             want = target.blobs[j].shape
@@ -579,14 +584,20 @@ class Net:
 
     def to_proto(self, write_diff=False):
         """A NetParameter with every layer's definition and its blobs (what a caffemodel holds)."""
-        net_param = pb.NetParameter(name=self.name)
-        for step in self.steps:
-            layer, layer_param = step.layer, net_param.layer.add()
-            layer_param.CopyFrom(step.plan.param)
-            del layer_param.blobs[:]
+        net_param = self._definition()
+        for layer, layer_param in zip(self.layers, net_param.layer):
             for blob in layer.blobs:
                 proto_io.array_to_blob(blob.data, layer_param.blobs.add(),
                                        diff=blob.diff if write_diff else None)
+        return net_param
+
+    def _definition(self):
+        """The NetParameter of the layers as built, without blob values."""
+        net_param = pb.NetParameter(name=self.name)
+        for step in self.steps:
+            layer_param = net_param.layer.add()
+            layer_param.CopyFrom(step.plan.param)
+            del layer_param.blobs[:]
         return net_param
 
     def save(self, path, write_diff=False):
@@ -596,8 +607,10 @@ class Net:
         if path.endswith(".h5"):
             from .hdf5 import save_weights_hdf5
             save_weights_hdf5(self, path, write_diff)
-        else:
-            proto_io.write_binary(self.to_proto(write_diff), path)
+        else:       # the bytes of write_binary(to_proto()), written without a serialized copy
+            proto_io.write_caffemodel(self._definition(), [
+                [(blob.data, blob.diff if write_diff else None) for blob in layer.blobs]
+                for layer in self.layers], path)
 
     def __repr__(self):
         return f"<Net '{self.name}' ({'TRAIN' if self.phase == planner.TRAIN else 'TEST'}), " \
