@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError, EncodeError
 
 from jitnet.errors import ProtoError
 from jitnet.proto import caffe_pb2 as pb
-from jitnet.proto.upgrade import upgrade_net, upgrade_solver
+from jitnet.proto.upgrade import unknown_field_hint, upgrade_net, upgrade_solver
 
 __all__ = [
     "read_text", "write_text", "read_binary", "write_binary",
@@ -101,6 +101,9 @@ def _write_bytes_atomically(data, path):
 #: position goes into ProtoError's own "file:line:column: " prefix instead.
 _POSITION_PREFIX = re.compile(r"^\s*\d+(:\d+)?\s*:\s*")
 
+#: protobuf's message for a field the schema lacks (a typo, or a fork's field).
+_UNKNOWN_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
+
 #: The schema's package is ``jitnet.caffe`` (so it can live next to pycaffe's); Caffe users
 #: know its messages and enums as ``caffe.InnerProductParameter``, ``caffe.Phase``, ...
 _SCHEMA_PACKAGE = re.compile(re.escape(pb.DESCRIPTOR.package) + r"\.")
@@ -120,17 +123,26 @@ def read_text(path, message):
     bad value, naming ``file:line:column``; also if required fields are missing.
     """
     data = _read_bytes(path)
+    binary_hint = (f"; this is a binary file (a .caffemodel or .binaryproto?), but a "
+                   f"{message.DESCRIPTOR.name} is read from a text prototxt here"
+                   + (" (weights go to weights=..., or --weights)"
+                      if message.DESCRIPTOR.name == "NetParameter" else ""))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data[:error.start].count(b"\n") + 1
-        raise ProtoError("the file is not UTF-8 text", path=path, line=line) from None
+        raise ProtoError("the file is not UTF-8 text" + binary_hint, path=path, line=line) from None
     message.Clear()
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
-        what = caffe_names(_POSITION_PREFIX.sub("", str(error)))
-        raise ProtoError(what, path=path, line=error.GetLine(),
+        what = _POSITION_PREFIX.sub("", str(error))
+        unknown = _UNKNOWN_FIELD.search(what)
+        if unknown:
+            what = what.rstrip(".") + unknown_field_hint(unknown.group(1).rsplit(".", 1)[-1], unknown.group(2))
+        if "\0" in text:
+            what += binary_hint
+        raise ProtoError(caffe_names(what), path=path, line=error.GetLine(),
                          column=error.GetColumn()) from None
     _check_initialized(message, path)
     return message
@@ -457,7 +469,8 @@ class _WireReader:
     def length(self, end):
         n, raw = self.varint()
         if self.pos + n > end:
-            self.fail(f"a field of {n} bytes runs past the end of its message")
+            self.fail(f"a field of {n} bytes runs past the end of "
+                      f"{'the file' if end == self.size else 'its message'}")
         return n, raw
 
     def field_body(self, wire_type, end):
