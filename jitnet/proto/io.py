@@ -663,16 +663,26 @@ def _split_serialized(data, number):
     return data, b""
 
 
-def _blob_parts(data, diff=None):
+def _blob_parts(data, diff=None, legacy=False):
     """The serialized BlobProto of ``data`` (and ``diff``) as a list of byte strings and
     arrays (written as they are, without a copy), in the order protobuf writes the fields;
-    the same encoding as :func:`array_to_blob`."""
+    the same encoding as :func:`array_to_blob`. With ``legacy`` the 4-D shape goes to the
+    old num/channels/height/width fields (as Caffe keeps them when it upgrades a file)."""
     data = np.asarray(data)
     double = data.dtype == np.float64
     dtype = "<f8" if double else "<f4"
-    shape = b"".join(_varint(int(d)) for d in data.shape)
-    shape = _varint(pb.BlobShape.DIM_FIELD_NUMBER << 3 | 2) + _varint(len(shape)) + shape if shape else b""
-    shape_field = _varint(pb.BlobProto.SHAPE_FIELD_NUMBER << 3 | 2) + _varint(len(shape)) + shape
+    if legacy:
+        if data.ndim != 4:
+            raise ProtoError(f"a legacy blob shape has 4 axes, not {data.shape}")
+        legacy_fields = b"".join(_varint(number << 3) + _varint(int(d)) for number, d in zip(
+            (pb.BlobProto.NUM_FIELD_NUMBER, pb.BlobProto.CHANNELS_FIELD_NUMBER,
+             pb.BlobProto.HEIGHT_FIELD_NUMBER, pb.BlobProto.WIDTH_FIELD_NUMBER), data.shape) if d)
+        shape_field = b""
+    else:
+        legacy_fields = b""
+        shape = b"".join(_varint(int(d)) for d in data.shape)
+        shape = _varint(pb.BlobShape.DIM_FIELD_NUMBER << 3 | 2) + _varint(len(shape)) + shape if shape else b""
+        shape_field = _varint(pb.BlobProto.SHAPE_FIELD_NUMBER << 3 | 2) + _varint(len(shape)) + shape
 
     def packed(number, values):
         values = np.ascontiguousarray(values, dtype=dtype).reshape(-1)
@@ -684,15 +694,15 @@ def _blob_parts(data, diff=None):
         if diff.size != data.size:
             raise ProtoError(f"diff has {diff.size} values but the data has {data.size}")
     if double:
-        parts = [shape_field] + packed(pb.BlobProto.DOUBLE_DATA_FIELD_NUMBER, data)
+        parts = [legacy_fields, shape_field] + packed(pb.BlobProto.DOUBLE_DATA_FIELD_NUMBER, data)
         if diff is not None:
             parts += packed(pb.BlobProto.DOUBLE_DIFF_FIELD_NUMBER, diff)
     else:
-        parts = packed(pb.BlobProto.DATA_FIELD_NUMBER, data)
+        parts = [legacy_fields] + packed(pb.BlobProto.DATA_FIELD_NUMBER, data)
         if diff is not None:
             parts += packed(pb.BlobProto.DIFF_FIELD_NUMBER, diff)
         parts.append(shape_field)
-    return parts
+    return [part for part in parts if len(part) or isinstance(part, np.ndarray)]
 
 
 def _parts_size(parts):
@@ -701,7 +711,8 @@ def _parts_size(parts):
 
 def write_caffemodel(net_param, blobs, path):
     """Write a caffemodel a layer at a time (atomically): ``net_param`` without blob values,
-    ``blobs[i]`` the list of ``(data, diff or None)`` arrays of ``net_param.layer[i]``.
+    ``blobs[i]`` the list of ``(data, diff or None)`` arrays of ``net_param.layer[i]`` (or
+    of :class:`BlobValues`, which keep a legacy 4-D shape as the legacy fields).
 
     The bytes are those ``write_binary`` writes for the same message with its blobs filled
     by :func:`array_to_blob`, but no serialized copy of the weights is ever made: each
@@ -738,8 +749,11 @@ def write_caffemodel(net_param, blobs, path):
             stream.write(before)
             for (layer_head, layer_tail), layer_blobs in layers:
                 parts = []
-                for data, diff in layer_blobs:
-                    blob = _blob_parts(data, diff)
+                for values in layer_blobs:
+                    if isinstance(values, BlobValues):
+                        blob = _blob_parts(values.data_array(), values.diff_array(), values.legacy)
+                    else:
+                        blob = _blob_parts(*values)
                     parts += [blob_tag + _varint(_parts_size(blob))] + blob
                 size = len(layer_head) + _parts_size(parts) + len(layer_tail)
                 stream.write(layer_tag + _varint(size) + layer_head)
