@@ -216,7 +216,7 @@ def to_proto(*tops):
     layers = OrderedDict()
     autonames = Counter()
     for top in tops:
-        top.fn._to_proto(layers, {}, autonames)
+        top._to_proto(layers, {}, autonames)       # a Top, or a Function made with ntop=0
     net = pb.NetParameter()
     net.layer.extend(layers.values())
     return net
