@@ -109,7 +109,7 @@ def build_parser():
     _flag(extract, "inputs", default=None,
           help="a text file listing images (or .npy arrays in the input's layout), one per "
                "line, or an .npy array of N inputs; fed to the net's first input blob")
-    _flag(extract, "iterations", type=int, default=None,
+    _flag(extract, "iterations", dest="data_batches", type=int, default=None,
           help="instead of --inputs: run N batches of the net's own data layer (Caffe's way)")
     _flag(extract, "mean_file", default=None, help="a mean image (.binaryproto or .npy) to subtract")
     _flag(extract, "mean_value", default=None, help="comma-separated per-channel means to subtract")
@@ -470,11 +470,11 @@ class _FeatureWriter:
 
 def extract_features(args):
     names = [b for b in args.blobs.split(",") if b]
-    if (args.inputs is None) == (args.iterations is None):
+    if (args.inputs is None) == (args.data_batches is None):
         raise JitnetError("give --inputs (a list of inputs) or --iterations (batches of the net's "
                           "own data layer)")
-    if args.iterations is not None and args.iterations < 1:
-        raise JitnetError(f"--iterations must be at least 1, got {args.iterations}")
+    if args.data_batches is not None and args.data_batches < 1:
+        raise JitnetError(f"--iterations must be at least 1, got {args.data_batches}")
     net = _load_net(args)
     unknown = [n for n in names if n not in net.blobs]
     if unknown:
@@ -486,7 +486,7 @@ def extract_features(args):
         batches = [(i, min(i + batch, total)) for i in range(0, total, batch)]
     else:
         batch = None
-        batches = [None] * args.iterations
+        batches = [None] * args.data_batches
     writer = _FeatureWriter(args.output, names)
     written = 0
     try:
