@@ -55,7 +55,7 @@ output_prob = output["prob"][0]  # the output probability vector for the first i
 print("predicted class is:", output_prob.argmax(), f"(the digit is a {int(test_y[3])})")
 top_inds = output_prob.argsort()[::-1][:5]  # reverse sort and take five largest items
 print("probabilities and labels:")
-print(list(zip(output_prob[top_inds].round(4).tolist(), labels[top_inds].tolist())))
+print([(round(float(p), 4), label) for p, label in zip(output_prob[top_inds], labels[top_inds])])
 
 # for each layer, show the output shape
 for layer_name, blob in net.blobs.items():
