@@ -43,6 +43,15 @@ def _transformer(net, mean, input_scale, raw_scale, channel_swap):
     return transformer
 
 
+def _predict(net, images):
+    """The net's first output for each image (H x W x K), preprocessed by its transformer."""
+    in_ = net.inputs[0]
+    caffe_in = np.zeros((len(images),) + tuple(net.blobs[in_].shape[1:]), dtype=np.float32)
+    for ix, image in enumerate(images):
+        caffe_in[ix] = net.transformer.preprocess(in_, image)
+    return net.forward_all(**{in_: caffe_in})[net.outputs[0]]
+
+
 class Classifier(Net):
     """A Net for classifying images, as pycaffe's ``caffe.Classifier`` (see the module)."""
 
@@ -76,11 +85,7 @@ class Classifier(Net):
             crop = (np.tile(center, (1, 2))[0]
                     + np.concatenate([-self.crop_dims / 2.0, self.crop_dims / 2.0])).astype(int)
             crops = resized[:, crop[0]:crop[2], crop[1]:crop[3], :]
-        in_ = self.inputs[0]
-        caffe_in = np.zeros((len(crops),) + tuple(self.blobs[in_].shape[1:]), dtype=np.float32)
-        for ix, crop in enumerate(crops):
-            caffe_in[ix] = self.transformer.preprocess(in_, crop)
-        predictions = self.forward_all(**{in_: caffe_in})[self.outputs[0]]
+        predictions = _predict(self, crops)
         if oversample:
             predictions = predictions.reshape((len(predictions) // 10, 10, -1)).mean(1)
         return predictions
@@ -105,11 +110,7 @@ class Detector(Net):
                 window_inputs.append(self.crop(pixels, window))
         if not window_inputs:
             return []
-        in_ = self.inputs[0]
-        caffe_in = np.zeros((len(window_inputs),) + tuple(self.blobs[in_].shape[1:]), dtype=np.float32)
-        for ix, window_in in enumerate(window_inputs):
-            caffe_in[ix] = self.transformer.preprocess(in_, window_in)
-        predictions = self.forward_all(**{in_: caffe_in})[self.outputs[0]]
+        predictions = _predict(self, window_inputs)
         detections, ix = [], 0
         for image, windows in images_windows:
             for window in windows:

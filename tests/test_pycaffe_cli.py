@@ -1,7 +1,6 @@
 """Caffe's tools for old files and extract_features (issue 11, point 3), run in-process
 through jitnet.cli.main; the upgraded files are checked against what jitnet reads from
 the originals."""
-import logging
 from pathlib import Path
 
 import h5py
@@ -16,12 +15,7 @@ from jitnet.proto import pb
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 
 
-@pytest.fixture(autouse=True)
-def jitnet_log_propagates():
-    logger = logging.getLogger("jitnet")
-    before = logger.handlers[:], logger.propagate, logger.level
-    yield
-    logger.handlers[:], logger.propagate, logger.level = before
+from test_pycaffe_weights import jitnet_log_propagates  # noqa: E402,F401  (autouse fixture)
 
 
 def model(rel):

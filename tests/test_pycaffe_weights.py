@@ -113,14 +113,7 @@ def test_every_caffemodel_loads_into_its_net(rel):
 
 
 # -- the loading rules on real files, with nets of the layers that exist now -------------------
-LENET_HEAD = """
-name: "lenet_head"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 800 } } }
-layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" inner_product_param { num_output: 500 } }
-layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
-layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: %d } }
-layer { name: "prob" type: "Softmax" bottom: "ip2" top: "prob" }
-"""
+from test_net import LENET_IP  # noqa: E402  (ip1 and ip2 of LeNet on an 800-wide input)
 
 
 def P(text):
@@ -130,7 +123,7 @@ def P(text):
 def test_real_lenet_weights_match_by_name_and_skip_what_the_net_lacks(caplog):
     weights = model("lenet_mnist/lenet_iter_10000.caffemodel")
     with caplog.at_level(logging.INFO, logger="jitnet"):
-        net = jitnet.Net(P(LENET_HEAD % 10), jitnet.TEST, weights=str(weights))
+        net = jitnet.Net(P(LENET_IP), jitnet.TEST, weights=str(weights))
     source = dict(proto_io.read_caffemodel(str(weights))[1])
     np.testing.assert_array_equal(net.params["ip1"][0].data, source["ip1"][0].data_array())
     np.testing.assert_array_equal(net.params["ip2"][1].data, source["ip2"][1].data_array())
@@ -171,7 +164,7 @@ def test_caffes_split_layers_in_a_caffemodel_are_ignored(caplog):
 
 def test_a_mismatched_shape_names_the_layer_and_both_shapes():
     weights = model("lenet_mnist/lenet_iter_10000.caffemodel")
-    net = jitnet.Net(P(LENET_HEAD % 7), jitnet.TEST)
+    net = jitnet.Net(P(LENET_IP.replace("num_output: 10", "num_output: 7")), jitnet.TEST)
     before = net.params["ip1"][0].data.copy()
     with pytest.raises(jitnet.WeightsError,
                        match=r"lenet_iter_10000\.caffemodel: layer 'ip2' blob 0 has shape \(10, 500\) "
@@ -283,13 +276,7 @@ def test_a_caffemodel_of_vgg16_size_loads_holding_the_weights_once(tmp_path):
 
 
 # -- round trips -------------------------------------------------------------------------------
-MLP = """
-name: "mlp"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 5 } } }
-layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" inner_product_param { num_output: 4 } }
-layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
-layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 3 } }
-"""
+from test_planner import MLP  # noqa: E402  (Input, ip1 6x5, ReLU, ip2 3x6, SoftmaxWithLoss)
 
 
 def random_net(seed, dtype=np.float32):
@@ -383,8 +370,8 @@ def test_a_blob_whose_data_disagrees_with_its_shape_names_file_layer_and_blob(tm
     del proto.layer[1].blobs[0].data[-2:]
     proto_io.write_binary(proto, str(tmp_path / "short.caffemodel"))
     with pytest.raises(jitnet.WeightsError,
-                       match=r"short\.caffemodel: layer 'ip1' blob 0: blob shape 4x5 needs 20 data "
-                             r"values but the blob holds 18"):
+                       match=r"short\.caffemodel: layer 'ip1' blob 0: blob shape 6x5 needs 30 data "
+                             r"values but the blob holds 28"):
         jitnet.Net(P(MLP), jitnet.TEST, weights=str(tmp_path / "short.caffemodel"))
 
 

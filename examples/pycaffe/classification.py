@@ -13,7 +13,6 @@ By default the LeNet files of ../shared/models/lenet_mnist next to the repositor
 """
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -21,12 +20,7 @@ import caffe
 
 import digits_data
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MODELS = os.path.join(HERE, "..", "..", "..", "shared", "models", "lenet_mnist")
-model_def = sys.argv[1] if len(sys.argv) > 2 else os.path.join(MODELS, "lenet.prototxt")
-model_weights = sys.argv[2] if len(sys.argv) > 2 else os.path.join(MODELS, "lenet_iter_10000.caffemodel")
-out = sys.argv[3] if len(sys.argv) > 3 else tempfile.mkdtemp(prefix="classification_")
-os.makedirs(out, exist_ok=True)
+model_def, model_weights, out = digits_data.lenet_files(sys.argv[1:], "classification_")
 
 caffe.set_mode_cpu()
 net = caffe.Net(model_def,      # defines the structure of the model

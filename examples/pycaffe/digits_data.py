@@ -3,6 +3,7 @@ the pycaffe examples: as 64 features in [0, 1] (logistic regression), or as MNIS
 (each digit upscaled to 20x20 and centred in 28x28, values in [0, 1]) for LeNet. Every
 fifth image is a test image, as in examples/digits/prepare.py."""
 import os
+import tempfile
 
 import h5py
 import numpy as np
@@ -42,3 +43,18 @@ def write_hdf5(folder, name, images, labels):
     with open(listing, "w") as f:
         f.write(h5 + "\n")
     return listing
+
+
+LENET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
+                     "models", "lenet_mnist")
+
+
+def lenet_files(args, prefix):
+    """(deploy prototxt, weights, output folder) from the command line [DEPLOY WEIGHTS [OUT]]:
+    by default Caffe's trained LeNet in ../shared/models/lenet_mnist beside the repository
+    and a new temporary folder."""
+    model_def = args[0] if len(args) > 1 else os.path.join(LENET, "lenet.prototxt")
+    weights = args[1] if len(args) > 1 else os.path.join(LENET, "lenet_iter_10000.caffemodel")
+    out = args[2] if len(args) > 2 else tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(out, exist_ok=True)
+    return model_def, weights, out

@@ -9,7 +9,6 @@ Written for pycaffe; with jitnet only the import changes (`import jitnet as caff
 """
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -19,12 +18,7 @@ import digits_data
 
 L, P = caffe.layers, caffe.params          # pycaffe: from caffe import layers as L, params as P
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MODELS = os.path.join(HERE, "..", "..", "..", "shared", "models", "lenet_mnist")
-model_def = sys.argv[1] if len(sys.argv) > 2 else os.path.join(MODELS, "lenet.prototxt")
-model_weights = sys.argv[2] if len(sys.argv) > 2 else os.path.join(MODELS, "lenet_iter_10000.caffemodel")
-out = sys.argv[3] if len(sys.argv) > 3 else tempfile.mkdtemp(prefix="net_surgery_")
-os.makedirs(out, exist_ok=True)
+model_def, model_weights, out = digits_data.lenet_files(sys.argv[1:], "net_surgery_")
 caffe.set_mode_cpu()
 
 # Load the original network and extract the fully connected layers' parameters.

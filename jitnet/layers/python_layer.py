@@ -54,30 +54,6 @@ class BlobView:
     def __init__(self, blob):
         self._blob = blob
 
-    @property
-    def data(self):
-        return self._blob.data
-
-    @data.setter
-    def data(self, value):
-        self._blob.data = value
-
-    @property
-    def diff(self):
-        return self._blob.diff
-
-    @diff.setter
-    def diff(self, value):
-        self._blob.diff = value
-
-    @property
-    def shape(self):
-        return self._blob.shape
-
-    @property
-    def count(self):
-        return self._blob.count
-
     def _legacy(self, axis):
         shape = self._blob.shape
         if len(shape) > 4:
@@ -85,21 +61,14 @@ class BlobView:
                               f"this one has shape {shape}")
         return shape[axis] if axis < len(shape) else 1
 
-    @property
-    def num(self):
-        return self._legacy(0)
-
-    @property
-    def channels(self):
-        return self._legacy(1)
-
-    @property
-    def height(self):
-        return self._legacy(2)
-
-    @property
-    def width(self):
-        return self._legacy(3)
+    data = property(lambda self: self._blob.data, lambda self, value: setattr(self._blob, "data", value))
+    diff = property(lambda self: self._blob.diff, lambda self, value: setattr(self._blob, "diff", value))
+    shape = property(lambda self: self._blob.shape)
+    count = property(lambda self: self._blob.count)
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
 
     def reshape(self, *shape):
         self._blob.reshape(*shape)

@@ -14,17 +14,22 @@ This module is the counterpart of Caffe's ``util/io.cpp`` (the upgrades of
   old files up to the current format (:func:`upgrade_net`,
   :func:`upgrade_solver`), as Caffe does when it loads them;
 * :func:`blob_to_array` and :func:`array_to_blob` convert between
-  ``BlobProto`` and numpy arrays.
+  ``BlobProto`` and numpy arrays;
+* :func:`read_caffemodel` / :func:`write_caffemodel` read and write weights files
+  a layer at a time, without a second copy of the weights.
 
 Every problem with a file is raised as :class:`jitnet.errors.ProtoError`,
 naming the file (and, for text files, the line and column).
 
 Size: the Python protobuf runtime (upb) has no 64 MiB limit; messages up to
-protobuf's 2 GiB format limit parse.  Blob values are converted to and from
-numpy through the packed wire format, so caffemodels of hundreds of MB load in
-about a second.
+protobuf's 2 GiB format limit parse.  Weights go through :func:`read_caffemodel`
+and :func:`write_caffemodel`, which walk the wire format a layer at a time and
+move each blob's packed values straight between the file and one numpy array, so
+a caffemodel of hundreds of MB loads in well under a second holding its weights
+once (a whole-message parse holds the file's bytes and the parsed message too).
 """
 
+import contextlib
 import os
 import re
 import tempfile
@@ -66,9 +71,11 @@ def _read_bytes(path):
         raise ProtoError(f"not a usable file name ({error})", path=path) from None
 
 
-def _write_bytes_atomically(data, path):
-    """Write ``data`` to ``path`` through a temporary file in the same folder
-    and ``os.replace``, so that readers never see a half-written file."""
+@contextlib.contextmanager
+def _atomic_file(path):
+    """A binary stream writing to a temporary file in ``path``'s folder that replaces
+    ``path`` (keeping its permissions) when the block ends without an error, so that
+    readers never see a half-written file; OSError as ProtoError naming ``path``."""
     path = Path(path)
     try:
         mode = path.stat().st_mode & 0o7777
@@ -81,7 +88,7 @@ def _write_bytes_atomically(data, path):
         raise ProtoError(f"cannot write file: {error.strerror or error}", path=path) from None
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)
@@ -95,6 +102,12 @@ def _write_bytes_atomically(data, path):
             raise ProtoError(f"cannot write file: {error.strerror or error}",
                              path=path) from None
         raise
+
+
+def _write_bytes_atomically(data, path):
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    with _atomic_file(path) as stream:
+        stream.write(data)
 
 
 #: protobuf puts "LINE:COLUMN : " in front of its parse error messages; the
@@ -733,43 +746,21 @@ def write_caffemodel(net_param, blobs, path):
                                              pb.LayerParameter.BLOBS_FIELD_NUMBER), layer_blobs))
     except EncodeError as error:
         raise ProtoError(f"cannot serialize NetParameter: {caffe_names(str(error))}", path=path) from None
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except OSError:
-        mode = 0o644
-    try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise ProtoError(f"cannot write file: {error.strerror or error}", path=path) from None
     blob_tag = _varint(pb.LayerParameter.BLOBS_FIELD_NUMBER << 3 | 2)
     layer_tag = _varint(pb.NetParameter.LAYER_FIELD_NUMBER << 3 | 2)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(before)
-            for (layer_head, layer_tail), layer_blobs in layers:
-                parts = []
-                for values in layer_blobs:
-                    if isinstance(values, BlobValues):
-                        blob = _blob_parts(values.data_array(), values.diff_array(), values.legacy)
-                    else:
-                        blob = _blob_parts(*values)
-                    parts += [blob_tag + _varint(_parts_size(blob))] + blob
-                size = len(layer_head) + _parts_size(parts) + len(layer_tail)
-                stream.write(layer_tag + _varint(size) + layer_head)
-                for part in parts:
-                    stream.write(memoryview(part).cast("B") if isinstance(part, np.ndarray) else part)
-                stream.write(layer_tail)
-            stream.write(after)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException as error:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        if isinstance(error, OSError):
-            raise ProtoError(f"cannot write file: {error.strerror or error}", path=path) from None
-        raise
+    with _atomic_file(path) as stream:
+        stream.write(before)
+        for (layer_head, layer_tail), layer_blobs in layers:
+            parts = []
+            for values in layer_blobs:
+                if isinstance(values, BlobValues):
+                    blob = _blob_parts(values.data_array(), values.diff_array(), values.legacy)
+                else:
+                    blob = _blob_parts(*values)
+                parts += [blob_tag + _varint(_parts_size(blob))] + blob
+            size = len(layer_head) + _parts_size(parts) + len(layer_tail)
+            stream.write(layer_tag + _varint(size) + layer_head)
+            for part in parts:
+                stream.write(memoryview(part).cast("B") if isinstance(part, np.ndarray) else part)
+            stream.write(layer_tail)
+        stream.write(after)
