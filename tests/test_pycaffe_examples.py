@@ -81,11 +81,11 @@ def test_the_scripts_are_written_for_pycaffe():
 
 def test_a_brewing_logistic_regression(tmp_path):
     pytest.importorskip("sklearn", reason="the digits ship with scikit-learn (the examples extra)")
-    out = run_as_jitnet("brewing_logreg.py", tmp_path, tmp_path / "work")
+    out = run_as_jitnet("brewing_logreg.py", tmp_path, tmp_path / "work", 400)
     accuracy = float(re.search(r"Accuracy: logistic regression ([\d.]+)", out).group(1))
     assert accuracy >= 0.9, out
     assert (tmp_path / "work" / "logreg_train.prototxt").exists()
-    assert (tmp_path / "work" / "logreg_iter_1000.caffemodel").exists()
+    assert (tmp_path / "work" / "logreg_iter_400.caffemodel").exists()
 
 
 def test_b_learning_lenet(tmp_path):

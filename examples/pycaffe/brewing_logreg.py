@@ -5,7 +5,7 @@ caffe_pb2, train, and score the test set.
 
 Written for pycaffe; with jitnet only the import changes (`import jitnet as caffe`).
 
-    python examples/pycaffe/brewing_logreg.py [WORK_FOLDER]
+    python examples/pycaffe/brewing_logreg.py [WORK_FOLDER [ITERATIONS]]
 """
 import os
 import sys
@@ -21,6 +21,7 @@ L, P = caffe.layers, caffe.params          # pycaffe: from caffe import layers a
 caffe_pb2 = caffe.proto.caffe_pb2          # pycaffe: from caffe.proto import caffe_pb2
 
 work = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="brewing_logreg_")
+niter = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 os.makedirs(work, exist_ok=True)
 caffe.set_mode_cpu()
 caffe.set_random_seed(1)
@@ -60,15 +61,15 @@ def solver(train_net_path, test_net_path, prefix):
     s.test_net.append(test_net_path)
     s.test_interval = 200
     s.test_iter.append(36)                 # 36 batches of 10: the 360 test digits
-    s.max_iter = 1000
+    s.max_iter = niter
     s.base_lr = 0.1
     s.lr_policy = "step"
     s.gamma = 0.1
-    s.stepsize = 500
+    s.stepsize = niter // 2
     s.momentum = 0.9
     s.weight_decay = 5e-4
     s.display = 200
-    s.snapshot = 1000
+    s.snapshot = niter
     s.snapshot_prefix = prefix
     s.solver_mode = caffe_pb2.SolverParameter.CPU
     return s
