@@ -105,18 +105,11 @@ def load_image(filename, color=True):
     try:
         with Image.open(filename) as image:
             image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+            if image.mode.startswith("I;16"):
                 array = np.asarray(image, dtype=np.float64) / 65535.0
-            elif image.mode in ("I", "F"):
-                array = np.asarray(image, dtype=np.float64)
-                if image.mode == "I":
-                    array = array / (65535.0 if array.max() > 255 else 255.0)
-            elif image.mode in ("L", "1", "P", "LA", "PA", "RGBA", "RGB", "CMYK", "YCbCr", "LAB", "HSV"):
-                if image.mode in ("L", "1"):
-                    array = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
-                else:
-                    array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-            else:
+            elif image.mode in ("L", "1"):
+                array = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+            else:                                   # colour, palette, alpha (dropped), ...
                 array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
     except (OSError, ValueError, SyntaxError) as error:
         raise JitnetError(f"{filename}: cannot read as an image ({error})") from None
