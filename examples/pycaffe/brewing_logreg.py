@@ -9,7 +9,6 @@ Written for pycaffe; with jitnet only the import changes (`import jitnet as caff
 """
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -20,9 +19,7 @@ import digits_data
 L, P = caffe.layers, caffe.params          # pycaffe: from caffe import layers as L, params as P
 caffe_pb2 = caffe.proto.caffe_pb2          # pycaffe: from caffe.proto import caffe_pb2
 
-work = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="brewing_logreg_")
-niter = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-os.makedirs(work, exist_ok=True)
+work, niter = digits_data.work_folder_and_iterations(sys.argv[1:], "brewing_logreg_", 1000)
 caffe.set_mode_cpu()
 caffe.set_random_seed(1)
 

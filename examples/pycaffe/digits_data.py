@@ -58,3 +58,11 @@ def lenet_files(args, prefix):
     out = args[2] if len(args) > 2 else tempfile.mkdtemp(prefix=prefix)
     os.makedirs(out, exist_ok=True)
     return model_def, weights, out
+
+
+def work_folder_and_iterations(args, prefix, iterations):
+    """(work folder, iterations) from the command line [WORK_FOLDER [ITERATIONS]]: by default
+    a new temporary folder and ``iterations``."""
+    work = args[0] if args else tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(work, exist_ok=True)
+    return work, int(args[1]) if len(args) > 1 else iterations

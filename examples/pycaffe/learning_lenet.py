@@ -13,7 +13,6 @@ WORK_FOLDER/learning_curve.png.
 """
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -24,9 +23,7 @@ import digits_data
 L, P = caffe.layers, caffe.params          # pycaffe: from caffe import layers as L, params as P
 caffe_pb2 = caffe.proto.caffe_pb2          # pycaffe: from caffe.proto import caffe_pb2
 
-work = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="learning_lenet_")
-niter = int(sys.argv[2]) if len(sys.argv) > 2 else 300
-os.makedirs(work, exist_ok=True)
+work, niter = digits_data.work_folder_and_iterations(sys.argv[1:], "learning_lenet_", 300)
 caffe.set_mode_cpu()
 caffe.set_random_seed(0)
 
