@@ -139,6 +139,19 @@ class Blob:
     def num_axes(self):
         return len(self._shape)
 
+    def legacy_shape(self, index):
+        """Caffe's LegacyShape: dimension ``index`` of at most 4 axes, 1 for an axis the blob
+        lacks (what ``num``, ``channels``, ``height`` and ``width`` give)."""
+        if len(self._shape) > 4:
+            raise JitnetError(f"cannot use legacy accessors (num, channels, height, width) on a "
+                              f"blob of shape {self._shape} with more than 4 axes")
+        return self._shape[index] if index < len(self._shape) else 1
+
+    num = property(lambda self: self.legacy_shape(0), doc="Axis 0 (1 if absent), as pycaffe's.")
+    channels = property(lambda self: self.legacy_shape(1), doc="Axis 1 (1 if absent).")
+    height = property(lambda self: self.legacy_shape(2), doc="Axis 2 (1 if absent).")
+    width = property(lambda self: self.legacy_shape(3), doc="Axis 3 (1 if absent).")
+
     def count_range(self, start, end=None):
         """Product of the dimensions in [start, end)."""
         return math.prod(self._shape[start:end])

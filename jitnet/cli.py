@@ -10,6 +10,11 @@
                             --encode_type png|jpg --backend lmdb|leveldb --check_size] ROOT/ LIST DB
     jitnet compute_image_mean [--backend lmdb|leveldb] DB [mean.binaryproto]
     jitnet draw NET.prototxt out.png|.svg|.pdf [--rankdir LR|TB|BT|RL] [--phase TRAIN|TEST|ALL]
+    jitnet upgrade_net_proto_text IN OUT        # Caffe's tools for old (V0/V1) files
+    jitnet upgrade_net_proto_binary IN OUT
+    jitnet upgrade_solver_proto_text IN OUT
+    jitnet extract_features --model M --weights W --blobs fc7[,prob] --output F.h5|DIR
+                            (--inputs LIST.txt|ARRAY.npy | --iterations N) [preprocessing]
 
 Caffe's single-dash spellings (``-solver``, ``-weights``, ...) work too.
 """
@@ -120,6 +125,36 @@ def build_parser():
     _flag(draw, "renderer", default="auto", choices=["auto", "graphviz", "matplotlib"],
           help="Graphviz (needs the dot program) or jitnet's own layout with matplotlib; "
                "auto picks Graphviz when dot is installed")
+
+    for name, what in (("upgrade_net_proto_text", "a net prototxt (V0/V1 -> current format)"),
+                       ("upgrade_net_proto_binary", "a caffemodel (V0/V1 -> current format)"),
+                       ("upgrade_solver_proto_text", "a solver prototxt (solver_type -> type)")):
+        upgrade = sub.add_parser(name, help=f"write {what} upgraded, as Caffe's tool of that name")
+        upgrade.add_argument("input", help="the old file")
+        upgrade.add_argument("output", help="the upgraded file to write")
+
+    extract = sub.add_parser("extract_features",
+                             help="dump named blobs for a list of inputs to HDF5 or .npy "
+                                  "(as Caffe's extract_features tool)")
+    _flag(extract, "model", required=True, help="the net prototxt (a deploy net, or one with a data layer)")
+    _flag(extract, "weights", default=None, help="the trained caffemodel")
+    _flag(extract, "blobs", required=True, help="comma-separated blob names to save")
+    _flag(extract, "output", required=True,
+          help="an .h5 file (one dataset per blob), an .npy file (one blob), or a folder "
+               "(one BLOB.npy per blob)")
+    _flag(extract, "inputs", default=None,
+          help="a text file listing images (or .npy arrays in the input's layout), one per "
+               "line, or an .npy array of N inputs; fed to the net's first input blob")
+    _flag(extract, "iterations", dest="data_batches", type=int, default=None,
+          help="instead of --inputs: run N batches of the net's own data layer (Caffe's way)")
+    _flag(extract, "mean_file", default=None, help="a mean image (.binaryproto or .npy) to subtract")
+    _flag(extract, "mean_value", default=None, help="comma-separated per-channel means to subtract")
+    _flag(extract, "raw_scale", type=float, default=None, help="scale images ([0, 1]) by this first (e.g. 255)")
+    _flag(extract, "input_scale", type=float, default=None, help="scale after subtracting the mean")
+    _flag(extract, "channel_swap", default=None, help="channel order, e.g. 2,1,0 for RGB -> BGR")
+    _flag(extract, "gray", action="store_true", help="read images as one grey channel")
+    _net_state_flags(extract, "TEST")
+    _common_flags(extract)
     return parser
 
 
@@ -376,9 +411,190 @@ def draw(args):
     return 0
 
 
+def upgrade_net_proto_text(args):
+    from .proto import io as proto_io
+    from .proto import pb
+    original = proto_io.read_text(args.input, pb.NetParameter())
+    upgraded = proto_io.upgrade_net(proto_io.read_text(args.input, pb.NetParameter()), args.input)
+    if upgraded == original:
+        log.info("File already in the latest proto format: %s", args.input)
+    proto_io.write_text(upgraded, args.output)
+    print(f"Wrote upgraded NetParameter text proto to {args.output}")
+    return 0
+
+
+def upgrade_net_proto_binary(args):
+    from .proto import io as proto_io
+    net_param, layers = proto_io.read_caffemodel(args.input)
+    by_name = {name: blobs for name, blobs in layers}
+    proto_io.write_caffemodel(net_param, [by_name.get(layer.name, []) for layer in net_param.layer],
+                              args.output)
+    print(f"Wrote upgraded NetParameter binary proto to {args.output}")
+    return 0
+
+
+def upgrade_solver_proto_text(args):
+    from .proto import io as proto_io
+    from .proto import pb
+    original = proto_io.read_text(args.input, pb.SolverParameter())
+    upgraded = proto_io.read_solver(args.input)
+    if upgraded == original:
+        log.info("File already in the latest proto format: %s", args.input)
+    proto_io.write_text(upgraded, args.output)
+    print(f"Wrote upgraded SolverParameter text proto to {args.output}")
+    return 0
+
+
+def _extract_inputs(args, net):
+    """(number of samples, a function giving the preprocessed samples i:j) for --inputs."""
+    from . import io as jio
+    in_ = net.inputs[0] if net.inputs else None
+    if in_ is None:
+        raise JitnetError(f"--inputs: net '{net.name}' has no input blob; use --iterations with "
+                          "its data layer")
+    shape = net.blobs[in_].shape
+    if args.inputs.endswith(".npy"):
+        try:
+            array = np.load(args.inputs, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise JitnetError(f"--inputs {args.inputs}: cannot read the array ({e})") from None
+        if array.shape[1:] != shape[1:]:
+            raise JitnetError(f"--inputs {args.inputs}: the array has shape {array.shape}; the "
+                              f"net's input '{in_}' takes N x {' x '.join(map(str, shape[1:]))}")
+        return len(array), lambda i, j: np.asarray(array[i:j])
+    try:
+        with open(args.inputs, encoding="utf-8") as f:
+            paths = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise JitnetError(f"--inputs {args.inputs}: cannot read the list ({e})") from None
+    if not paths:
+        raise JitnetError(f"--inputs {args.inputs}: the list names no inputs")
+    base = os.path.dirname(os.path.abspath(args.inputs))
+    paths = [p if os.path.isabs(p) or os.path.exists(p) else os.path.join(base, p) for p in paths]
+    transformer = jio.Transformer({in_: shape})
+    if len(shape) == 4:
+        transformer.set_transpose(in_, (2, 0, 1))
+    for value, setter in ((args.raw_scale, transformer.set_raw_scale),
+                          (args.input_scale, transformer.set_input_scale)):
+        if value is not None:
+            setter(in_, value)
+    if args.channel_swap:
+        transformer.set_channel_swap(in_, [int(c) for c in args.channel_swap.split(",")])
+    if args.mean_file and args.mean_value:
+        raise JitnetError("give --mean_file or --mean_value, not both")
+    if args.mean_file:
+        transformer.set_mean(in_, args.mean_file)
+    elif args.mean_value:
+        transformer.set_mean(in_, np.array([float(v) for v in args.mean_value.split(",")]))
+
+    def load(i, j):
+        batch = []
+        for path in paths[i:j]:
+            if path.endswith(".npy"):
+                item = np.load(path, allow_pickle=False)
+                if item.shape != shape[1:]:
+                    raise JitnetError(f"{path}: shape {item.shape}; the input '{in_}' takes "
+                                      f"{shape[1:]}")
+                batch.append(item)
+            else:
+                batch.append(transformer.preprocess(in_, jio.load_image(path, color=not args.gray)))
+        return np.stack(batch)
+    return len(paths), load
+
+
+class _FeatureWriter:
+    """Rows of each blob into an HDF5 file (one dataset per blob), one .npy file, or a folder
+    of BLOB.npy files; datasets are created at the first batch and filled in place."""
+
+    def __init__(self, output, names):
+        self.output, self.names, self.targets = output, names, {}
+        self.hdf5 = output.endswith((".h5", ".hdf5"))
+        if output.endswith(".npy") and len(names) != 1:
+            raise JitnetError(f"--output {output}: one .npy file holds one blob; give a folder "
+                              f"or an .h5 file for {len(names)} blobs")
+        if self.hdf5:
+            import h5py
+            try:
+                self.file = h5py.File(output, "w")
+            except OSError as e:
+                raise JitnetError(f"--output {output}: cannot write ({e})") from None
+        elif not output.endswith(".npy"):
+            os.makedirs(output, exist_ok=True)
+
+    def path(self, name):
+        if self.output.endswith(".npy"):
+            return self.output
+        return os.path.join(self.output, name.replace("/", "_") + ".npy")
+
+    def write(self, name, start, rows, total):
+        if name not in self.targets:
+            shape, dtype = (total,) + rows.shape[1:], np.float32
+            if self.hdf5:
+                self.targets[name] = self.file.create_dataset(name, shape=shape, dtype=dtype)
+            else:
+                self.targets[name] = np.lib.format.open_memmap(self.path(name), mode="w+",
+                                                               dtype=dtype, shape=shape)
+        self.targets[name][start:start + len(rows)] = rows
+
+    def close(self):
+        if self.hdf5:
+            self.file.close()
+        else:
+            for target in self.targets.values():
+                target.flush()
+
+
+def extract_features(args):
+    names = [b for b in args.blobs.split(",") if b]
+    if (args.inputs is None) == (args.data_batches is None):
+        raise JitnetError("give --inputs (a list of inputs) or --iterations (batches of the net's "
+                          "own data layer)")
+    if args.data_batches is not None and args.data_batches < 1:
+        raise JitnetError(f"--iterations must be at least 1, got {args.data_batches}")
+    net = _load_net(args)
+    unknown = [n for n in names if n not in net.blobs]
+    if unknown:
+        raise JitnetError(f"--blobs: no blob {', '.join(map(repr, unknown))} in net '{net.name}' "
+                          f"(blobs: {', '.join(net.blobs)})")
+    if args.inputs is not None:
+        total, load = _extract_inputs(args, net)
+        batch = net.blobs[net.inputs[0]].shape[0]
+        batches = [(i, min(i + batch, total)) for i in range(0, total, batch)]
+    else:
+        batch = None
+        batches = [None] * args.data_batches
+    writer = _FeatureWriter(args.output, names)
+    written = 0
+    try:
+        with progress_bar(len(batches), "extract") as bar:
+            for k, span in enumerate(batches):
+                if span is None:                     # the net's own data layer
+                    out, count = net.forward(blobs=names), None
+                else:
+                    data = load(*span)
+                    count = len(data)
+                    if count < batch:                # the last batch, padded with zeros
+                        data = np.concatenate([data, np.zeros((batch - count,) + data.shape[1:],
+                                                              data.dtype)])
+                    out = net.forward(blobs=names, **{net.inputs[0]: data})
+                for name in names:
+                    rows = np.atleast_1d(np.asarray(out[name], dtype=np.float32))[:count]
+                    size = total if span is not None else len(rows) * len(batches)
+                    writer.write(name, written if span is not None else k * len(rows), rows, size)
+                written += count if span is not None else len(np.atleast_1d(out[names[0]]))
+                bar.update(1)
+    finally:
+        writer.close()
+    print(f"Wrote {', '.join(names)} for {written} inputs to {args.output}")
+    return 0
+
+
 COMMANDS = {"train": train, "test": test, "time": time_net, "plot": plot, "info": info,
             "device_query": device_query, "convert_imageset": convert_imageset,
-            "compute_image_mean": compute_image_mean, "draw": draw}
+            "compute_image_mean": compute_image_mean, "draw": draw,
+            "upgrade_net_proto_text": upgrade_net_proto_text,
+            "upgrade_net_proto_binary": upgrade_net_proto_binary,
+            "upgrade_solver_proto_text": upgrade_solver_proto_text, "extract_features": extract_features}
 
 
 def main(argv=None):

@@ -242,16 +242,19 @@ class Net:
         self.forward_done = True
         return loss
 
-    def backward_from_to(self, start=None, end=0, every_layer=False):
+    def backward_from_to(self, start=None, end=0, every_layer=False, seed_loss_diffs=True):
         """Run backward from layer ``start`` down to layer ``end`` over the layers that need it
-        (``every_layer``: every layer, with its propagate_down, as ``caffe time`` times them)."""
+        (``every_layer``: every layer, with its propagate_down, as ``caffe time`` times them).
+        Each loss top's diff is first set to its loss weight, unless ``seed_loss_diffs`` is
+        false (``backward(loss=...)`` has set them)."""
         start = len(self.steps) - 1 if start is None else start
         if self.reuse_buffers:
             raise JitnetError(f"net '{self.name}' was built with reuse_buffers=True: its blobs "
                               "share buffers and it runs forward only")
         if not self.forward_done:
             raise JitnetError(f"net '{self.name}': backward() needs a forward() first")
-        self._seed_loss_diffs()
+        if seed_loss_diffs:
+            self._seed_loss_diffs()
         for step in (self.steps[::-1] if every_layer else self.backward_steps):
             if end <= step.index <= start:
                 for callback in self.before_backward:
@@ -336,9 +339,15 @@ class Net:
                 self.blobs[name].diff[...] = weight
 
     def forward(self, blobs=None, start=None, end=None, **inputs):
-        """pycaffe's forward: copy ``inputs`` into the input blobs, run, return the outputs.
+        """pycaffe's forward: copy ``inputs`` into the input blobs, run the layers from
+        ``start`` to ``end`` (layer names, both included; the whole net by default), return
+        {blob name: data}.
 
-        Returns {output blob name: data} (plus the blobs named in ``blobs``)."""
+        The blobs returned are the net's outputs, or with ``end`` the tops of the end layer
+        (pycaffe returns the blob named like the end layer, which is its top in nets that
+        name tops after their layers), plus the blobs named in ``blobs``. The arrays are the
+        blobs' own data (views, overwritten by the next pass). An input of another shape
+        reshapes its blob and the layers above it."""
         arrays = {}
         for name, value in inputs.items():              # check every input before changing any
             if name not in self.inputs:
@@ -346,18 +355,24 @@ class Net:
                                   f"(inputs: {', '.join(self.inputs) or 'none'})")
             arrays[name] = self._as_array(value, f"forward(): input '{name}'")
         self._check_names(blobs, "forward(blobs=...)")
+        start_index, end_index = self._index(start, 0), self._index(end, len(self.layers) - 1)
         for name, array in arrays.items():
             if array.shape != self.blobs[name].shape:
                 self.blobs[name].reshape(array.shape)
             self.blobs[name].data[...] = array
-        end_index = self._index(end, len(self.layers) - 1)
-        self.loss = self.forward_from_to(self._index(start, 0), end_index)
-        names = list(blobs or []) + (self.outputs if end is None else
-                                     list(self.plan.forward[end_index].tops))
+        self.loss = self.forward_from_to(start_index, end_index)
+        names = (self.outputs if end is None else list(self.plan.forward[end_index].tops)) + list(blobs or [])
         return {name: self.blobs[name].data for name in names}
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs):
-        """pycaffe's backward: run, return {input blob name: diff} (plus blobs named in ``diffs``)."""
+        """pycaffe's backward: copy ``top_diffs`` into the named blobs' diffs, run backward
+        from layer ``start`` down to layer ``end`` (both included; the whole net by default),
+        return {blob name: diff}.
+
+        Loss tops start from their loss weight unless a diff is given for them here. The
+        diffs returned are the net's inputs', or with ``end`` those of the end layer's tops
+        (pycaffe returns the blob named like the end layer), plus the blobs named in
+        ``diffs``."""
         self._check_names(list(top_diffs) + list(diffs or []), "backward()")
         arrays = {name: self._as_array(value, f"backward(): diff of '{name}'")
                   for name, value in top_diffs.items()}
@@ -365,11 +380,113 @@ class Net:
             if array.size != self.blobs[name].count:
                 raise JitnetError(f"backward(): the diff for '{name}' has shape {array.shape}, "
                                   f"but the blob has shape {self.blobs[name].shape}")
+        start_index, end_index = self._index(start, len(self.layers) - 1), self._index(end, 0)
+        if not self.forward_done:
+            raise JitnetError(f"net '{self.name}': backward() needs a forward() first")
+        self._seed_loss_diffs()
         for name, array in arrays.items():
             self.blobs[name].diff[...] = array.reshape(self.blobs[name].shape)
-        self.backward_from_to(self._index(start, len(self.layers) - 1), self._index(end, 0))
-        names = list(diffs or []) + self.inputs
+        self.backward_from_to(start_index, end_index, seed_loss_diffs=False)
+        names = (self.inputs if end is None else list(self.plan.forward[end_index].tops)) + list(diffs or [])
         return {name: self.blobs[name].diff for name in names}
+
+    # -- pycaffe's whole-data-set passes ---------------------------------------------------------
+    def _batches(self, arrays):
+        """Yield {name: batch} over ``arrays`` (all with the same first dimension) in batches of
+        the first input blob's size, the last one padded with zeros; then (batch size, count)."""
+        if not arrays:
+            return
+        lengths = {name: len(array) for name, array in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise JitnetError(f"the arrays need the same first dimension (number of samples), "
+                              f"got {lengths}")
+        count = next(iter(lengths.values()))
+        batch = self.blobs[self.inputs[0]].shape[0] if self.inputs else count
+        if not batch:
+            raise JitnetError(f"net '{self.name}': the input blob '{self.inputs[0]}' has batch size 0")
+        for start in range(0, count, batch):
+            chunk = {}
+            for name, array in arrays.items():
+                part = array[start:start + batch]
+                if len(part) < batch:
+                    part = np.concatenate([part, np.zeros((batch - len(part),) + part.shape[1:], part.dtype)])
+                chunk[name] = part
+            yield chunk
+
+    @staticmethod
+    def _gather(results, count, batch):
+        """One array per name from per-batch results: rows of batch-sized blobs concatenated
+        (the padding dropped), anything else (a loss) stacked, one entry per batch."""
+        out = {}
+        for name, parts in results.items():
+            if all(np.ndim(p) and len(p) == batch for p in parts):
+                out[name] = np.concatenate(parts)[:count] if parts else np.empty((0,))
+            else:
+                out[name] = np.asarray(parts)
+        return out
+
+    def _prepare_all(self, kwargs, names):
+        arrays = {}
+        for name, value in kwargs.items():
+            if name in names:
+                array = np.asarray(value, dtype=self.dtype)
+                if not array.ndim:
+                    raise JitnetError(f"'{name}' needs one row per sample, got a scalar")
+                arrays[name] = array
+        return arrays
+
+    def forward_all(self, blobs=None, **inputs):
+        """pycaffe's forward_all: run ``inputs`` (arrays of any number of samples) through the
+        net in batches of the input blob's size (the last batch padded with zeros) and return
+        {output (and ``blobs``) name: array over all samples}, the padding dropped. Outputs
+        that are not one row per sample (a loss) give one entry per batch. Without inputs, one
+        forward pass (a net with its own data layer)."""
+        unknown = [name for name in inputs if name not in self.inputs]
+        if unknown:
+            raise JitnetError(f"forward_all(): {', '.join(map(repr, unknown))} is not an input "
+                              f"blob of net '{self.name}' (inputs: {', '.join(self.inputs) or 'none'})")
+        arrays = self._prepare_all(inputs, self.inputs)
+        if not arrays:
+            return {name: array.copy() for name, array in self.forward(blobs=blobs).items()}
+        count = len(next(iter(arrays.values())))
+        results = {}
+        for batch in self._batches(arrays):
+            for name, array in self.forward(blobs=blobs, **batch).items():
+                results.setdefault(name, []).append(array.copy())
+        return self._gather(results, count, self.blobs[self.inputs[0]].shape[0])
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe's forward_backward_all: inputs (keyword arguments named like input blobs)
+        and output diffs (named like output blobs) in batches; returns (outputs, diffs) as
+        forward_all does, the diffs of the inputs (and of ``diffs``)."""
+        self._check_names(list(kwargs), "forward_backward_all()")
+        inputs = self._prepare_all(kwargs, self.inputs)
+        top_diffs = self._prepare_all(kwargs, self.outputs)
+        other = set(kwargs) - set(inputs) - set(top_diffs)
+        if other:
+            raise JitnetError(f"forward_backward_all(): {', '.join(map(repr, sorted(other)))} is "
+                              f"neither an input nor an output blob of net '{self.name}'")
+        counts = {len(a) for a in list(inputs.values()) + list(top_diffs.values())}
+        if len(counts) > 1:
+            raise JitnetError(f"forward_backward_all(): the arrays have different numbers of "
+                              f"samples: {sorted(counts)}")
+        forward_batches = list(self._batches(inputs)) or [{}]
+        backward_batches = list(self._batches(top_diffs)) or [{}]
+        outputs, gradients = {}, {}
+        for k in range(max(len(forward_batches), len(backward_batches))):
+            f = forward_batches[k] if k < len(forward_batches) else {}
+            b = backward_batches[k] if k < len(backward_batches) else {}
+            for name, array in self.forward(blobs=blobs, **f).items():
+                outputs.setdefault(name, []).append(array.copy())
+            for name, array in self.backward(diffs=diffs, **b).items():
+                gradients.setdefault(name, []).append(array.copy())
+        count = counts.pop() if counts else 1
+        batch = self.blobs[self.inputs[0]].shape[0] if self.inputs else count
+        return self._gather(outputs, count, batch), self._gather(gradients, count, batch)
+
+    def backward_all(self, diffs=None, **kwargs):
+        """forward_backward_all(blobs=None, diffs=diffs, **kwargs)."""
+        return self.forward_backward_all(diffs=diffs, **kwargs)
 
     def _as_array(self, value, what):
         try:
@@ -450,6 +567,14 @@ class Net:
         return OrderedDict((name, self.plan.blob_loss_weights.get(name, 0.0)) for name in self.blobs)
 
     @property
+    def _layer_names(self):
+        return [layer.name for layer in self.layers]
+
+    @property
+    def _blob_names(self):
+        return list(self.blobs)
+
+    @property
     def top_names(self):
         return OrderedDict((s.name, list(s.tops)) for s in self.plan.forward)
 
@@ -523,36 +648,41 @@ class Net:
 
     def _weights_from(self, source, path):
         """[(blob, array)] from a NetParameter, or from the file ``path`` (HDF5 or binary
-        caffemodel, told apart by content)."""
+        caffemodel, told apart by content; a caffemodel is read a layer at a time, each
+        blob's values straight into one array, so the weights are held once)."""
         if source is not None:
-            return self._weights_from_proto(source, path)
+            return self._weights_from_layers(
+                [(layer.name, [proto_io.BlobValues.from_proto(bp) for bp in layer.blobs])
+                 for layer in source.layer], path)
         from .hdf5 import is_hdf5, read_weights_hdf5
         if is_hdf5(path):
             return read_weights_hdf5(self, path)
-        return self._weights_from_proto(proto_io.read_net_binary(path), path)
+        return self._weights_from_layers(proto_io.read_caffemodel(path)[1], path)
 
-    def _weights_from_proto(self, source, path):
+    def _weights_from_layers(self, layers, path):
+        """[(blob, array)] for the source layers ``[(name, [BlobValues])]`` this net has:
+        matched by name (Caffe's split layers and the layers this net lacks are skipped,
+        one note each), shapes checked."""
         found = []
-        for layer_param in source.layer:
-            target = self.layer_dict.get(layer_param.name)
+        for name, blobs in layers:
+            target = self.layer_dict.get(name)
             if target is None:
-                if layer_param.blobs:
-                    log.info("%s: ignoring source layer '%s' (not in net '%s')",
-                             path, layer_param.name, self.name)
+                if blobs:
+                    log.info("%s: ignoring source layer '%s' (not in net '%s')", path, name, self.name)
                 continue
-            if not layer_param.blobs and not target.blobs:
+            if not blobs and not target.blobs:
                 continue
-            arrays = [self._blob_array(bp, target, j, path) for j, bp in enumerate(layer_param.blobs)]
+            arrays = [self._blob_array(values, target, j, path) for j, values in enumerate(blobs)]
             found.extend(self.check_layer_arrays(target, arrays, path))
         return found
 
     @staticmethod
-    def _blob_array(bp, target, j, path):
+    def _blob_array(values, target, j, path):
         try:
-            array = proto_io.blob_to_array(bp)
+            array = values.data_array()
         except ProtoError as e:
             raise WeightsError(f"{path}: layer '{target.name}' blob {j}: {e}") from None
-        if j < len(target.blobs) and not len(bp.shape.dim):
+        if j < len(target.blobs) and values.legacy:
             # Legacy num/channels/height/width: Caffe accepts it when the target's shape,
             # padded with leading 1s to 4 axes, is the same.
             want = target.blobs[j].shape
@@ -579,14 +709,20 @@ class Net:
 
     def to_proto(self, write_diff=False):
         """A NetParameter with every layer's definition and its blobs (what a caffemodel holds)."""
-        net_param = pb.NetParameter(name=self.name)
-        for step in self.steps:
-            layer, layer_param = step.layer, net_param.layer.add()
-            layer_param.CopyFrom(step.plan.param)
-            del layer_param.blobs[:]
+        net_param = self._definition()
+        for layer, layer_param in zip(self.layers, net_param.layer):
             for blob in layer.blobs:
                 proto_io.array_to_blob(blob.data, layer_param.blobs.add(),
                                        diff=blob.diff if write_diff else None)
+        return net_param
+
+    def _definition(self):
+        """The NetParameter of the layers as built, without blob values."""
+        net_param = pb.NetParameter(name=self.name)
+        for step in self.steps:
+            layer_param = net_param.layer.add()
+            layer_param.CopyFrom(step.plan.param)
+            del layer_param.blobs[:]
         return net_param
 
     def save(self, path, write_diff=False):
@@ -596,8 +732,19 @@ class Net:
         if path.endswith(".h5"):
             from .hdf5 import save_weights_hdf5
             save_weights_hdf5(self, path, write_diff)
-        else:
-            proto_io.write_binary(self.to_proto(write_diff), path)
+        else:       # the bytes of write_binary(to_proto()), written without a serialized copy
+            proto_io.write_caffemodel(self._definition(), [
+                [(blob.data, blob.diff if write_diff else None) for blob in layer.blobs]
+                for layer in self.layers], path)
+
+    def save_hdf5(self, path, write_diff=False):
+        """pycaffe's save_hdf5: the weights in Caffe's HDF5 layout, whatever the file's name."""
+        from .hdf5 import save_weights_hdf5
+        save_weights_hdf5(self, os.fspath(path), write_diff)
+
+    def load_hdf5(self, path):
+        """pycaffe's load_hdf5: copy_from an HDF5 weights file."""
+        self.copy_from(path)
 
     def __repr__(self):
         return f"<Net '{self.name}' ({'TRAIN' if self.phase == planner.TRAIN else 'TEST'}), " \

@@ -1017,6 +1017,30 @@ def hdf5_output_errors():
 
 
 # --------------------------------------------------------------------------- Python layer (issue 11)
+def _python_lp(layer="ScaleShift", module="pycaffe_user_layers", param_str="", name=None,
+               bottoms=("x",), tops=("y",)):
+    lp = _lp("Python", bottoms, tops, name)
+    lp.python_param.module, lp.python_param.layer = module, layer
+    lp.python_param.param_str = param_str
+    return lp
+
+
+def draw_python(draw, ctx):
+    """The user's ScaleShift (tests/pycaffe_user_layers.py): y = a·x + b, a and b learnable."""
+    x = _array(draw, ctx, _shape(draw, ctx, min_dims=0, max_size=ctx.max_size))
+    a, b = (draw(st.floats(-2.0, 2.0).filter(lambda v: abs(v) > 0.1)) for _ in range(2))
+    lp = _python_lp(param_str=f'{{"a": {draw(st.floats(-1, 1))}, "b": 0.25}}')
+    return Sample(lp, [x], params=[np.array([a]), np.array([b])])
+
+
+def python_errors():
+    x = [np.ones((2, 3))]
+    return [("no-module", _python_lp(module="no_such_module_anywhere", name="bad"), x),
+            ("no-class", _python_lp(layer="NoSuchLayer", name="bad"), x),
+            ("module-unset", _python_lp(module="", name="bad"), x),
+            ("setup-raises", _python_lp(layer="RefusesInSetup", name="bad"), x)]
+
+
 
 
 # --------------------------------------------------------------------------- the table
@@ -1112,6 +1136,9 @@ LAYER_CASES = [
               errors=hdf5_output_errors),
 
     # -- Python layer (issue 11)
+    LayerCase("Python", draw_python,
+              lambda s: [s.params[0][0] * np.asarray(s.bottoms[0], np.float64) + s.params[1][0]],
+              grad_bottoms=(0,), check_params=True, gpu_kernels=False, errors=python_errors),
 
 ]
 

@@ -79,3 +79,12 @@ def test_reading_does_not_make_a_copy_stale():
     b.data_on("cpu")
     b.mutable_data_on("gpu")[0] = 5                      # write on the device...
     assert b.data[0] == 5                                # ...is seen on the host
+
+
+def test_legacy_accessors_follow_caffe():
+    """num/channels/height/width: 1 for an axis the blob lacks; refused past 4 axes."""
+    b = jitnet.Blob(2, 3)
+    assert (b.num, b.channels, b.height, b.width) == (2, 3, 1, 1)
+    assert jitnet.Blob(()).num == 1
+    with pytest.raises(jitnet.JitnetError, match="more than 4 axes"):
+        jitnet.Blob(1, 2, 3, 4, 5).num

@@ -14,7 +14,8 @@ LAYERS_DIR = Path(jitnet.__file__).resolve().parent / "layers"
 
 # Layers that compute with numpy on the host, also in GPU mode (their blobs are copied to the
 # device when a GPU layer asks). Every other type has GPU kernels.
-HOST_ONLY = {"Input", "DummyData", "MemoryData", "HDF5Data", "Data", "ImageData", "WindowData", "HDF5Output"}
+HOST_ONLY = {"Input", "DummyData", "MemoryData", "HDF5Data", "Data", "ImageData", "WindowData", "HDF5Output",
+             "Python"}
 
 
 @pytest.mark.parametrize("path", sorted(LAYERS_DIR.glob("*.py")), ids=lambda p: p.name)

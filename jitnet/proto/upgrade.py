@@ -19,7 +19,37 @@ import warnings
 from jitnet.errors import ProtoError
 from jitnet.proto import caffe_pb2 as pb
 
-__all__ = ["upgrade_net", "upgrade_solver"]
+__all__ = ["upgrade_net", "upgrade_solver", "unknown_field_hint"]
+
+
+#: Fields that Caffe forks added to Caffe's messages, and what Caffe 1.0 has instead:
+#: (message, field) -> the suggestion shown after "no field named ...".
+FORK_FIELDS = {
+    ("PoolingParameter", "ceil_mode"):
+        "Caffe's equivalent is round_mode (ceil_mode: true is round_mode: CEIL, Caffe's "
+        "default; ceil_mode: false is round_mode: FLOOR)",
+    ("BatchNormParameter", "scale_filler"):
+        "Caffe's BatchNorm has no scale or shift: follow it with a Scale layer "
+        "(scale_param { bias_term: true filler {...} })",
+    ("BatchNormParameter", "bias_filler"):
+        "Caffe's BatchNorm has no scale or shift: follow it with a Scale layer "
+        "(scale_param { bias_term: true bias_filler {...} })",
+}
+
+
+def unknown_field_hint(message_name, field):
+    """A suggestion for the field ``field`` that the message ``message_name`` (e.g.
+    "PoolingParameter") does not have: Caffe's equivalent of a fork's field, or the
+    closest field names; "" when there is none."""
+    hint = FORK_FIELDS.get((message_name, field))
+    if hint:
+        return f"; it exists only in Caffe forks: {hint}"
+    import difflib
+    descriptor = pb.DESCRIPTOR.message_types_by_name.get(message_name)
+    if descriptor is None:
+        return ""
+    close = difflib.get_close_matches(field, list(descriptor.fields_by_name), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 #: SolverParameter.SolverType (the old enum) -> SolverParameter.type.
