@@ -99,54 +99,94 @@ def _nchunks(n):
     return c
 
 
+@njit(cache=True)
+def _prelu_slice(backward, x, w, dy, out, start, channels, inner):
+    """out = (x if x > 0 else w[c]·x), or with backward (dy if x > 0 else w[c]·dy), over one slice
+    starting at flat index ``start``, walked in runs that share their slopes (as math.py's
+    channel broadcasts): with inner == 1 a run is consecutive channels, else part of one row."""
+    n = x.size
+    e = 0
+    if inner == 1:
+        c = start % channels
+        while e < n:
+            m = min(channels - c, n - e)
+            xv, wv, gv, ov = x[e:e + m], w[c:c + m], dy[e:e + m], out[e:e + m]
+            if backward:
+                for j in range(m):
+                    ov[j] = gv[j] if xv[j] > 0 else wv[j] * gv[j]
+            else:
+                for j in range(m):
+                    ov[j] = xv[j] if xv[j] > 0 else wv[j] * xv[j]
+            e += m
+            c = 0
+    else:
+        r = start // inner
+        c = r % channels
+        k = start - r * inner
+        while e < n:
+            m = min(inner - k, n - e)
+            a = w[c]
+            xv, gv, ov = x[e:e + m], dy[e:e + m], out[e:e + m]
+            if backward:
+                for j in range(m):
+                    ov[j] = gv[j] if xv[j] > 0 else a * gv[j]
+            else:
+                for j in range(m):
+                    ov[j] = xv[j] if xv[j] > 0 else a * xv[j]
+            e += m
+            k = 0
+            c += 1
+            if c == channels:
+                c = 0
+
+
 @njit(cache=True, error_model="numpy")        # IEEE results: 0^negative = inf, x/0 = ±inf
 def _forward_slice(op, x, y, aux, w, p, start, channels, inner):
-    """y = op(x) over one slice starting at flat index ``start``; p = the op's scalars; aux =
-    Swish's σ(βx) (written); w = PReLU's slopes, slope c serving flat index i when
-    c = (i // inner) % channels."""
+    """y = op(x) over one slice starting at flat index ``start``, computed in x's dtype (as
+    Caffe's Dtype) with branch-free loops; p = the op's scalars; aux = Swish's σ(βx) (written);
+    w = PReLU's slopes, slope c serving flat index i when c = (i // inner) % channels."""
     n = x.size
-    if op == _BNLL:                           # log(1 + eˣ), split at 0 so that no exp overflows
+    zero, one = x.dtype.type(0.0), x.dtype.type(1.0)
+    if op == _BNLL:                           # max(x, 0) + log(1 + e^−|x|): no overflow
+        for i in range(n):                    # (the log in double, as Caffe's log(1. + ·))
+            v = np.float64(x[i])
+            y[i] = max(v, 0.0) + np.log(1.0 + np.exp(-abs(v)))
+    elif op == _ELU:                          # Caffe's max(x, 0) + α(e^min(x, 0) − 1)
+        alpha = x.dtype.type(p[0])
         for i in range(n):
             v = x[i]
-            if v > 0:
-                y[i] = v + np.log1p(np.exp(-v))
-            else:
-                y[i] = np.log1p(np.exp(v))
-    elif op == _ELU:
-        alpha = p[0]
-        for i in range(n):
-            v = x[i]
-            y[i] = v if v > 0 else alpha * np.expm1(v)
+            y[i] = max(v, zero) + alpha * (np.exp(min(v, zero)) - one)
     elif op == _POWER:
-        power, scale, shift = p[0], p[1], p[2]
-        for i in range(n):
-            y[i] = (shift + scale * x[i]) ** power
+        power, scale, shift = x.dtype.type(p[0]), x.dtype.type(p[1]), x.dtype.type(p[2])
+        if power == 1:
+            for i in range(n):
+                y[i] = shift + scale * x[i]
+        elif power == 2:
+            for i in range(n):
+                b = shift + scale * x[i]
+                y[i] = b * b
+        else:
+            for i in range(n):
+                y[i] = (shift + scale * x[i]) ** power
     elif op == _CLIP:                         # Caffe's std::max(min, std::min(x, max)): NaN gives min
-        lo, hi = p[0], p[1]
+        lo, hi = x.dtype.type(p[0]), x.dtype.type(p[1])
         for i in range(n):
             v = x[i]
             t = hi if hi < v else v
             y[i] = t if lo < t else lo
     elif op == _THRESHOLD:
-        t = p[0]
+        t = x.dtype.type(p[0])
         for i in range(n):
-            y[i] = 1.0 if x[i] > t else 0.0
-    elif op == _SWISH:
-        beta = p[0]
+            y[i] = one if x[i] > t else zero
+    elif op == _SWISH:                        # σ(u) = 1/(1 + e^−u): e^−u = inf gives 0, no NaN
+        beta = x.dtype.type(p[0])
         for i in range(n):
             v = x[i]
-            u = beta * v
-            if u >= 0:
-                s = 1.0 / (1.0 + np.exp(-u))
-            else:
-                e = np.exp(u)
-                s = e / (1.0 + e)
+            s = one / (one + np.exp(-(beta * v)))
             aux[i] = s
             y[i] = v * s
     else:                                     # _PRELU
-        for i in range(n):
-            v = x[i]
-            y[i] = v if v > 0 else w[((start + i) // inner) % channels] * v
+        _prelu_slice(False, x, w, x, y, start, channels, inner)
 
 
 @njit(cache=True, parallel=True)
@@ -164,54 +204,53 @@ def _forward(op, x, y, aux, w, p, channels, inner):
 
 @njit(cache=True, error_model="numpy")
 def _backward_slice(op, x, y, aux, w, dy, dx, p, start, channels, inner):
-    """dx = dy·op'(x) over one slice (dx may be dy: each dy[i] is read before dx[i] is written);
-    y, aux, w and p as in _forward_slice. _PRELU_SLOPE writes dy·x·[x <= 0] into dx."""
+    """dx = dy·op'(x) over one slice, in x's dtype (dx may be dy: each dy[i] is read before
+    dx[i] is written); y, aux, w and p as in _forward_slice. _PRELU_SLOPE writes dy·x·[x <= 0]
+    into dx."""
     n = x.size
+    zero, one = x.dtype.type(0.0), x.dtype.type(1.0)
     if op == _BNLL:
+        threshold = x.dtype.type(_BNLL_THRESHOLD)
         for i in range(n):
-            e = np.exp(min(x[i], _BNLL_THRESHOLD))
-            dx[i] = dy[i] * e / (e + 1.0)
+            e = np.exp(min(x[i], threshold))
+            dx[i] = dy[i] * e / (e + one)
     elif op == _ELU:
-        alpha = p[0]
+        alpha = x.dtype.type(p[0])
         for i in range(n):
             g = dy[i]
             dx[i] = g if x[i] > 0 else g * (alpha + y[i])
     elif op == _POWER:                        # d/dx = power·scale·b^(power−1) = diff_scale·y / b
-        power, scale, shift = p[0], p[1], p[2]
+        power, scale, shift = x.dtype.type(p[0]), x.dtype.type(p[1]), x.dtype.type(p[2])
         diff_scale = power * scale
         # where b = 0, the derivative's value: diff_scale·0^(power−1)
-        at_zero = diff_scale * (0.0 if power > 1.0 else (1.0 if power == 1.0 else math.inf))
-        for i in range(n):
-            b = shift + scale * x[i]
-            if power == 2.0:
-                g = diff_scale * b
-            elif b != 0:
-                g = diff_scale * y[i] / b
-            else:
-                g = at_zero
-            dx[i] = dy[i] * g
+        at_zero = diff_scale * (zero if power > 1 else (one if power == 1 else x.dtype.type(math.inf)))
+        if power == 2:
+            for i in range(n):
+                dx[i] = dy[i] * (diff_scale * (shift + scale * x[i]))
+        else:
+            for i in range(n):
+                b = shift + scale * x[i]
+                dx[i] = dy[i] * (diff_scale * y[i] / b if b != 0 else at_zero)
     elif op == _LOG:                          # d/dx log_base(shift + scale·x) = (scale / ln base) / b
-        scale, shift, num_scale = p[0], p[1], p[2]
+        scale, shift, num_scale = x.dtype.type(p[0]), x.dtype.type(p[1]), x.dtype.type(p[2])
         for i in range(n):
             dx[i] = dy[i] * num_scale / (shift + scale * x[i])
     elif op == _CLIP:                         # passes where min <= x <= max (Caffe: both ends included)
-        lo, hi = p[0], p[1]
+        lo, hi = x.dtype.type(p[0]), x.dtype.type(p[1])
         for i in range(n):
             v = x[i]
-            dx[i] = dy[i] * (1.0 if v >= lo and v <= hi else 0.0)
+            dx[i] = dy[i] * (one if v >= lo and v <= hi else zero)
     elif op == _SWISH:
-        beta = p[0]
+        beta = x.dtype.type(p[0])
         for i in range(n):
             by = beta * y[i]
-            dx[i] = dy[i] * (by + aux[i] * (1.0 - by))
+            dx[i] = dy[i] * (by + aux[i] * (one - by))
     elif op == _PRELU:
-        for i in range(n):
-            g = dy[i]
-            dx[i] = g if x[i] > 0 else g * w[((start + i) // inner) % channels]
+        _prelu_slice(True, x, w, dy, dx, start, channels, inner)
     else:                                     # _PRELU_SLOPE
         for i in range(n):
             v = x[i]
-            dx[i] = dy[i] * v * (1.0 if v <= 0 else 0.0)
+            dx[i] = dy[i] * v * (one if v <= 0 else zero)
 
 
 @njit(cache=True, parallel=True)
@@ -230,7 +269,7 @@ def _backward(op, x, y, aux, w, dy, dx, p, channels, inner):
 
 @njit(cache=True)
 def bnll_forward(x, y):
-    """y = log(1 + eˣ), as x + log(1 + e^−x) for x > 0 (no overflow)"""
+    """y = max(x, 0) + log(1 + e^−|x|) = log(1 + eˣ) without overflow (the log in double)"""
     _forward(_BNLL, x, y, y, x, (0.0, 0.0, 0.0), 1, 1)
 
 
@@ -242,7 +281,7 @@ def bnll_backward(x, dy, dx):
 
 @njit(cache=True)
 def elu_forward(x, y, alpha):
-    """y = x if x > 0 else alpha·(eˣ − 1)"""
+    """y = max(x, 0) + alpha·(e^min(x, 0) − 1)"""
     _forward(_ELU, x, y, y, x, (alpha, 0.0, 0.0), 1, 1)
 
 
@@ -291,7 +330,7 @@ def threshold_forward(x, y, threshold):
 
 @njit(cache=True)
 def swish_forward(x, s, y, beta):
-    """s = σ(beta·x) (no overflow for either sign), y = x·s"""
+    """s = σ(beta·x) (no overflow, no NaN for either sign), y = x·s"""
     _forward(_SWISH, x, y, s, x, (beta, 0.0, 0.0), 1, 1)
 
 

@@ -1,7 +1,7 @@
 """GPU neuron (elementwise activation) kernels. Outputs may alias inputs (in-place layers)."""
 import math
 
-from numba import cuda
+from numba import cuda, float64
 
 from ._launch import grid_stride
 
@@ -92,13 +92,10 @@ _BNLL_THRESHOLD = 50.0        # Caffe's kBNLL_THRESHOLD: e^x is taken of min(x, 
 @grid_stride("x")
 @cuda.jit
 def bnll_forward(x, y):
-    """y = log(1 + eˣ), as x + log(1 + e^−x) for x > 0 (no overflow)"""
+    """y = max(x, 0) + log(1 + e^−|x|) = log(1 + eˣ) without overflow (the log in double)"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = x[i]
-        if v > 0:
-            y[i] = v + math.log1p(math.exp(-v))
-        else:
-            y[i] = math.log1p(math.exp(v))
+        v = float64(x[i])
+        y[i] = max(v, 0.0) + math.log(1.0 + math.exp(-abs(v)))
 
 
 @grid_stride("x")
@@ -113,10 +110,10 @@ def bnll_backward(x, dy, dx):
 @grid_stride("x")
 @cuda.jit
 def elu_forward(x, y, alpha):
-    """y = x if x > 0 else alpha·(eˣ − 1)"""
+    """y = max(x, 0) + alpha·(e^min(x, 0) − 1)"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         v = x[i]
-        y[i] = v if v > 0 else alpha * math.expm1(v)
+        y[i] = max(v, 0.0) + alpha * (math.exp(min(v, 0.0)) - 1.0)
 
 
 @grid_stride("x")
@@ -133,7 +130,13 @@ def elu_backward(x, y, dy, dx, alpha):
 def power_forward(x, y, power, scale, shift):
     """y = (shift + scale·x)^power (C's pow: NaN for a negative base and a non-integer power)"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        y[i] = (shift + scale * x[i]) ** power
+        b = shift + scale * x[i]
+        if power == 1.0:
+            y[i] = b
+        elif power == 2.0:
+            y[i] = b * b
+        else:
+            y[i] = b ** power
 
 
 @grid_stride("x")
@@ -147,12 +150,9 @@ def power_backward(x, y, dy, dx, power, scale, shift):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         b = shift + scale * x[i]
         if power == 2.0:
-            g = diff_scale * b
-        elif b != 0:
-            g = diff_scale * y[i] / b
+            dx[i] = dy[i] * (diff_scale * b)
         else:
-            g = at_zero
-        dx[i] = dy[i] * g
+            dx[i] = dy[i] * (diff_scale * y[i] / b if b != 0 else at_zero)
 
 
 @grid_stride("x")
@@ -193,15 +193,12 @@ def threshold_forward(x, y, threshold):
 @grid_stride("x")
 @cuda.jit
 def swish_forward(x, s, y, beta):
-    """s = σ(beta·x) (no overflow for either sign), y = x·s"""
+    """s = σ(beta·x) (no overflow, no NaN for either sign), y = x·s"""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         v = x[i]
         u = beta * v
-        if u >= 0:
-            r = 1.0 / (1.0 + math.exp(-u))
-        else:
-            e = math.exp(u)
-            r = e / (1.0 + e)
+        e = math.exp(-abs(u))                 # never overflows; both quotients are cheap selects
+        r = 1.0 / (1.0 + e) if u >= 0 else e / (1.0 + e)
         s[i] = r
         y[i] = v * r
 
