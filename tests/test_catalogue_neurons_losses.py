@@ -411,3 +411,29 @@ def test_loss_gradient_check_at_default_parameters():
                     [x, labels, rng.uniform(0, 1, (4, 4))])
     check_gradients(_lp("MultinomialLogisticLoss", bottoms=("p", "l"), tops=("loss",)),
                     [rng.uniform(0.1, 1.0, (3, 4)), labels])
+
+
+def test_real_autoencoder_trains_through_sigmoid_cross_entropy():
+    """Caffe's mnist_autoencoder example (its LMDB Data layers replaced by an Input layer, and
+    its EuclideanLoss, which shares the name "loss" with the SigmoidCrossEntropyLoss, renamed):
+    the cross-entropy of the reconstruction against the pixels back-propagates to the encoder."""
+    from pathlib import Path
+    models = Path(__file__).resolve().parents[2] / "shared" / "models"
+    path = models / "mnist_autoencoder" / "mnist_autoencoder.prototxt"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    net_param = jitnet.proto.read_net(str(path))
+    layers = [l for l in net_param.layer if l.type != "Data"]
+    net_param.ClearField("layer")
+    data = net_param.layer.add(name="data", type="Input", top=["data"])
+    data.input_param.shape.add().dim.extend([2, 1, 28, 28])
+    net_param.layer.extend(layers)
+    net_param.layer[-1].name = "l2_loss"
+    jitnet.set_random_seed(1)
+    net = jitnet.Net(net_param, jitnet.TRAIN)
+    pixels = np.random.default_rng(2).uniform(0.0, 1.0, (2, 1, 28, 28))
+    out = net.forward(data=pixels)
+    assert np.isfinite(out["cross_entropy_loss"]) and out["cross_entropy_loss"] > 0
+    net.backward()
+    grad = net.params["encode1"][0].diff
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0

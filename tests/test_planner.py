@@ -584,16 +584,18 @@ def test_real_files_fail_with_every_unknown_type(relpath, phase, missing):
     assert "Known types" in msg and "InnerProduct" in msg and "SoftmaxWithLoss" in msg
 
 
-def test_real_autoencoder_fails_on_sigmoid_cross_entropy():
+def test_real_autoencoder_fails_on_its_duplicate_layer_name():
     require_models()
     net = read_net(MODELS / "mnist_autoencoder" / "mnist_autoencoder.prototxt")
-    # Replace its LMDB Data layers by an Input layer: then everything else is
-    # registered except SigmoidCrossEntropyLoss.
+    # Replace its LMDB Data layers by an Input layer: then every type is registered (the
+    # catalogue's SigmoidCrossEntropyLoss too), and what remains is its two layers named
+    # "loss" (SigmoidCrossEntropyLoss and EuclideanLoss), which Caffe lets pass and jitnet
+    # refuses.
     layers = [l for l in net.layer if l.type != "Data"]
     net.ClearField("layer")
     inp = net.layer.add(name="data", type="Input")
     inp.top.append("data")
     inp.input_param.shape.add().dim.extend([2, 1, 28, 28])
     net.layer.extend(layers)
-    with pytest.raises(NetDefinitionError, match="unknown layer type 'SigmoidCrossEntropyLoss'"):
+    with pytest.raises(NetDefinitionError, match="two layers are named 'loss'"):
         planner.plan(net, TRAIN)
