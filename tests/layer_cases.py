@@ -686,6 +686,12 @@ def draw_clip(draw, ctx):
     return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))])
 
 
+def clip_errors():
+    lp = _bad("Clip")
+    lp.clip_param.min = -1.0                   # max is a required field
+    return [("max-unset", lp, [np.ones(3)])]
+
+
 def draw_threshold(draw, ctx):
     lp = _with_params(_lp("Threshold"), "threshold_param",
                       {"threshold": draw(st.floats(-1.0, 1.0, width=32))})
@@ -981,7 +987,8 @@ LAYER_CASES = [
               bench=_neuron_bench("Power", "power_param { power: 1.5 scale: 0.5 shift: 3 }",
                                   lambda F, x, p: (0.5 * x + 3.0).pow(1.5))),
     LayerCase("PReLU", draw_prelu, ref_prelu, grad_bottoms=(0,), check_params=True, kinks=(0.0,),
-              big=prelu_big, bench=_neuron_bench("PReLU", "", lambda F, x, p: F.prelu(x, p[0]))),
+              big=prelu_big, errors=lambda: [("1-axis", _bad("PReLU"), [np.ones(3)])],
+              bench=_neuron_bench("PReLU", "", lambda F, x, p: F.prelu(x, p[0]))),
     pointwise("Swish", ref.swish, -4.0, 4.0, params={"swish_param": {"beta": st.floats(-1.0, 2.0, width=32)}},
               torch=lambda F, x, p: F.silu(x)),
     LayerCase("Threshold", draw_threshold,
@@ -992,7 +999,7 @@ LAYER_CASES = [
     LayerCase("Clip", draw_clip,
               lambda s: [ref.clip(s.bottoms[0], s.layer_param.clip_param.min, s.layer_param.clip_param.max)],
               grad_bottoms=(0,), kinks=_CLIP_BOUNDS,
-              big=_neuron_big("Clip", "clip_param", {"min": -0.5, "max": 1.0}),
+              big=_neuron_big("Clip", "clip_param", {"min": -0.5, "max": 1.0}), errors=clip_errors,
               bench=_neuron_bench("Clip", "clip_param { min: 0 max: 6 }", lambda F, x, p: x.clamp(0.0, 6.0))),
     LayerCase("MultinomialLogisticLoss", draw_multinomial_logistic_loss,
               lambda s: [ref.multinomial_logistic_loss(s.bottoms[0], s.bottoms[1])], grad_bottoms=(0,),

@@ -97,8 +97,10 @@ class _ReadsBottom(NeuronLayer):
     """A neuron layer whose backward reads x (for the parameters where ``reads_bottom()``
     says so). Run in place (top = bottom), its forward first copies x to a private blob,
     which its backward reads instead of the overwritten bottom: Caffe's PReLU does this;
-    Caffe's BNLL, Log, Power and Clip read the overwritten bottom in place and compute
-    a wrong gradient there, jitnet's give the out-of-place numbers."""
+    Caffe's BNLL, Log, Power, Clip and ELU (alpha < 0) read the overwritten bottom in place
+    and compute a wrong gradient there, jitnet's give the out-of-place numbers."""
+
+    bottom_copy = None
 
     def reads_bottom(self):
         return True
@@ -109,7 +111,7 @@ class _ReadsBottom(NeuronLayer):
     def forward(self, bottom, top):
         if self._keeps_copy(bottom, top):
             d = self.device
-            if getattr(self, "bottom_copy", None) is None:
+            if self.bottom_copy is None:
                 self.bottom_copy = Blob(dtype=bottom[0].dtype)
             self.bottom_copy.reshape(bottom[0].shape)
             self.kernels("blas").copy(bottom[0].data_on(d), self.bottom_copy.mutable_data_on(d))
@@ -291,8 +293,15 @@ class Power(_ReadsBottom):
 @register("Clip")
 class Clip(_ReadsBottom):
     """y = max(min, min(x, max));   ∂E/∂x = ∂E/∂y where min <= x <= max (both ends
-    included, as Caffe), else 0. Caffe takes min <= max on trust; jitnet too (min > max
-    gives y = min everywhere)."""
+    included, as Caffe), else 0. Both bounds are required (Caffe's proto says so); Caffe takes
+    min <= max on trust, jitnet too (min > max gives y = min everywhere)."""
+
+    def setup(self, bottom, top):
+        p = self.param.clip_param
+        missing = [f for f in ("min", "max") if not p.HasField(f)]
+        if missing:
+            raise self.error(f"clip_param.{' and clip_param.'.join(missing)} must be given "
+                             "(required fields)")
 
     def forward_kernel(self, K, x, y):
         p = self.param.clip_param
