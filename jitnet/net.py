@@ -100,6 +100,9 @@ class Net:
             layer.setup_layer(step.bottoms, step.tops, planned.loss_weights)
             self.steps.append(step)
             self.layers.append(layer)
+            if layer.name in self.layer_dict:
+                log.info("net '%s': two layers are named '%s'; as in Caffe, the name stands for the "
+                         "later one (layer_dict, weights by name)", self.name, layer.name)
             self.layer_dict[layer.name] = layer
         self.backward_steps = [self.steps[planned.index] for planned in self.plan.backward]
         self._setup_params()

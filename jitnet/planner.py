@@ -392,12 +392,6 @@ def plan(net_param, phase=TEST, level=0, stages=()):
     for layer in layers:
         layer_class(layer.type, layer.name).check_arity(layer)
     _check_in_place(layers)
-    names = {}
-    for layer in layers:
-        if layer.name in names:
-            raise NetDefinitionError(f"two layers are named '{layer.name}'")
-        names[layer.name] = layer
-
     producers = _resolve_producers(layers)
     order = _order(layers, producers)
     steps = _build_steps(layers, order, producers)

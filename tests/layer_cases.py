@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 import jitnet
 from jitnet.proto import pb
+from jitnet.proto.io import write_blob_proto
 from jitnet.testing import strategies as jst
 
 import reference as ref
@@ -769,6 +770,352 @@ def crop_errors():
 
 
 # --------------------------------------------------------------------------- catalogue: neurons and losses
+def _with_params(lp, message, values):
+    """lp with the fields ``values`` set in its parameter message ``message``."""
+    for name, value in values.items():
+        setattr(getattr(lp, message), name, value)
+    return lp
+
+
+def _neuron_big(type_name, message=None, values=None, low=-2.0, high=2.0, grad=True):
+    """A big example of a neuron layer with parameters: (3, 110) values in [low, high]."""
+    def big():
+        lp = _lp(type_name)
+        if message:
+            _with_params(lp, message, values)
+        return [Big(lp, [_rng().uniform(low, high, size=(3, 110))], propagate_down=(grad,))]
+    return big
+
+
+def _neuron_bench(type_name, params, torch):
+    return (Bench(f"{type_name} 256x4096", params, ((256, 4096),), torch),)
+
+
+_BASES = st.sampled_from([-1.0, 2.0, 0.5, 10.0])
+
+
+def draw_exp(draw, ctx):
+    lp = _with_params(_lp("Exp"), "exp_param", {
+        "base": draw(_BASES), "scale": draw(st.floats(-1.5, 1.5, width=32)),
+        "shift": draw(st.floats(-1.0, 1.0, width=32))})
+    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))])
+
+
+def ref_exp(s):
+    p = s.layer_param.exp_param
+    return [ref.exp_layer(s.bottoms[0], p.base, p.scale, p.shift)]
+
+
+def exp_errors():
+    cases = []
+    for error_id, base in (("base-0", 0.0), ("base-negative", -2.0), ("base-inf", math.inf)):
+        lp = _bad("Exp")
+        lp.exp_param.base = base
+        cases.append((error_id, lp, [np.ones(3)]))
+    return cases
+
+
+def draw_log(draw, ctx):
+    """|scale·x| <= 2 < shift: the logarithm's argument stays >= 0.5."""
+    lp = _with_params(_lp("Log"), "log_param", {
+        "base": draw(_BASES), "scale": draw(jst.nonzero_floats(0.5, 2.0)),
+        "shift": draw(st.floats(2.5, 4.0, width=32))})
+    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx), -1.0, 1.0)])
+
+
+def ref_log(s):
+    p = s.layer_param.log_param
+    return [ref.log_layer(s.bottoms[0], p.base, p.scale, p.shift)]
+
+
+def log_errors():
+    cases = exp_errors()
+    cases = [(i, _with_params(_bad("Log"), "log_param", {"base": lp.exp_param.base}), b)
+             for i, lp, b in cases]
+    cases.append(("base-1", _with_params(_bad("Log"), "log_param", {"base": 1.0}), [np.ones(3)]))
+    return cases
+
+
+def draw_power(draw, ctx):
+    """Integer powers (0 included) on any base, scale 0 now and then (Caffe's constant case);
+    or fractional and negative powers on a base kept >= 0.5 (|scale·x| <= 1.5 < shift)."""
+    if draw(st.booleans()):
+        values = {"power": draw(st.sampled_from([0.0, 1.0, 2.0, 3.0])),
+                  "scale": draw(st.one_of(st.just(0.0), st.floats(-1.5, 1.5, width=32))),
+                  "shift": draw(st.floats(-1.0, 1.0, width=32))}
+    else:
+        values = {"power": draw(st.sampled_from([0.5, 1.5, -1.0, -0.5, 2.5])),
+                  "scale": draw(jst.nonzero_floats(0.25, 1.5)),
+                  "shift": draw(st.floats(2.0, 3.0, width=32))}
+    lp = _with_params(_lp("Power"), "power_param", values)
+    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx), -1.0, 1.0)])
+
+
+def ref_power(s):
+    p = s.layer_param.power_param
+    return [ref.power(s.bottoms[0], p.power, p.scale, p.shift)]
+
+
+def draw_prelu(draw, ctx):
+    """Slopes of either sign, one per channel (axis 1) or shared; at least one x < 0, so that
+    the slope gradient is never trivially 0."""
+    shape = _shape(draw, ctx, min_dims=2)
+    lp = _lp("PReLU")
+    lp.prelu_param.channel_shared = draw(st.booleans())
+    slopes = draw(jst.arrays(() if lp.prelu_param.channel_shared else (shape[1],), low=-1.0, high=1.0))
+    x = _array(draw, ctx, shape)
+    x.flat[0] = -abs(x.flat[0])
+    return Sample(lp, [x], params=[slopes])
+
+
+def ref_prelu(s):
+    return [ref.prelu(s.bottoms[0], s.params[0], s.layer_param.prelu_param.channel_shared)]
+
+
+def prelu_big():
+    rng = _rng()
+    cases = []
+    for shared in (False, True):
+        lp = _lp("PReLU", name=f"prelu_shared_{shared}")
+        lp.prelu_param.channel_shared = shared
+        slopes = rng.uniform(-0.5, 0.5, size=() if shared else (3,))
+        cases.append(Big(lp, [rng.normal(size=(20, 3, 11))], [slopes], (True,), id=lp.name))
+    return cases
+
+
+_CLIP_BOUNDS = (-1.0, -0.5, 0.0, 0.5, 1.0, 6.0)
+
+
+def draw_clip(draw, ctx):
+    lo = draw(st.sampled_from(_CLIP_BOUNDS[:3]))
+    hi = draw(st.sampled_from(_CLIP_BOUNDS[3:]))
+    lp = _with_params(_lp("Clip"), "clip_param", {"min": lo, "max": hi})
+    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))])
+
+
+def clip_errors():
+    lp = _bad("Clip")
+    lp.clip_param.min = -1.0                   # max is a required field
+    return [("max-unset", lp, [np.ones(3)])]
+
+
+def draw_threshold(draw, ctx):
+    lp = _with_params(_lp("Threshold"), "threshold_param",
+                      {"threshold": draw(st.floats(-1.0, 1.0, width=32))})
+    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx))], propagate_down=(False,))
+
+
+# losses
+def draw_multinomial_logistic_loss(draw, ctx):
+    """Probabilities (not normalized: Caffe does not ask) of any shape (N, ...); in forward
+    draws some are 0, which the 1e-20 threshold catches."""
+    shape = _shape(draw, ctx)
+    dim = math.prod(shape[1:])
+    prob = draw(jst.arrays(shape, low=0.05, high=1.0))
+    if ctx.purpose == "forward" and draw(st.booleans()):
+        prob.flat[::2] = 0.0
+    labels = draw(jst.labels(dim, (shape[0],)))
+    lp = _lp("MultinomialLogisticLoss", bottoms=("prob", "label"), tops=("loss",))
+    return Sample(lp, [prob, labels], propagate_down=(True, False))
+
+
+def multinomial_logistic_loss_big():
+    rng = _rng()
+    lp = _lp("MultinomialLogisticLoss", bottoms=("prob", "label"), tops=("loss",))
+    prob = rng.uniform(0.01, 1.0, size=(300, 4))
+    prob[:5, :] = 0.0
+    return [Big(lp, [prob, rng.integers(0, 4, 300).astype(np.float64)], propagate_down=(True, False))]
+
+
+_infogain_counter = itertools.count()
+
+
+def draw_infogain_loss(draw, ctx):
+    """H (entries in [0, 2]) from a third bottom or a binaryproto file; class axis drawn;
+    normalization and ignore_label drawn."""
+    ntops = 1 if ctx.purpose == "gradient" else draw(st.integers(1, 2))
+    lp, shape, axis, ignore, labels = _class_axis_case(draw, ctx, "InfogainLoss",
+                                                       ["loss", "prob"][:ntops], min_axis=1)
+    lp.infogain_loss_param.axis = _as_negative(draw, axis, len(shape))
+    classes = shape[axis]
+    h = draw(jst.arrays((classes, classes), low=0.0, high=2.0))
+    if ignore is not None:
+        lp.loss_param.ignore_label = ignore
+    mode = draw(st.sampled_from(["unset"] + list(_NORM_NAMES)))
+    if mode != "unset":
+        lp.loss_param.normalization = mode
+    bottoms = [_array(draw, ctx, shape, -3.0, 3.0), labels]
+    if draw(st.booleans()):
+        lp.bottom.append("H")
+        bottoms.append(h)
+    else:
+        path = os.path.join(ctx.workdir, f"infogain_{os.getpid()}_{next(_infogain_counter)}.binaryproto")
+        write_blob_proto(h.reshape((1, 1) + h.shape), path)         # Caffe's usual 1x1xCxC
+        lp.infogain_loss_param.source = path
+    return Sample(lp, bottoms, check_tops=(0,), propagate_down=(True,) + (False,) * (len(bottoms) - 1),
+                  extra={"h": h})
+
+
+def ref_infogain_loss(s):
+    lp = s.layer_param
+    normalization = (_NORM_NAMES[lp.loss_param.normalization] if lp.loss_param.HasField("normalization")
+                     else "VALID")
+    ignore = lp.loss_param.ignore_label if lp.loss_param.HasField("ignore_label") else None
+    loss, prob = ref.infogain_loss(s.bottoms[0], s.bottoms[1], s.extra["h"], lp.infogain_loss_param.axis,
+                                   ignore, normalization)
+    return [loss, prob][:len(lp.top)]
+
+
+def infogain_loss_big():
+    rng = _rng()
+    labels = rng.integers(0, 3, size=(30, 10)).astype(np.float64)
+    labels[0, :4] = -1
+    lp = _lp("InfogainLoss", bottoms=("x", "label", "H"), tops=("loss", "prob"))
+    lp.loss_param.ignore_label = -1
+    return [Big(lp, [rng.normal(size=(30, 3, 10)), labels, rng.uniform(0, 2, size=(3, 3))],
+                propagate_down=(True, False, False))]
+
+
+def infogain_loss_errors():
+    lp = _bad("InfogainLoss", bottoms=("x", "label", "H"), tops=("loss",))
+    missing = _bad("InfogainLoss", bottoms=("x", "label"), tops=("loss",))
+    missing.infogain_loss_param.source = "/nonexistent/infogain.binaryproto"
+    unset = _bad("InfogainLoss", bottoms=("x", "label"), tops=("loss",))
+    legacy = _bad("InfogainLoss", bottoms=("x", "label", "H"), tops=("loss",))
+    legacy.loss_param.normalize = True
+    x, labels = np.ones((2, 3)), np.zeros(2)
+    return [("H-not-CxC", lp, [x, labels, np.ones((2, 2))]),
+            ("missing-source-file", missing, [x, labels]),
+            ("no-source", unset, [x, labels]),
+            ("label-3", _bad("InfogainLoss", bottoms=("x", "label", "H"), tops=("loss",)),
+             [x, np.array([0.0, 3.0]), np.eye(3)]),
+            ("legacy-normalize", legacy, [x, labels, np.eye(3)])]
+
+
+def draw_sigmoid_cross_entropy_loss(draw, ctx):
+    shape = _shape(draw, ctx)
+    lp = _lp("SigmoidCrossEntropyLoss", bottoms=("x", "target"), tops=("loss",))
+    targets = draw(jst.arrays(shape, low=0.0, high=1.0))
+    if draw(st.booleans()):
+        targets = np.round(targets)                                  # hard 0/1 labels
+    if draw(st.booleans()):
+        lp.loss_param.ignore_label = draw(st.sampled_from([-1, 255]))
+        targets.flat[::3] = lp.loss_param.ignore_label
+    mode = draw(st.sampled_from(["unset", "legacy_true", "legacy_false"] + list(_NORM_NAMES)))
+    if mode in ("legacy_true", "legacy_false"):
+        lp.loss_param.normalize = mode == "legacy_true"
+    elif mode != "unset":
+        lp.loss_param.normalization = mode
+    return Sample(lp, [_array(draw, ctx, shape, -4.0, 4.0), targets], propagate_down=(True, False))
+
+
+def ref_sigmoid_cross_entropy_loss(s):
+    lp = s.layer_param.loss_param
+    if lp.HasField("normalization"):
+        normalization = _NORM_NAMES[lp.normalization]
+    elif lp.HasField("normalize"):
+        normalization = "VALID" if lp.normalize else "BATCH_SIZE"
+    else:
+        normalization = "BATCH_SIZE"
+    ignore = lp.ignore_label if lp.HasField("ignore_label") else None
+    return [ref.sigmoid_cross_entropy_loss(s.bottoms[0], s.bottoms[1], ignore, normalization)]
+
+
+def sigmoid_cross_entropy_loss_big():
+    rng = _rng()
+    targets = rng.uniform(0, 1, size=(5, 130))
+    targets[0, :7] = -1
+    lp = _lp("SigmoidCrossEntropyLoss", bottoms=("x", "target"), tops=("loss",))
+    lp.loss_param.ignore_label = -1
+    return [Big(lp, [rng.normal(scale=3.0, size=(5, 130)), targets], propagate_down=(True, False))]
+
+
+def sigmoid_cross_entropy_loss_errors():
+    lp = _bad("SigmoidCrossEntropyLoss", bottoms=("x", "target"), tops=("loss",))
+    x = np.ones((2, 3))
+    return [("count-mismatch", lp, [x, np.ones((2, 2))]),
+            ("target-above-1", lp, [x, np.full((2, 3), 1.5)]),
+            ("target-nan", lp, [x, np.full((2, 3), np.nan)])]
+
+
+def draw_hinge_loss(draw, ctx):
+    shape = _shape(draw, ctx)
+    dim = math.prod(shape[1:])
+    lp = _lp("HingeLoss", bottoms=("x", "label"), tops=("loss",))
+    lp.hinge_loss_param.norm = draw(st.sampled_from([pb.HingeLossParameter.L1, pb.HingeLossParameter.L2]))
+    return Sample(lp, [_array(draw, ctx, shape), draw(jst.labels(dim, (shape[0],)))],
+                  propagate_down=(True, False))
+
+
+def ref_hinge_loss(s):
+    norm = "L2" if s.layer_param.hinge_loss_param.norm == pb.HingeLossParameter.L2 else "L1"
+    return [ref.hinge_loss(s.bottoms[0], s.bottoms[1], norm)]
+
+
+def hinge_loss_big():
+    rng = _rng()
+    cases = []
+    for norm in (pb.HingeLossParameter.L1, pb.HingeLossParameter.L2):
+        lp = _lp("HingeLoss", bottoms=("x", "label"), tops=("loss",), name=f"hinge_{norm}")
+        lp.hinge_loss_param.norm = norm
+        cases.append(Big(lp, [rng.normal(size=(300, 3)), rng.integers(0, 3, 300).astype(np.float64)],
+                         propagate_down=(True, False), id=lp.name))
+    return cases
+
+
+def _label_errors(type_name, x):
+    """Labels outside the class range and NaN labels: errors naming the layer."""
+    lp = _bad(type_name, bottoms=("x", "label"), tops=("loss",))
+    return [(f"label-{v}", lp, [x, np.array([0.0, v])]) for v in (3.0, -1.0, np.nan)] + [
+        ("label-count", lp, [x, np.zeros(3)])]
+
+
+def draw_contrastive_loss(draw, ctx):
+    """Pairs (N, D) or (N, D, 1, 1); for gradient draws every pair is at least 0.5 apart (the
+    1e-4 of Caffe's gradient is then a relative error below 2e-4 of the derivative)."""
+    n, dim = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    shape = (n, dim) if draw(st.booleans()) else (n, dim, 1, 1)
+    lp = _lp("ContrastiveLoss", bottoms=("a", "b", "sim"), tops=("loss",))
+    p = lp.contrastive_loss_param
+    p.margin = draw(st.floats(0.5, 3.0, width=32))
+    p.legacy_version = draw(st.booleans())
+    a, b = _array(draw, ctx, shape, -1.5, 1.5), _array(draw, ctx, shape, -1.5, 1.5)
+    if ctx.purpose != "forward":
+        for i in range(n):
+            if np.linalg.norm(a[i] - b[i]) < 0.5:
+                b[i].flat[0] = a[i].flat[0] + 0.75
+    values = [0.0, 1.0] + ([0.7, 2.0] if ctx.purpose == "forward" else [])   # int(y) != 0: similar
+    sim = np.array(draw(st.lists(st.sampled_from(values), min_size=n, max_size=n)))
+    return Sample(lp, [a, b, sim], propagate_down=(True, True, False))
+
+
+def ref_contrastive_loss(s):
+    p = s.layer_param.contrastive_loss_param
+    return [ref.contrastive_loss(*s.bottoms, p.margin, p.legacy_version)]
+
+
+def contrastive_loss_big():
+    rng = _rng()
+    cases = []
+    for legacy in (False, True):
+        lp = _lp("ContrastiveLoss", bottoms=("a", "b", "sim"), tops=("loss",),
+                 name=f"contrastive_legacy_{legacy}")
+        lp.contrastive_loss_param.margin = 4.0
+        lp.contrastive_loss_param.legacy_version = legacy
+        cases.append(Big(lp, [rng.normal(size=(300, 2)), rng.normal(size=(300, 2)),
+                              rng.integers(0, 2, 300).astype(np.float64)],
+                         propagate_down=(True, True, False), id=lp.name))
+    return cases
+
+
+def contrastive_loss_errors():
+    lp = _bad("ContrastiveLoss", bottoms=("a", "b", "sim"), tops=("loss",))
+    a = np.ones((2, 3))
+    return [("dims-differ", lp, [a, np.ones((2, 4)), np.zeros(2)]),
+            ("sim-count", lp, [a, a, np.zeros(3)]),
+            ("sim-nan", lp, [a, a, np.array([0.0, np.nan])])]
+
+
 
 
 # --------------------------------------------------------------------------- catalogue: utility layers and MVN
@@ -1120,6 +1467,49 @@ LAYER_CASES = [
                            lambda F, x, p: x[0][:, :, 19:519, 19:519].contiguous()),)),
 
     # -- catalogue: neurons and losses
+    pointwise("AbsVal", ref.absval, kinks=(0.0,), torch=lambda F, x, p: x.abs()),
+    pointwise("BNLL", ref.bnll, -6.0, 6.0, torch=lambda F, x, p: F.softplus(x)),
+    pointwise("ELU", ref.elu, params={"elu_param": {"alpha": st.floats(-0.5, 2.0, width=32)}},
+              kinks=(0.0,), big=_neuron_big("ELU", "elu_param", {"alpha": 0.7}),
+              bench=_neuron_bench("ELU", "", lambda F, x, p: F.elu(x))),
+    LayerCase("Exp", draw_exp, ref_exp, grad_bottoms=(0,), errors=exp_errors,
+              big=_neuron_big("Exp", "exp_param", {"base": 2.0, "scale": 0.5, "shift": 1.0}),
+              bench=_neuron_bench("Exp", "", lambda F, x, p: x.exp())),
+    LayerCase("Log", draw_log, ref_log, grad_bottoms=(0,), errors=log_errors,
+              big=_neuron_big("Log", "log_param", {"base": 10.0, "scale": 2.0, "shift": 5.0}),
+              bench=_neuron_bench("Log", "log_param { shift: 10 }", lambda F, x, p: (x + 10.0).log())),
+    LayerCase("Power", draw_power, ref_power, grad_bottoms=(0,),
+              big=_neuron_big("Power", "power_param", {"power": 2.5, "scale": 0.5, "shift": 2.0}),
+              bench=_neuron_bench("Power", "power_param { power: 1.5 scale: 0.5 shift: 3 }",
+                                  lambda F, x, p: (0.5 * x + 3.0).pow(1.5))),
+    LayerCase("PReLU", draw_prelu, ref_prelu, grad_bottoms=(0,), check_params=True, kinks=(0.0,),
+              big=prelu_big, errors=lambda: [("1-axis", _bad("PReLU"), [np.ones(3)])],
+              bench=_neuron_bench("PReLU", "", lambda F, x, p: F.prelu(x, p[0]))),
+    pointwise("Swish", ref.swish, -4.0, 4.0, params={"swish_param": {"beta": st.floats(-1.0, 2.0, width=32)}},
+              torch=lambda F, x, p: F.silu(x)),
+    LayerCase("Threshold", draw_threshold,
+              lambda s: [ref.threshold(s.bottoms[0], s.layer_param.threshold_param.threshold)],
+              reference_note="no backward (Caffe's NOT_IMPLEMENTED): forward only, no bench row "
+                             "(bench.py times a backward)",
+              big=_neuron_big("Threshold", "threshold_param", {"threshold": 0.25}, grad=False)),
+    LayerCase("Clip", draw_clip,
+              lambda s: [ref.clip(s.bottoms[0], s.layer_param.clip_param.min, s.layer_param.clip_param.max)],
+              grad_bottoms=(0,), kinks=_CLIP_BOUNDS,
+              big=_neuron_big("Clip", "clip_param", {"min": -0.5, "max": 1.0}), errors=clip_errors,
+              bench=_neuron_bench("Clip", "clip_param { min: 0 max: 6 }", lambda F, x, p: x.clamp(0.0, 6.0))),
+    LayerCase("MultinomialLogisticLoss", draw_multinomial_logistic_loss,
+              lambda s: [ref.multinomial_logistic_loss(s.bottoms[0], s.bottoms[1])], grad_bottoms=(0,),
+              big=multinomial_logistic_loss_big,
+              errors=lambda: _label_errors("MultinomialLogisticLoss", np.full((2, 3), 0.5))),
+    LayerCase("InfogainLoss", draw_infogain_loss, ref_infogain_loss, grad_bottoms=(0,),
+              forward_tol={np.float32: (3e-5, 3e-6)}, big=infogain_loss_big, errors=infogain_loss_errors),
+    LayerCase("SigmoidCrossEntropyLoss", draw_sigmoid_cross_entropy_loss, ref_sigmoid_cross_entropy_loss,
+              grad_bottoms=(0,), forward_tol={np.float32: (3e-5, 3e-6)},
+              big=sigmoid_cross_entropy_loss_big, errors=sigmoid_cross_entropy_loss_errors),
+    LayerCase("HingeLoss", draw_hinge_loss, ref_hinge_loss, grad_bottoms=(0,), kinks=(-1.0, 1.0),
+              big=hinge_loss_big, errors=lambda: _label_errors("HingeLoss", np.ones((2, 3)))),
+    LayerCase("ContrastiveLoss", draw_contrastive_loss, ref_contrastive_loss, grad_bottoms=(0, 1),
+              grad_tol=(1e-3, 1e-6), big=contrastive_loss_big, errors=contrastive_loss_errors),
 
     # -- catalogue: utility layers and MVN
 

@@ -268,6 +268,164 @@ def crop(x, reference_shape, axis=2, offsets=()):
 
 
 # --------------------------------------------------------------------------- catalogue: neurons and losses
+def absval(x):
+    return np.abs(_f64(x))
+
+
+def bnll(x):
+    """log(1 + eˣ), as logaddexp(0, x) (no overflow for large |x|)"""
+    return np.logaddexp(0.0, _f64(x))
+
+
+def elu(x, alpha=1.0):
+    """x for x > 0, α(eˣ − 1) otherwise"""
+    x = _f64(x)
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+
+
+def exp_layer(x, base=-1.0, scale=1.0, shift=0.0):
+    """base^(shift + scale·x), base −1 meaning e"""
+    b = math.e if base == -1 else base
+    return np.power(b, shift + scale * _f64(x))
+
+
+def log_layer(x, base=-1.0, scale=1.0, shift=0.0):
+    """log_base(shift + scale·x), base −1 meaning e"""
+    ln_base = 1.0 if base == -1 else math.log(base)
+    return np.log(shift + scale * _f64(x)) / ln_base
+
+
+def power(x, power=1.0, scale=1.0, shift=0.0):
+    """(shift + scale·x)^power; power·scale = 0 gives the constant 1 (power 0) or shift^power"""
+    x = _f64(x)
+    if power * scale == 0:
+        return np.full(x.shape, 1.0 if power == 0 else float(np.float64(shift) ** power))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.power(shift + scale * x, power)
+
+
+def prelu(x, slopes, channel_shared=False):
+    """x for x > 0, a_c·x otherwise; c is the index on axis 1 (one slope for all when shared)"""
+    x = _f64(x)
+    a = np.full(x.shape[1], float(np.ravel(slopes)[0])) if channel_shared else _f64(slopes)
+    a = a.reshape((1, -1) + (1,) * (x.ndim - 2))
+    return np.where(x > 0, x, a * x)
+
+
+def swish(x, beta=1.0):
+    """x·σ(βx)"""
+    x = _f64(x)
+    return x * sigmoid(beta * x)
+
+
+def threshold(x, t=0.0):
+    return (_f64(x) > t).astype(np.float64)
+
+
+def clip(x, lo, hi):
+    return np.minimum(np.maximum(_f64(x), lo), hi)
+
+
+LOG_THRESHOLD = 1e-20         # Caffe's kLOG_THRESHOLD
+
+
+def _loss_normalizer(mode, outer, inner, valid):
+    return max(1.0, {"FULL": outer * inner, "VALID": valid, "BATCH_SIZE": outer, "NONE": 1}[mode])
+
+
+def multinomial_logistic_loss(prob, labels):
+    """−Σ_i log(max(p[i, label_i], 1e-20)) / N over rows of p flattened to (N, count/N)"""
+    p = _f64(prob)
+    rows = p.reshape(p.shape[0], -1)
+    total = 0.0
+    for row, label in zip(rows, _f64(labels).ravel()):
+        total -= math.log(max(row[int(label)], LOG_THRESHOLD))
+    return np.array(total / p.shape[0])
+
+
+def infogain_loss(x, labels, h, axis=1, ignore_label=None, normalization="VALID"):
+    """p = softmax(x) along axis; Σ over labelled positions of −Σ_k H[l, k]·log max(p_k, 1e-20),
+    divided by the normalizer. Returns (loss, prob)."""
+    x = _f64(x)
+    axis = _canonical(axis, x.ndim)
+    p = softmax(x, axis)
+    channels = x.shape[axis]
+    moved = np.moveaxis(p, axis, -1).reshape(-1, channels)
+    h = _f64(h).reshape(channels, channels)
+    total, valid = 0.0, 0
+    for row, label in zip(moved, _f64(labels).ravel()):
+        label = int(label)
+        if ignore_label is not None and label == ignore_label:
+            continue
+        total -= sum(h[label, k] * math.log(max(row[k], LOG_THRESHOLD)) for k in range(channels))
+        valid += 1
+    outer = math.prod(x.shape[:axis])
+    inner = math.prod(x.shape[axis + 1:])
+    return np.array(total / _loss_normalizer(normalization, outer, inner, valid)), p
+
+
+def sigmoid_cross_entropy_loss(x, targets, ignore_label=None, normalization="BATCH_SIZE"):
+    """Σ −[t·log σ(x) + (1 − t)·log(1 − σ(x))] over values whose int(t) is not ignore_label,
+    divided by the normalizer (outer = the first dim, inner = the rest)."""
+    x, t = _f64(x), _f64(targets)
+    total, valid = 0.0, 0
+    for xv, tv in zip(x.ravel(), t.ravel()):
+        if ignore_label is not None and int(tv) == ignore_label:
+            continue
+        # −t·log σ(x) − (1 − t)·log σ(−x), log σ(z) = −log(1 + e^−z)
+        total += tv * np.logaddexp(0.0, -xv) + (1.0 - tv) * np.logaddexp(0.0, xv)
+        valid += 1
+    outer = x.shape[0]
+    return np.array(total / _loss_normalizer(normalization, outer, x.size // outer, valid))
+
+
+def hinge_loss(x, labels, norm="L1"):
+    """Σ_ij max(0, 1 − t_ij·x_ij) (squared for L2) / N, t_ij = 1 if j is row i's label else −1"""
+    x = _f64(x)
+    rows = x.reshape(x.shape[0], -1)
+    t = -np.ones_like(rows)
+    t[np.arange(rows.shape[0]), _f64(labels).ravel().astype(int)] = 1.0
+    m = np.maximum(0.0, 1.0 - t * rows)
+    return np.array((m ** 2 if norm == "L2" else m).sum() / x.shape[0])
+
+
+def contrastive_loss(a, b, similar, margin=1.0, legacy=False):
+    """Σ_i [d² if similar else max(margin − d, 0)²] / 2N, d = ‖a_i − b_i‖; legacy uses
+    max(margin − d², 0); a pair is similar when int(y) != 0"""
+    a, b = _f64(a), _f64(b)
+    n = a.shape[0]
+    d2 = ((a - b).reshape(n, -1) ** 2).sum(axis=1)
+    total = 0.0
+    for dist_sq, y in zip(d2, _f64(similar).ravel()):
+        if int(y) != 0:
+            total += dist_sq
+        elif legacy:
+            total += max(margin - dist_sq, 0.0)
+        else:
+            total += max(margin - math.sqrt(dist_sq), 0.0) ** 2
+    return np.array(total / n / 2.0)
+
+
+def contrastive_loss_gradient(a, b, similar, margin=1.0, legacy=False):
+    """Caffe's ∂loss/∂a (∂loss/∂b is its negative): (a − b)/N for similar pairs; for the others
+    −(margin − d)/(d + 1e-4)·(a − b)/N where margin − d > 0 (legacy: −(a − b)/N where
+    margin − d² > 0), else 0. The 1e-4 is Caffe's, so this is not the exact derivative."""
+    a, b = _f64(a), _f64(b)
+    n = a.shape[0]
+    diff = (a - b).reshape(n, -1)
+    grad = np.zeros_like(diff)
+    for i, y in enumerate(_f64(similar).ravel()):
+        dist_sq = float(diff[i] @ diff[i])
+        if int(y) != 0:
+            grad[i] = diff[i] / n
+        elif legacy:
+            if margin - dist_sq > 0:
+                grad[i] = -diff[i] / n
+        else:
+            d = math.sqrt(dist_sq)
+            if margin - d > 0:
+                grad[i] = -(margin - d) / (d + 1e-4) * diff[i] / n
+    return grad.reshape(a.shape)
 
 
 # --------------------------------------------------------------------------- catalogue: utility layers and MVN

@@ -997,3 +997,88 @@ def test_crop(dt, case):
     want = np.zeros_like(x)
     want[window] = dy
     np.testing.assert_array_equal(dx, want.ravel())
+
+
+# =========================================================================== CPU: catalogue neurons and losses
+# The layer cases draw small shapes, which the kernels run in one serial slice; these sizes
+# take the parallel paths (several slices, slice edges inside a run of one slope for PReLU).
+def _catalogue_reference():
+    import reference
+    return reference
+
+
+_BIG_N = 5 * 8192 + 37
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_catalogue_neuron_kernels_in_several_slices(dt):
+    ref = _catalogue_reference()
+    rng = _rng(31)
+    x = rng.uniform(-3.0, 3.0, _BIG_N).astype(dt)
+    dy = rng.uniform(-1.0, 1.0, _BIG_N).astype(dt)
+    x64 = x.astype(np.float64)
+    y, dx, s = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    neuron.bnll_forward(x, y)
+    _close(y, ref.bnll(x64), dt)
+    neuron.bnll_backward(x, dy, dx)
+    _close(dx, dy * (1.0 / (1.0 + np.exp(-x64))), dt)
+    neuron.elu_forward(x, y, 0.75)
+    _close(y, ref.elu(x64, 0.75), dt)
+    neuron.swish_forward(x, s, y, 1.5)
+    _close(y, ref.swish(x64, 1.5), dt)
+    _close(s, ref.sigmoid(1.5 * x64), dt)
+    neuron.clip_forward(x, y, -1.0, 2.0)
+    _close(y, ref.clip(x64, -1.0, 2.0), dt)
+    neuron.threshold_forward(x, y, 0.5)
+    np.testing.assert_array_equal(y, x > 0.5)
+    for power in (1.0, 2.0, 2.5):
+        neuron.power_forward(x, y, power, 0.5, 2.0)
+        _close(y, ref.power(x64, power, 0.5, 2.0), dt, scale=4)
+        neuron.power_backward(x, y, dy, dx, power, 0.5, 2.0)
+        _close(dx, dy * power * 0.5 * (2.0 + 0.5 * x64) ** (power - 1), dt, scale=4)
+    neuron.log_backward(x, dy, dx, 0.5, 2.0, 0.25)
+    _close(dx, dy * 0.25 / (2.0 + 0.5 * x64), dt, scale=4)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("outer,channels,inner", [(7, 5, 1234), (10, 4500, 1), (3, 1, 15000)])
+def test_prelu_kernels_in_several_slices(dt, outer, channels, inner):
+    rng = _rng(32)
+    n = outer * channels * inner
+    x = rng.uniform(-2.0, 2.0, n).astype(dt)
+    dy = rng.uniform(-1.0, 1.0, n).astype(dt)
+    slope = rng.uniform(-1.0, 1.0, channels).astype(dt)
+    a = np.broadcast_to(slope.astype(np.float64)[None, :, None], (outer, channels, inner)).ravel()
+    x64 = x.astype(np.float64)
+    y, dx, terms = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    neuron.prelu_forward(x, slope, y, channels, inner)
+    _close(y, np.where(x64 > 0, x64, a * x64), dt)
+    neuron.prelu_backward(x, dy, slope, dx, channels, inner)
+    _close(dx, np.where(x64 > 0, dy, a * dy), dt)
+    neuron.prelu_slope_terms(x, dy, terms)
+    _close(terms, np.where(x64 <= 0, dy * x64, 0.0), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_catalogue_loss_kernels_in_several_chunks(dt):
+    ref = _catalogue_reference()
+    rng = _rng(33)
+    num, dim = 3000, 4                       # 3000 positions: _sums runs 11 chunks
+    prob = rng.uniform(0.0, 1.0, (num, dim)).astype(dt)
+    prob[:3] = 0.0
+    labels = rng.integers(0, dim, num).astype(dt)
+    got, bad = loss.multinomial_logistic_loss_forward(prob.ravel(), labels, num, dim)
+    assert bad == 0
+    assert got / num == pytest.approx(float(ref.multinomial_logistic_loss(prob, labels)), rel=1e-5)
+    h = rng.uniform(0.0, 2.0, (dim, dim)).astype(dt)
+    p = ref.softmax(rng.normal(size=(num, dim)), 1).astype(dt)
+    got, valid, bad = loss.infogain_loss_forward(p.ravel(), labels, h.ravel(), num, dim, 1, False, 0)
+    want = 0.0
+    for row, label in zip(p.astype(np.float64), labels.astype(int)):
+        want -= float(h[label].astype(np.float64) @ np.log(np.maximum(row, 1e-20)))
+    assert (valid, bad) == (num, 0) and got == pytest.approx(want, rel=1e-5)
+    x = rng.normal(scale=3.0, size=num * dim).astype(dt)
+    t = rng.uniform(0.0, 1.0, num * dim).astype(dt)
+    got, valid, bad = loss.sigmoid_cross_entropy_loss_forward(x, t, False, 0)
+    want = ref.sigmoid_cross_entropy_loss(x.reshape(num, dim), t.reshape(num, dim), None, "NONE")
+    assert (valid, bad) == (num * dim, 0) and got == pytest.approx(float(want), rel=1e-5)

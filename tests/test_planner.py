@@ -512,10 +512,13 @@ def test_wrong_number_of_bottoms_or_tops_names_the_layer():
         plan(text)
 
 
-def test_duplicate_layer_names_are_an_error():
+def test_duplicate_layer_names_are_accepted_as_in_caffe():
+    """Caffe's Net::Init does not refuse two layers of one name (its own autoencoder example
+    has two); the name then stands for the later layer."""
     text = dummy("d") + dummy("d", top="d2")
-    with pytest.raises(NetDefinitionError, match="'d'"):
-        plan(text)
+    assert [s.name for s in plan(text).forward] == ["d", "d"]
+    net = jitnet.Net(P(text), TRAIN)
+    assert net.layer_dict["d"] is net.layers[1]
 
 
 def test_phase_must_be_train_or_test():
@@ -584,16 +587,20 @@ def test_real_files_fail_with_every_unknown_type(relpath, phase, missing):
     assert "Known types" in msg and "InnerProduct" in msg and "SoftmaxWithLoss" in msg
 
 
-def test_real_autoencoder_fails_on_sigmoid_cross_entropy():
+def test_real_autoencoder_plans_with_its_duplicate_layer_name():
+    """Caffe's own autoencoder example has two layers named "loss" (SigmoidCrossEntropyLoss
+    and EuclideanLoss, both kept in TRAIN); Caffe lets that pass, and so does jitnet."""
     require_models()
     net = read_net(MODELS / "mnist_autoencoder" / "mnist_autoencoder.prototxt")
-    # Replace its LMDB Data layers by an Input layer: then everything else is
-    # registered except SigmoidCrossEntropyLoss.
+    # Its LMDB Data layers become an Input layer: the LMDBs are not in the folder.
     layers = [l for l in net.layer if l.type != "Data"]
     net.ClearField("layer")
     inp = net.layer.add(name="data", type="Input")
     inp.top.append("data")
     inp.input_param.shape.add().dim.extend([2, 1, 28, 28])
     net.layer.extend(layers)
-    with pytest.raises(NetDefinitionError, match="unknown layer type 'SigmoidCrossEntropyLoss'"):
-        planner.plan(net, TRAIN)
+    p = planner.plan(net, TRAIN)
+    losses = [s for s in p.forward if s.name == "loss"]
+    assert [s.type for s in losses] == ["SigmoidCrossEntropyLoss", "EuclideanLoss"]
+    built = jitnet.Net(net, TRAIN)
+    assert built.layer_dict["loss"].type == "EuclideanLoss"       # the later one, as Caffe's map
