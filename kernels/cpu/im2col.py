@@ -10,7 +10,7 @@ The per-image kernels are serial @njit functions, so that the batched convolutio
 module can call them under prange over images. col and data never alias.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True)
@@ -153,3 +153,499 @@ def col2im_nd(col, channels, shape, kernel, pad, stride, dilation, data):
         count *= shape[a]
     data[:count] = 0
     _im2col_nd(data, channels, shape, kernel, pad, stride, dilation, col, False)
+
+
+# --------------------------------------------------------------------------- batches of images
+# The drivers below work on a batch: num images, flat one after the other. Geometry arrays
+# (shape, kernel, pad, stride, dilation: int64, one entry per spatial axis) describe the
+# convolution's input; 2-D uses im2col/col2im unless force_nd, other axis counts im2col_nd.
+# The work is split into nchunks runs of consecutive images (nchunks <= 1: serial, no thread
+# pool); run k uses its own slice k of the col workspace, so the runs never share a buffer.
+@njit(cache=True)
+def _geometry(shape, kernel, pad, stride, dilation):
+    """(in_count, out_count, kernel_count, is_1x1): pixels per input and output channel,
+    kernel taps, and whether im2col is the identity (kernel 1, stride 1, pad 0 everywhere)."""
+    in_count = 1
+    out_count = 1
+    kernel_count = 1
+    is_1x1 = True
+    for a in range(shape.size):
+        in_count *= shape[a]
+        out_count *= _out_size(shape[a], kernel[a], pad[a], stride[a], dilation[a])
+        kernel_count *= kernel[a]
+        if kernel[a] != 1 or stride[a] != 1 or pad[a] != 0:
+            is_1x1 = False
+    return in_count, out_count, kernel_count, is_1x1
+
+
+@njit(cache=True)
+def _col_count(channels, shape, kernel, pad, stride, dilation):
+    """Elements of one image's col matrix for the convolution drivers (0 when im2col is the identity)."""
+    _, out_count, kernel_count, is_1x1 = _geometry(shape, kernel, pad, stride, dilation)
+    return 0 if is_1x1 else channels * kernel_count * out_count
+
+
+@njit(cache=True)
+def _to_col(data, channels, shape, kernel, pad, stride, dilation, force_nd, col):
+    """col = im2col(data) for one image, 2-D or N-D."""
+    if shape.size == 2 and not force_nd:
+        _im2col_2d(data, channels, shape[0], shape[1], kernel[0], kernel[1], pad[0], pad[1],
+                   stride[0], stride[1], dilation[0], dilation[1], col, True)
+    else:
+        _im2col_nd(data, channels, shape, kernel, pad, stride, dilation, col, True)
+
+
+@njit(cache=True)
+def _from_col(col, channels, in_count, shape, kernel, pad, stride, dilation, force_nd, data):
+    """data = col2im(col) for one image, 2-D or N-D."""
+    data[:channels * in_count] = 0
+    if shape.size == 2 and not force_nd:
+        _im2col_2d(data, channels, shape[0], shape[1], kernel[0], kernel[1], pad[0], pad[1],
+                   stride[0], stride[1], dilation[0], dilation[1], col, False)
+    else:
+        _im2col_nd(data, channels, shape, kernel, pad, stride, dilation, col, False)
+
+
+@njit(cache=True)
+def _run(k, num, nchunks):
+    """Images [lo, hi) of run k when num images are split into nchunks runs."""
+    return k * num // nchunks, (k + 1) * num // nchunks
+
+
+@njit(cache=True)
+def _im2col_run(data, col, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd):
+    in_count, out_count, kernel_count, _ = _geometry(shape, kernel, pad, stride, dilation)
+    image = channels * in_count
+    cols = channels * kernel_count * out_count
+    for n in range(lo, hi):
+        _to_col(data[n * image:(n + 1) * image], channels, shape, kernel, pad, stride, dilation,
+                force_nd, col[n * cols:(n + 1) * cols])
+
+
+@njit(cache=True, parallel=True)
+def im2col_images(data, col, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
+    """col[n] = im2col(data[n]) for num images (Caffe's Im2col layer), 2-D unless force_nd or another axis count"""
+    if nchunks <= 1:
+        _im2col_run(data, col, 0, num, channels, shape, kernel, pad, stride, dilation, force_nd)
+    else:
+        for k in prange(nchunks):
+            lo, hi = _run(k, num, nchunks)
+            _im2col_run(data, col, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd)
+
+
+@njit(cache=True)
+def _col2im_run(col, data, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd):
+    in_count, out_count, kernel_count, _ = _geometry(shape, kernel, pad, stride, dilation)
+    image = channels * in_count
+    cols = channels * kernel_count * out_count
+    for n in range(lo, hi):
+        _from_col(col[n * cols:(n + 1) * cols], channels, in_count, shape, kernel, pad, stride,
+                  dilation, force_nd, data[n * image:(n + 1) * image])
+
+
+@njit(cache=True, parallel=True)
+def col2im_images(col, data, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
+    """data[n] = col2im(col[n]) for num images (im2col_images' adjoint: data is overwritten)"""
+    if nchunks <= 1:
+        _col2im_run(col, data, 0, num, channels, shape, kernel, pad, stride, dilation, force_nd)
+    else:
+        for k in prange(nchunks):
+            lo, hi = _run(k, num, nchunks)
+            _col2im_run(col, data, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd)
+
+
+# --------------------------------------------------------------------------- convolution drivers
+# Caffe's BaseConvolutionLayer GEMMs, per image and group g (og = num_output / group outputs,
+# kdim = channels / group · kernel_count rows of col per group):
+#   forward        y[n, g]  = w[g] · col(x[n])[g]                 (og × kdim)·(kdim × out)
+#   backward data  col[g]   = w[g]ᵀ · dy[n, g];  dx[n] = col2im(col)
+#   backward weight dw[g]  += dy[n, g] · col(x[n])[g]ᵀ
+# With a 1×1 kernel, stride 1 and no padding the image is its own col matrix (no im2col).
+# Deconvolution runs these with the roles swapped (its forward is backward data).
+@njit(cache=True)
+def _forward_run(x, w, b, y, col, lo, hi, channels, num_output, group, shape, kernel, pad, stride,
+                 dilation, force_nd):
+    in_count, out_count, kernel_count, is_1x1 = _geometry(shape, kernel, pad, stride, dilation)
+    og = num_output // group
+    kdim = channels // group * kernel_count
+    image = channels * in_count
+    out_image = num_output * out_count
+    for n in range(lo, hi):
+        xn = x[n * image:(n + 1) * image]
+        yn = y[n * out_image:(n + 1) * out_image]
+        if kdim == 0 or out_count == 0:
+            yn[:] = 0
+        else:
+            src = xn
+            if not is_1x1:
+                src = col
+                _to_col(xn, channels, shape, kernel, pad, stride, dilation, force_nd, col)
+            for g in range(group):
+                np.dot(w[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim),
+                       src[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count),
+                       yn[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count))
+        if b.size > 0:
+            for o in range(num_output):
+                line = yn[o * out_count:(o + 1) * out_count]
+                bo = b[o]
+                for j in range(out_count):
+                    line[j] += bo
+
+
+@njit(cache=True, parallel=True)
+def conv_forward(x, w, b, y, col, num, channels, num_output, group, shape, kernel, pad, stride,
+                 dilation, force_nd, nchunks):
+    """y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q·stride − pad + k·dilation] + b[o] (no bias when b is empty); col: nchunks·channels·kernel_count·out_count workspace"""
+    cols = _col_count(channels, shape, kernel, pad, stride, dilation)
+    if nchunks <= 1:
+        _forward_run(x, w, b, y, col[:cols], 0, num, channels, num_output, group, shape, kernel, pad,
+                     stride, dilation, force_nd)
+    else:
+        for k in prange(nchunks):
+            lo, hi = _run(k, num, nchunks)
+            _forward_run(x, w, b, y, col[k * cols:(k + 1) * cols], lo, hi, channels, num_output,
+                         group, shape, kernel, pad, stride, dilation, force_nd)
+
+
+@njit(cache=True)
+def _backward_data_run(dy, w, b, dx, col, lo, hi, channels, num_output, group, shape, kernel, pad,
+                       stride, dilation, force_nd):
+    in_count, out_count, kernel_count, is_1x1 = _geometry(shape, kernel, pad, stride, dilation)
+    og = num_output // group
+    kdim = channels // group * kernel_count
+    image = channels * in_count
+    out_image = num_output * out_count
+    for n in range(lo, hi):
+        dxn = dx[n * image:(n + 1) * image]
+        dyn = dy[n * out_image:(n + 1) * out_image]
+        if kdim == 0 or out_count == 0:
+            dxn[:] = 0
+        else:
+            dst = dxn if is_1x1 else col
+            for g in range(group):
+                np.dot(w[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim).T,
+                       dyn[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
+                       dst[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count))
+            if not is_1x1:
+                _from_col(col, channels, in_count, shape, kernel, pad, stride, dilation, force_nd, dxn)
+        if b.size > 0:
+            for c in range(channels):
+                line = dxn[c * in_count:(c + 1) * in_count]
+                bc = b[c]
+                for j in range(in_count):
+                    line[j] += bc
+
+
+@njit(cache=True, parallel=True)
+def conv_backward_data(dy, w, b, dx, col, num, channels, num_output, group, shape, kernel, pad,
+                       stride, dilation, force_nd, nchunks):
+    """dx = the adjoint of conv_forward applied to dy: dx[n] = col2im(w[g]ᵀ·dy[n, g] per group), + b[c] over the input channels (none when b is empty; Deconvolution's forward)"""
+    cols = _col_count(channels, shape, kernel, pad, stride, dilation)
+    if nchunks <= 1:
+        _backward_data_run(dy, w, b, dx, col[:cols], 0, num, channels, num_output, group, shape,
+                           kernel, pad, stride, dilation, force_nd)
+    else:
+        for k in prange(nchunks):
+            lo, hi = _run(k, num, nchunks)
+            _backward_data_run(dy, w, b, dx, col[k * cols:(k + 1) * cols], lo, hi, channels,
+                               num_output, group, shape, kernel, pad, stride, dilation, force_nd)
+
+
+@njit(cache=True)
+def _backward_weight_run(x, dy, acc, tmp, col, lo, hi, channels, num_output, group, shape, kernel,
+                         pad, stride, dilation, force_nd):
+    """acc = Σ_{n in [lo, hi)} dy[n, g]·col(x[n])[g]ᵀ per group (tmp: scratch of acc's size)."""
+    in_count, out_count, kernel_count, is_1x1 = _geometry(shape, kernel, pad, stride, dilation)
+    og = num_output // group
+    kdim = channels // group * kernel_count
+    image = channels * in_count
+    out_image = num_output * out_count
+    acc[:] = 0
+    if kdim == 0 or out_count == 0:
+        return
+    for n in range(lo, hi):
+        xn = x[n * image:(n + 1) * image]
+        dyn = dy[n * out_image:(n + 1) * out_image]
+        src = xn
+        if not is_1x1:
+            src = col
+            _to_col(xn, channels, shape, kernel, pad, stride, dilation, force_nd, col)
+        dst = acc if n == lo else tmp
+        for g in range(group):
+            np.dot(dyn[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
+                   src[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count).T,
+                   dst[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim))
+        if n != lo:
+            for i in range(acc.size):
+                acc[i] += tmp[i]
+
+
+@njit(cache=True)
+def _add_partials(part, nchunks, dw, lo, hi):
+    """dw[i] += Σ_k part[k·dw.size + i] for i in [lo, hi), summed in k order."""
+    size = dw.size
+    for i in range(lo, hi):
+        s = dw[i]
+        for k in range(nchunks):
+            s += part[k * size + i]
+        dw[i] = s
+
+
+@njit(cache=True, parallel=True)
+def conv_backward_weight(x, dy, dw, col, part, num, channels, num_output, group, shape, kernel, pad,
+                         stride, dilation, force_nd, nchunks):
+    """dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates); part: 2·nchunks·dw.size workspace of per-run sums, col as conv_forward"""
+    cols = _col_count(channels, shape, kernel, pad, stride, dilation)
+    size = dw.size
+    runs = nchunks if nchunks > 1 else 1
+    if runs == 1:
+        _backward_weight_run(x, dy, part[:size], part[size:2 * size], col[:cols], 0, num, channels,
+                             num_output, group, shape, kernel, pad, stride, dilation, force_nd)
+        _add_partials(part, 1, dw, 0, size)
+        return
+    for k in prange(runs):
+        lo, hi = _run(k, num, runs)
+        _backward_weight_run(x, dy, part[k * size:(k + 1) * size],
+                             part[(runs + k) * size:(runs + k + 1) * size],
+                             col[k * cols:(k + 1) * cols], lo, hi, channels, num_output, group, shape,
+                             kernel, pad, stride, dilation, force_nd)
+    for k in prange(runs):
+        _add_partials(part, runs, dw, k * size // runs, (k + 1) * size // runs)
+
+
+# --------------------------------------------------------------------------- depthwise (direct)
+# group == channels == num_output (MobileNet's depthwise layers), 2-D: each (n, c) plane is
+# convolved with its own kh×kw filter. The GEMM path would run channels tiny (1 × kh·kw)·(kh·kw ×
+# out) products on an im2col copy kh·kw times the image; these kernels work on the plane itself.
+# A plane is first copied into a zero-padded plane xp (rows of wp = width + 2·pad_w, plus a tail
+# of zeros), so no tap needs a bounds test. With stride 1 the output is computed "wide": row oh of
+# the wide output has wp entries, the first out_w of them real, and tap (ki, kj) adds
+# tap·xp[ki·dh·wp + kj·dw + i] to entry i, one long loop per tap over the whole plane (entries
+# past out_w in a row read the next row's start and are dropped). Other strides go row by row.
+# Workspace per run of planes: depthwise_workspace(...) elements.
+@njit(cache=True)
+def _depthwise_sizes(shape, kernel, pad, stride, dilation):
+    """(out_h, out_w, hp, wp, padded, wide): output and padded sizes, the padded plane's length
+    with its tail, and the wide output's length (out_h·wp)."""
+    out_h = _out_size(shape[0], kernel[0], pad[0], stride[0], dilation[0])
+    out_w = _out_size(shape[1], kernel[1], pad[1], stride[1], dilation[1])
+    hp = shape[0] + 2 * pad[0]
+    wp = shape[1] + 2 * pad[1]
+    padded = hp * wp + (kernel[1] - 1) * dilation[1] + 1
+    return out_h, out_w, hp, wp, padded, out_h * wp
+
+
+@njit(cache=True)
+def depthwise_workspace(shape, kernel, pad, stride, dilation):
+    """Elements of workspace one run of the depthwise kernels needs (a padded plane and a wide output plane)"""
+    _, _, _, _, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    return padded + wide
+
+
+@njit(cache=True)
+def _pad_plane(x, height, width, ph, pw, wp, xp):
+    """xp = x (height × width) placed at (ph, pw) in a zeroed plane of row length wp."""
+    xp[:] = 0
+    for h in range(height):
+        dst = xp[(h + ph) * wp + pw:(h + ph) * wp + pw + width]
+        src = x[h * width:(h + 1) * width]
+        for j in range(width):
+            dst[j] = src[j]
+
+
+@njit(cache=True)
+def _depthwise_plane_forward(x, w, bias, y, work, shape, kernel, pad, stride, dilation):
+    """y = x ⋆ w + bias for one plane."""
+    out_h, out_w, hp, wp, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    kh, kw, sh, sw, dh, dw = kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1]
+    xp = work[:padded]
+    _pad_plane(x, shape[0], shape[1], pad[0], pad[1], wp, xp)
+    if sh == 1 and sw == 1:
+        yw = work[padded:padded + wide]
+        for i in range(wide):
+            yw[i] = bias
+        for ki in range(kh):
+            for kj in range(kw):
+                tap = w[ki * kw + kj]
+                off = ki * dh * wp + kj * dw
+                src = xp[off:off + wide]
+                for i in range(wide):
+                    yw[i] += tap * src[i]
+        for oh in range(out_h):
+            src = yw[oh * wp:oh * wp + out_w]
+            dst = y[oh * out_w:(oh + 1) * out_w]
+            for j in range(out_w):
+                dst[j] = src[j]
+    else:
+        for oh in range(out_h):
+            row = y[oh * out_w:(oh + 1) * out_w]
+            for j in range(out_w):
+                row[j] = bias
+            for ki in range(kh):
+                for kj in range(kw):
+                    tap = w[ki * kw + kj]
+                    start = (oh * sh + ki * dh) * wp + kj * dw
+                    src = xp[start:start + (out_w - 1) * sw + 1]
+                    for j in range(out_w):
+                        row[j] += tap * src[j * sw]
+
+
+@njit(cache=True)
+def _depthwise_plane_backward(dy, w, bias, dx, work, shape, kernel, pad, stride, dilation):
+    """dx = the adjoint of the plane's forward applied to dy, + bias."""
+    out_h, out_w, hp, wp, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    kh, kw, sh, sw, dh, dw = kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1]
+    xp = work[:padded]
+    xp[:] = 0
+    if sh == 1 and sw == 1:
+        yw = work[padded:padded + wide]
+        yw[:] = 0
+        for oh in range(out_h):
+            src = dy[oh * out_w:(oh + 1) * out_w]
+            dst = yw[oh * wp:oh * wp + out_w]
+            for j in range(out_w):
+                dst[j] = src[j]
+        for ki in range(kh):
+            for kj in range(kw):
+                tap = w[ki * kw + kj]
+                off = ki * dh * wp + kj * dw
+                dst = xp[off:off + wide]
+                for i in range(wide):
+                    dst[i] += tap * yw[i]
+    else:
+        for oh in range(out_h):
+            row = dy[oh * out_w:(oh + 1) * out_w]
+            for ki in range(kh):
+                for kj in range(kw):
+                    tap = w[ki * kw + kj]
+                    start = (oh * sh + ki * dh) * wp + kj * dw
+                    dst = xp[start:start + (out_w - 1) * sw + 1]
+                    for j in range(out_w):
+                        dst[j * sw] += tap * row[j]
+    height, width = shape[0], shape[1]
+    for h in range(height):
+        src = xp[(h + pad[0]) * wp + pad[1]:(h + pad[0]) * wp + pad[1] + width]
+        dst = dx[h * width:(h + 1) * width]
+        for j in range(width):
+            dst[j] = src[j] + bias
+
+
+@njit(cache=True)
+def _depthwise_planes(x, w, b, y, work, lo, hi, channels, shape, kernel, pad, stride, dilation,
+                      forward):
+    """Planes [lo, hi): forward y = x ⋆ w + b, else x = adjoint(y) + b (x is then written)."""
+    image = shape[0] * shape[1]
+    out_h, out_w, _, _, _, _ = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    out_image = out_h * out_w
+    taps = kernel[0] * kernel[1]
+    for p in range(lo, hi):
+        c = p % channels
+        bias = b[c] if b.size > 0 else 0
+        xs = x[p * image:(p + 1) * image]
+        ys = y[p * out_image:(p + 1) * out_image]
+        ws = w[c * taps:(c + 1) * taps]
+        if forward:
+            _depthwise_plane_forward(xs, ws, bias, ys, work, shape, kernel, pad, stride, dilation)
+        else:
+            _depthwise_plane_backward(ys, ws, bias, xs, work, shape, kernel, pad, stride, dilation)
+
+
+@njit(cache=True, parallel=True)
+def depthwise_forward(x, w, b, y, work, num, channels, shape, kernel, pad, stride, dilation, nchunks):
+    """y[n, c] = Σ_{ki,kj} w[c, ki, kj]·x[n, c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw] + b[c] (0 in the padding; no bias when b is empty); 2-D, group == channels == num_output; work: nchunks·depthwise_workspace(...)"""
+    size = depthwise_workspace(shape, kernel, pad, stride, dilation)
+    planes = num * channels
+    if nchunks <= 1:
+        _depthwise_planes(x, w, b, y, work[:size], 0, planes, channels, shape, kernel, pad, stride,
+                          dilation, True)
+    else:
+        for k in prange(nchunks):
+            lo, hi = _run(k, planes, nchunks)
+            _depthwise_planes(x, w, b, y, work[k * size:(k + 1) * size], lo, hi, channels, shape,
+                              kernel, pad, stride, dilation, True)
+
+
+@njit(cache=True, parallel=True)
+def depthwise_backward_data(dy, w, b, dx, work, num, channels, shape, kernel, pad, stride, dilation,
+                            nchunks):
+    """dx = depthwise_forward's adjoint applied to dy, + b[c] (none when b is empty; a depthwise Deconvolution's forward); shape is dx's spatial shape"""
+    size = depthwise_workspace(shape, kernel, pad, stride, dilation)
+    planes = num * channels
+    if nchunks <= 1:
+        _depthwise_planes(dx, w, b, dy, work[:size], 0, planes, channels, shape, kernel, pad, stride,
+                          dilation, False)
+    else:
+        for k in prange(nchunks):
+            lo, hi = _run(k, planes, nchunks)
+            _depthwise_planes(dx, w, b, dy, work[k * size:(k + 1) * size], lo, hi, channels, shape,
+                              kernel, pad, stride, dilation, False)
+
+
+@njit(cache=True, fastmath=True)
+def _dot_strided(a, b, stride, n):
+    """Σ_{j<n} a[j]·b[j·stride] in float64 (fastmath: the sum may be reordered, so it vectorizes)."""
+    s = 0.0
+    if stride == 1:
+        for j in range(n):
+            s += np.float64(a[j]) * np.float64(b[j])
+    else:
+        for j in range(n):
+            s += np.float64(a[j]) * np.float64(b[j * stride])
+    return s
+
+
+@njit(cache=True)
+def _depthwise_weight_channel(x, dy, dw, work, c, num, channels, shape, kernel, pad, stride,
+                              dilation):
+    """dw[c] += Σ_n the taps' correlations of dy[n, c] with x[n, c] (float64 sums)."""
+    out_h, out_w, hp, wp, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    kh, kw, sh, sw, dh, dwl = kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1]
+    image = shape[0] * shape[1]
+    out_image = out_h * out_w
+    taps = kh * kw
+    xp = work[:padded]
+    yw = work[padded:padded + wide]
+    wide_ok = sh == 1 and sw == 1
+    acc = np.zeros(taps, dtype=np.float64)
+    for n in range(num):
+        p = n * channels + c
+        _pad_plane(x[p * image:(p + 1) * image], shape[0], shape[1], pad[0], pad[1], wp, xp)
+        g = dy[p * out_image:(p + 1) * out_image]
+        if wide_ok:
+            yw[:] = 0
+            for oh in range(out_h):
+                src = g[oh * out_w:(oh + 1) * out_w]
+                dst = yw[oh * wp:oh * wp + out_w]
+                for j in range(out_w):
+                    dst[j] = src[j]
+            for ki in range(kh):
+                for kj in range(kw):
+                    off = ki * dh * wp + kj * dwl
+                    acc[ki * kw + kj] += _dot_strided(yw, xp[off:off + wide], 1, wide)
+        else:
+            for oh in range(out_h):
+                row = g[oh * out_w:(oh + 1) * out_w]
+                for ki in range(kh):
+                    for kj in range(kw):
+                        start = (oh * sh + ki * dh) * wp + kj * dwl
+                        acc[ki * kw + kj] += _dot_strided(row, xp[start:start + (out_w - 1) * sw + 1],
+                                                          sw, out_w)
+    for t in range(taps):
+        dw[c * taps + t] += acc[t]
+
+
+@njit(cache=True, parallel=True)
+def depthwise_backward_weight(x, dy, dw, work, num, channels, shape, kernel, pad, stride, dilation,
+                              nchunks):
+    """dw[c, ki, kj] += Σ_{n, oh, ow} dy[n, c, oh, ow]·x[n, c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw] (accumulates; float64 sums per channel); work as depthwise_forward"""
+    size = depthwise_workspace(shape, kernel, pad, stride, dilation)
+    if nchunks <= 1:
+        for c in range(channels):
+            _depthwise_weight_channel(x, dy, dw, work[:size], c, num, channels, shape, kernel, pad,
+                                      stride, dilation)
+    else:
+        for k in prange(nchunks):
+            lo, hi = _run(k, channels, nchunks)
+            for c in range(lo, hi):
+                _depthwise_weight_channel(x, dy, dw, work[k * size:(k + 1) * size], c, num, channels,
+                                          shape, kernel, pad, stride, dilation)
