@@ -222,16 +222,23 @@ class _LearnedConvolution(_ConvolutionBase):
         if self.direct:
             planes = self.num * self.ci
             self.nchunks = self.chunks(planes, planes * max(in_count, out_count) * kernel_count)
-            size = self.kernels("im2col").depthwise_workspace(*self.geom)
-            self.workspace("_col", self.nchunks * size)
-            return
-        work = self.num * self.co * (self.ci // self.group) * kernel_count * out_count
-        self.nchunks = self.chunks(self.num, work)
-        is_1x1 = all(k == 1 and s == 1 and p == 0
-                     for k, s, p in zip(self.kernel, self.stride, self.pad))
-        cols = 0 if is_1x1 else self.ci * kernel_count * out_count
-        self.workspace("_col", self.nchunks * cols)
-        self.workspace("_part", 2 * self.nchunks * self.blobs[0].count)
+        else:
+            work = self.num * self.co * (self.ci // self.group) * kernel_count * out_count
+            self.nchunks = self.chunks(self.num, work)
+            is_1x1 = all(k == 1 and s == 1 and p == 0
+                         for k, s, p in zip(self.kernel, self.stride, self.pad))
+            self.col_size = 0 if is_1x1 else self.ci * kernel_count * out_count
+
+    def _kernels(self):
+        """The im2col kernel module, with the workspaces sized for the current shapes (the
+        depthwise kernels say what they need on this device)."""
+        K = self.kernels("im2col")
+        if self.direct:
+            self.workspace("_col", self.nchunks * K.depthwise_workspace(*self.geom))
+        else:
+            self.workspace("_col", self.nchunks * self.col_size)
+            self.workspace("_part", 2 * self.nchunks * self.blobs[0].count)
+        return K
 
     # -- the convolution and its adjoints (in the drivers' terms) -------------------------------
     def _bias(self, d):
@@ -289,13 +296,13 @@ class Convolution(_LearnedConvolution):
     """
 
     def forward(self, bottom, top):
-        K, d = self.kernels("im2col"), self.device
+        K, d = self._kernels(), self.device
         w, b = self.blobs[0].data_on(d), self._bias(d)
         for x, y in zip(bottom, top):
             self._convolve(K, x.data_on(d), w, b, y.mutable_data_on(d))
 
     def backward(self, top, propagate_down, bottom):
-        K, d = self.kernels("im2col"), self.device
+        K, d = self._kernels(), self.device
         self._bias_backward(top)
         w = self.blobs[0].data_on(d)
         for i, (y, x) in enumerate(zip(top, bottom)):
@@ -324,13 +331,13 @@ class Deconvolution(_LearnedConvolution):
     reverse = True
 
     def forward(self, bottom, top):
-        K, d = self.kernels("im2col"), self.device
+        K, d = self._kernels(), self.device
         w, b = self.blobs[0].data_on(d), self._bias(d)
         for x, y in zip(bottom, top):
             self._convolve_adjoint(K, x.data_on(d), w, b, y.mutable_data_on(d))
 
     def backward(self, top, propagate_down, bottom):
-        K, d = self.kernels("im2col"), self.device
+        K, d = self._kernels(), self.device
         self._bias_backward(top)
         w = self.blobs[0].data_on(d)
         for i, (y, x) in enumerate(zip(top, bottom)):

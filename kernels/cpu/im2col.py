@@ -394,7 +394,7 @@ def _add_partials(part, nchunks, dw, lo, hi):
 @njit(cache=True, parallel=True)
 def conv_backward_weight(x, dy, dw, col, part, num, channels, num_output, group, shape, kernel, pad,
                          stride, dilation, force_nd, nchunks):
-    """dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates); part: 2·nchunks·dw.size workspace of per-run sums, col as conv_forward"""
+    """dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates); part: 2·nchunks·dw.size workspace of per-run sums (the GPU adds into dw directly), col as conv_forward"""
     cols = _col_count(channels, shape, kernel, pad, stride, dilation)
     size = dw.size
     runs = nchunks if nchunks > 1 else 1
@@ -437,7 +437,7 @@ def _depthwise_sizes(shape, kernel, pad, stride, dilation):
 
 @njit(cache=True)
 def depthwise_workspace(shape, kernel, pad, stride, dilation):
-    """Elements of workspace one run of the depthwise kernels needs (a padded plane and a wide output plane)"""
+    """Workspace elements one run of the depthwise kernels needs (on the CPU a padded plane and a wide output plane; the GPU kernels need none)"""
     _, _, _, _, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
     return padded + wide
 
