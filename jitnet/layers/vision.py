@@ -57,7 +57,6 @@ class _ConvolutionBase(Layer):
     def _per_axis(self, name, values, hw, nsp, default):
         """One value per spatial axis from the repeated field ``name`` (given 0 times when it
         has a default, once, or once per axis) or from its (_h, _w) pair ``hw`` (None if unset)."""
-        p = self.param.convolution_param
         if hw is not None:
             if nsp != 2:
                 raise self.error(f"{name}_h/{name}_w can only be used for 2-D convolution, but the "
