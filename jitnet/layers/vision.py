@@ -273,12 +273,32 @@ class _LearnedConvolution(_ConvolutionBase):
             K.conv_backward_weight(x, y, dw, col, self._part.mutable_data_on(d), self.num, self.ci,
                                    self.co, self.group, *self.geom, self.force_nd, self.nchunks)
 
-    def _bias_backward(self, top):
+    def forward(self, bottom, top):
+        """Convolution: top = conv(bottom) + b; Deconvolution: top = conv's adjoint(bottom) + b."""
+        K, d = self._kernels(), self.device
+        w, b = self.blobs[0].data_on(d), self._bias(d)
+        apply = self._convolve_adjoint if self.reverse else self._convolve
+        for x, y in zip(bottom, top):
+            apply(K, x.data_on(d), w, b, y.mutable_data_on(d))
+
+    def backward(self, top, propagate_down, bottom):
+        """The bias and weight gradients accumulate over the bottom/top pairs; each bottom's diff
+        is the other direction of the forward map applied to its top's diff."""
+        K, d = self._kernels(), self.device
         if self.bias_term and self.param_propagate_down[1]:     # db[o] += Σ_{n, q} dy[n, o, q]
-            d, math = self.device, self.kernels("math")
-            db = self.blobs[1].mutable_diff_on(d)
-            for blob in top:
-                math.channel_sum(blob.diff_on(d), 1.0, db, self.num, self.num_output, self.top_count)
+            math, db = self.kernels("math"), self.blobs[1].mutable_diff_on(d)
+            for y in top:
+                math.channel_sum(y.diff_on(d), 1.0, db, self.num, self.num_output, self.top_count)
+        w, no_bias = self.blobs[0].data_on(d), self._no_bias.data_on(d)
+        back = self._convolve if self.reverse else self._convolve_adjoint
+        for i, (y, x) in enumerate(zip(top, bottom)):
+            if self.param_propagate_down[0]:
+                # the correlation of the convolution's input with its output's diff
+                conv_in, conv_out = ((y.diff_on(d), x.data_on(d)) if self.reverse
+                                     else (x.data_on(d), y.diff_on(d)))
+                self._convolve_weight(K, conv_in, conv_out, self.blobs[0].mutable_diff_on(d))
+            if propagate_down[i]:
+                back(K, y.diff_on(d), w, no_bias, x.mutable_diff_on(d))
 
 
 @register("Convolution")
@@ -293,23 +313,6 @@ class Convolution(_LearnedConvolution):
     ∂E/∂W[g] += Σ_n ∂E/∂y[n, g]·col(x[n])[g]ᵀ, ∂E/∂b[o] += Σ_{n,q} ∂E/∂y[n, o, q],
     ∂E/∂x[n] = col2im(W[g]ᵀ·∂E/∂y[n, g] per group).
     """
-
-    def forward(self, bottom, top):
-        K, d = self._kernels(), self.device
-        w, b = self.blobs[0].data_on(d), self._bias(d)
-        for x, y in zip(bottom, top):
-            self._convolve(K, x.data_on(d), w, b, y.mutable_data_on(d))
-
-    def backward(self, top, propagate_down, bottom):
-        K, d = self._kernels(), self.device
-        self._bias_backward(top)
-        w = self.blobs[0].data_on(d)
-        for i, (y, x) in enumerate(zip(top, bottom)):
-            if self.param_propagate_down[0]:
-                self._convolve_weight(K, x.data_on(d), y.diff_on(d), self.blobs[0].mutable_diff_on(d))
-            if propagate_down[i]:
-                self._convolve_adjoint(K, y.diff_on(d), w, self._no_bias.data_on(d),
-                                       x.mutable_diff_on(d))
 
 
 @register("Deconvolution")
@@ -328,22 +331,6 @@ class Deconvolution(_LearnedConvolution):
     """
 
     reverse = True
-
-    def forward(self, bottom, top):
-        K, d = self._kernels(), self.device
-        w, b = self.blobs[0].data_on(d), self._bias(d)
-        for x, y in zip(bottom, top):
-            self._convolve_adjoint(K, x.data_on(d), w, b, y.mutable_data_on(d))
-
-    def backward(self, top, propagate_down, bottom):
-        K, d = self._kernels(), self.device
-        self._bias_backward(top)
-        w = self.blobs[0].data_on(d)
-        for i, (y, x) in enumerate(zip(top, bottom)):
-            if self.param_propagate_down[0]:
-                self._convolve_weight(K, y.diff_on(d), x.data_on(d), self.blobs[0].mutable_diff_on(d))
-            if propagate_down[i]:
-                self._convolve(K, y.diff_on(d), w, self._no_bias.data_on(d), x.mutable_diff_on(d))
 
 
 @register("Im2col")

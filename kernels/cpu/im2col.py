@@ -186,198 +186,125 @@ def _col_count(channels, shape, kernel, pad, stride, dilation):
 
 
 @njit(cache=True)
-def _to_col(data, channels, shape, kernel, pad, stride, dilation, force_nd, col):
-    """col = im2col(data) for one image, 2-D or N-D."""
+def _col_transfer(data, channels, in_count, shape, kernel, pad, stride, dilation, force_nd, col,
+                  to_col):
+    """to_col: col = im2col(data), else data = col2im(col); one image, 2-D or N-D."""
+    if not to_col:
+        data[:channels * in_count] = 0
     if shape.size == 2 and not force_nd:
         _im2col_2d(data, channels, shape[0], shape[1], kernel[0], kernel[1], pad[0], pad[1],
-                   stride[0], stride[1], dilation[0], dilation[1], col, True)
+                   stride[0], stride[1], dilation[0], dilation[1], col, to_col)
     else:
-        _im2col_nd(data, channels, shape, kernel, pad, stride, dilation, col, True)
-
-
-@njit(cache=True)
-def _from_col(col, channels, in_count, shape, kernel, pad, stride, dilation, force_nd, data):
-    """data = col2im(col) for one image, 2-D or N-D."""
-    data[:channels * in_count] = 0
-    if shape.size == 2 and not force_nd:
-        _im2col_2d(data, channels, shape[0], shape[1], kernel[0], kernel[1], pad[0], pad[1],
-                   stride[0], stride[1], dilation[0], dilation[1], col, False)
-    else:
-        _im2col_nd(data, channels, shape, kernel, pad, stride, dilation, col, False)
+        _im2col_nd(data, channels, shape, kernel, pad, stride, dilation, col, to_col)
 
 
 @njit(cache=True)
 def _run(k, num, nchunks):
-    """Images [lo, hi) of run k when num images are split into nchunks runs."""
+    """Units [lo, hi) of run k when num units (images, planes, channels) are split into nchunks runs."""
     return k * num // nchunks, (k + 1) * num // nchunks
 
 
+# what a batch driver does (the mode argument of _batch)
+_IM2COL, _COL2IM, _FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHT = 0, 1, 2, 3, 4
+
+
 @njit(cache=True)
-def _im2col_run(data, col, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd):
+def _mode(mode, num):
+    """mode as a run-time value (numba would otherwise compile the drivers once per constant)."""
+    return mode + 0 * num
+
+
+@njit(cache=True)
+def _im2col_run(mode, a, c, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd):
+    """_IM2COL: c[n] = im2col(a[n]); _COL2IM: c[n] = col2im(a[n]), for the images in [lo, hi)."""
     in_count, out_count, kernel_count, _ = _geometry(shape, kernel, pad, stride, dilation)
     image = channels * in_count
     cols = channels * kernel_count * out_count
     for n in range(lo, hi):
-        _to_col(data[n * image:(n + 1) * image], channels, shape, kernel, pad, stride, dilation,
-                force_nd, col[n * cols:(n + 1) * cols])
+        if mode == _IM2COL:
+            _col_transfer(a[n * image:(n + 1) * image], channels, in_count, shape, kernel, pad,
+                          stride, dilation, force_nd, c[n * cols:(n + 1) * cols], True)
+        else:
+            _col_transfer(c[n * image:(n + 1) * image], channels, in_count, shape, kernel, pad,
+                          stride, dilation, force_nd, a[n * cols:(n + 1) * cols], False)
 
 
-@njit(cache=True, parallel=True)
-def im2col_images(data, col, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
-    """col[n] = im2col(data[n]) for num images (Caffe's Im2col layer), 2-D unless force_nd or another axis count"""
-    if nchunks <= 1:
-        _im2col_run(data, col, 0, num, channels, shape, kernel, pad, stride, dilation, force_nd)
-    else:
-        for k in prange(nchunks):
-            lo, hi = _run(k, num, nchunks)
-            _im2col_run(data, col, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd)
-
-
-@njit(cache=True)
-def _col2im_run(col, data, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd):
-    in_count, out_count, kernel_count, _ = _geometry(shape, kernel, pad, stride, dilation)
-    image = channels * in_count
-    cols = channels * kernel_count * out_count
-    for n in range(lo, hi):
-        _from_col(col[n * cols:(n + 1) * cols], channels, in_count, shape, kernel, pad, stride,
-                  dilation, force_nd, data[n * image:(n + 1) * image])
-
-
-@njit(cache=True, parallel=True)
-def col2im_images(col, data, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
-    """data[n] = col2im(col[n]) for num images (im2col_images' adjoint: data is overwritten)"""
-    if nchunks <= 1:
-        _col2im_run(col, data, 0, num, channels, shape, kernel, pad, stride, dilation, force_nd)
-    else:
-        for k in prange(nchunks):
-            lo, hi = _run(k, num, nchunks)
-            _col2im_run(col, data, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd)
-
-
-# --------------------------------------------------------------------------- convolution drivers
 # Caffe's BaseConvolutionLayer GEMMs, per image and group g (og = num_output / group outputs,
 # kdim = channels / group · kernel_count rows of col per group):
-#   forward        y[n, g]  = w[g] · col(x[n])[g]                 (og × kdim)·(kdim × out)
-#   backward data  col[g]   = w[g]ᵀ · dy[n, g];  dx[n] = col2im(col)
-#   backward weight dw[g]  += dy[n, g] · col(x[n])[g]ᵀ
+#   forward         y[n, g]  = w[g] · col(x[n])[g]                 (og × kdim)·(kdim × out)
+#   backward data   col[g]   = w[g]ᵀ · dy[n, g];  dx[n] = col2im(col)
+#   backward weight dw[g]   += dy[n, g] · col(x[n])[g]ᵀ
 # With a 1×1 kernel, stride 1 and no padding the image is its own col matrix (no im2col).
 # Deconvolution runs these with the roles swapped (its forward is backward data).
 @njit(cache=True)
-def _forward_run(x, w, b, y, col, lo, hi, channels, num_output, group, shape, kernel, pad, stride,
-                 dilation, force_nd):
+def _add_channel_bias(z, b, channels, count):
+    """z[c, i] += b[c] over one image (channels × count)."""
+    for c in range(channels):
+        line = z[c * count:(c + 1) * count]
+        bc = b[c]
+        for j in range(count):
+            line[j] += bc
+
+
+@njit(cache=True)
+def _conv_run(mode, a, w, b, c, col, acc, tmp, lo, hi, channels, num_output, group, shape, kernel,
+              pad, stride, dilation, force_nd):
+    """The images [lo, hi) of a convolution driver, with this run's col, acc and tmp:
+    _FORWARD: c = conv(a; w) + b; _BACKWARD_DATA: c = conv's adjoint of a, + b over the input
+    channels; _BACKWARD_WEIGHT: acc = Σ_n a[n, g]·col(w[n])[g]ᵀ with a = dy, w = x (tmp: scratch)."""
     in_count, out_count, kernel_count, is_1x1 = _geometry(shape, kernel, pad, stride, dilation)
     og = num_output // group
     kdim = channels // group * kernel_count
     image = channels * in_count
     out_image = num_output * out_count
+    if mode == _BACKWARD_WEIGHT:
+        acc[:] = 0
     for n in range(lo, hi):
-        xn = x[n * image:(n + 1) * image]
-        yn = y[n * out_image:(n + 1) * out_image]
-        if kdim == 0 or out_count == 0:
-            yn[:] = 0
+        if mode == _FORWARD:
+            src, dst = a[n * image:(n + 1) * image], c[n * out_image:(n + 1) * out_image]
+        elif mode == _BACKWARD_DATA:
+            src, dst = a[n * out_image:(n + 1) * out_image], c[n * image:(n + 1) * image]
         else:
-            src = xn
+            src, dst = a[n * out_image:(n + 1) * out_image], w[n * image:(n + 1) * image]
+        if kdim == 0 or out_count == 0:
+            if mode != _BACKWARD_WEIGHT:
+                dst[:] = 0
+        elif mode == _FORWARD:                   # dst = y[n], src = x[n]
             if not is_1x1:
+                _col_transfer(src, channels, in_count, shape, kernel, pad, stride, dilation, force_nd,
+                              col, True)
                 src = col
-                _to_col(xn, channels, shape, kernel, pad, stride, dilation, force_nd, col)
             for g in range(group):
                 np.dot(w[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim),
                        src[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count),
-                       yn[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count))
-        if b.size > 0:
-            for o in range(num_output):
-                line = yn[o * out_count:(o + 1) * out_count]
-                bo = b[o]
-                for j in range(out_count):
-                    line[j] += bo
-
-
-@njit(cache=True, parallel=True)
-def conv_forward(x, w, b, y, col, num, channels, num_output, group, shape, kernel, pad, stride,
-                 dilation, force_nd, nchunks):
-    """y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q·stride − pad + k·dilation] + b[o] (no bias when b is empty); col: nchunks·channels·kernel_count·out_count workspace"""
-    cols = _col_count(channels, shape, kernel, pad, stride, dilation)
-    if nchunks <= 1:
-        _forward_run(x, w, b, y, col[:cols], 0, num, channels, num_output, group, shape, kernel, pad,
-                     stride, dilation, force_nd)
-    else:
-        for k in prange(nchunks):
-            lo, hi = _run(k, num, nchunks)
-            _forward_run(x, w, b, y, col[k * cols:(k + 1) * cols], lo, hi, channels, num_output,
-                         group, shape, kernel, pad, stride, dilation, force_nd)
-
-
-@njit(cache=True)
-def _backward_data_run(dy, w, b, dx, col, lo, hi, channels, num_output, group, shape, kernel, pad,
-                       stride, dilation, force_nd):
-    in_count, out_count, kernel_count, is_1x1 = _geometry(shape, kernel, pad, stride, dilation)
-    og = num_output // group
-    kdim = channels // group * kernel_count
-    image = channels * in_count
-    out_image = num_output * out_count
-    for n in range(lo, hi):
-        dxn = dx[n * image:(n + 1) * image]
-        dyn = dy[n * out_image:(n + 1) * out_image]
-        if kdim == 0 or out_count == 0:
-            dxn[:] = 0
-        else:
-            dst = dxn if is_1x1 else col
+                       dst[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count))
+        elif mode == _BACKWARD_DATA:             # dst = dx[n], src = dy[n]
+            cols = dst if is_1x1 else col
             for g in range(group):
                 np.dot(w[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim).T,
-                       dyn[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
-                       dst[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count))
+                       src[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
+                       cols[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count))
             if not is_1x1:
-                _from_col(col, channels, in_count, shape, kernel, pad, stride, dilation, force_nd, dxn)
-        if b.size > 0:
-            for c in range(channels):
-                line = dxn[c * in_count:(c + 1) * in_count]
-                bc = b[c]
-                for j in range(in_count):
-                    line[j] += bc
-
-
-@njit(cache=True, parallel=True)
-def conv_backward_data(dy, w, b, dx, col, num, channels, num_output, group, shape, kernel, pad,
-                       stride, dilation, force_nd, nchunks):
-    """dx = the adjoint of conv_forward applied to dy: dx[n] = col2im(w[g]ᵀ·dy[n, g] per group), + b[c] over the input channels (none when b is empty; Deconvolution's forward)"""
-    cols = _col_count(channels, shape, kernel, pad, stride, dilation)
-    if nchunks <= 1:
-        _backward_data_run(dy, w, b, dx, col[:cols], 0, num, channels, num_output, group, shape,
-                           kernel, pad, stride, dilation, force_nd)
-    else:
-        for k in prange(nchunks):
-            lo, hi = _run(k, num, nchunks)
-            _backward_data_run(dy, w, b, dx, col[k * cols:(k + 1) * cols], lo, hi, channels,
-                               num_output, group, shape, kernel, pad, stride, dilation, force_nd)
-
-
-@njit(cache=True)
-def _backward_weight_run(x, dy, acc, tmp, col, lo, hi, channels, num_output, group, shape, kernel,
-                         pad, stride, dilation, force_nd):
-    """acc = Σ_{n in [lo, hi)} dy[n, g]·col(x[n])[g]ᵀ per group (tmp: scratch of acc's size)."""
-    in_count, out_count, kernel_count, is_1x1 = _geometry(shape, kernel, pad, stride, dilation)
-    og = num_output // group
-    kdim = channels // group * kernel_count
-    image = channels * in_count
-    out_image = num_output * out_count
-    acc[:] = 0
-    if kdim == 0 or out_count == 0:
-        return
-    for n in range(lo, hi):
-        xn = x[n * image:(n + 1) * image]
-        dyn = dy[n * out_image:(n + 1) * out_image]
-        src = xn
-        if not is_1x1:
-            src = col
-            _to_col(xn, channels, shape, kernel, pad, stride, dilation, force_nd, col)
-        dst = acc if n == lo else tmp
-        for g in range(group):
-            np.dot(dyn[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
-                   src[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count).T,
-                   dst[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim))
-        if n != lo:
-            for i in range(acc.size):
-                acc[i] += tmp[i]
+                _col_transfer(dst, channels, in_count, shape, kernel, pad, stride, dilation, force_nd,
+                              col, False)
+        else:                                    # src = dy[n], dst = x[n]; acc += dy·colᵀ
+            cols = dst
+            if not is_1x1:
+                _col_transfer(dst, channels, in_count, shape, kernel, pad, stride, dilation, force_nd,
+                              col, True)
+                cols = col
+            into = acc if n == lo else tmp
+            for g in range(group):
+                np.dot(src[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
+                       cols[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count).T,
+                       into[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim))
+            if n != lo:
+                for i in range(acc.size):
+                    acc[i] += tmp[i]
+        if b.size > 0 and mode == _FORWARD:
+            _add_channel_bias(dst, b, num_output, out_count)
+        elif b.size > 0 and mode == _BACKWARD_DATA:
+            _add_channel_bias(dst, b, channels, in_count)
 
 
 @njit(cache=True)
@@ -391,26 +318,79 @@ def _add_partials(part, nchunks, dw, lo, hi):
         dw[i] = s
 
 
+@njit(cache=True)
+def _batch_run(mode, a, w, b, c, col, acc, tmp, lo, hi, channels, num_output, group, shape, kernel,
+               pad, stride, dilation, force_nd):
+    if mode == _IM2COL or mode == _COL2IM:
+        _im2col_run(mode, a, c, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd)
+    else:
+        _conv_run(mode, a, w, b, c, col, acc, tmp, lo, hi, channels, num_output, group, shape,
+                  kernel, pad, stride, dilation, force_nd)
+
+
 @njit(cache=True, parallel=True)
-def conv_backward_weight(x, dy, dw, col, part, num, channels, num_output, group, shape, kernel, pad,
-                         stride, dilation, force_nd, nchunks):
-    """dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates); part: 2·nchunks·dw.size workspace of per-run sums (the GPU adds into dw directly), col as conv_forward"""
-    cols = _col_count(channels, shape, kernel, pad, stride, dilation)
-    size = dw.size
+def _batch(mode, a, w, b, c, col, part, num, channels, num_output, group, shape, kernel, pad, stride,
+           dilation, force_nd, nchunks):
+    """Every batch driver: num images split into nchunks runs (one: serial, no thread pool), run
+    k with its own slice k of col (and, for the weight gradient, of part: sums, then scratch;
+    the runs' sums are added into c at the end, in run order)."""
     runs = nchunks if nchunks > 1 else 1
+    cols = _col_count(channels, shape, kernel, pad, stride, dilation) if mode >= _FORWARD else 0
+    size = c.size if mode == _BACKWARD_WEIGHT else 0
     if runs == 1:
-        _backward_weight_run(x, dy, part[:size], part[size:2 * size], col[:cols], 0, num, channels,
-                             num_output, group, shape, kernel, pad, stride, dilation, force_nd)
-        _add_partials(part, 1, dw, 0, size)
+        _batch_run(mode, a, w, b, c, col[:cols], part[:size], part[size:2 * size], 0, num, channels,
+                   num_output, group, shape, kernel, pad, stride, dilation, force_nd)
+        if mode == _BACKWARD_WEIGHT:
+            _add_partials(part, 1, c, 0, size)
         return
     for k in prange(runs):
         lo, hi = _run(k, num, runs)
-        _backward_weight_run(x, dy, part[k * size:(k + 1) * size],
-                             part[(runs + k) * size:(runs + k + 1) * size],
-                             col[k * cols:(k + 1) * cols], lo, hi, channels, num_output, group, shape,
-                             kernel, pad, stride, dilation, force_nd)
-    for k in prange(runs):
-        _add_partials(part, runs, dw, k * size // runs, (k + 1) * size // runs)
+        _batch_run(mode, a, w, b, c, col[k * cols:(k + 1) * cols], part[k * size:(k + 1) * size],
+                   part[(runs + k) * size:(runs + k + 1) * size], lo, hi, channels, num_output, group,
+                   shape, kernel, pad, stride, dilation, force_nd)
+    if mode == _BACKWARD_WEIGHT:
+        for k in prange(runs):
+            _add_partials(part, runs, c, k * size // runs, (k + 1) * size // runs)
+
+
+@njit(cache=True)
+def im2col_images(data, col, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
+    """col[n] = im2col(data[n]) for num images (Caffe's Im2col layer), 2-D unless force_nd or another axis count"""
+    none = data[:0]                     # no weights, bias, workspace; num_output and group unused
+    _batch(_mode(_IM2COL, num), data, none, none, col, none, none, num, channels, num, num, shape,
+           kernel, pad, stride, dilation, force_nd, nchunks)
+
+
+@njit(cache=True)
+def col2im_images(col, data, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
+    """data[n] = col2im(col[n]) for num images (im2col_images' adjoint: data is overwritten)"""
+    none = data[:0]                     # as im2col_images
+    _batch(_mode(_COL2IM, num), col, none, none, data, none, none, num, channels, num, num, shape,
+           kernel, pad, stride, dilation, force_nd, nchunks)
+
+
+@njit(cache=True)
+def conv_forward(x, w, b, y, col, num, channels, num_output, group, shape, kernel, pad, stride,
+                 dilation, force_nd, nchunks):
+    """y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q·stride − pad + k·dilation] + b[o] (no bias when b is empty); col: nchunks·channels·kernel_count·out_count workspace"""
+    _batch(_mode(_FORWARD, num), x, w, b, y, col, col[:0], num, channels, num_output, group, shape,
+           kernel, pad, stride, dilation, force_nd, nchunks)
+
+
+@njit(cache=True)
+def conv_backward_data(dy, w, b, dx, col, num, channels, num_output, group, shape, kernel, pad,
+                       stride, dilation, force_nd, nchunks):
+    """dx = the adjoint of conv_forward applied to dy: dx[n] = col2im(w[g]ᵀ·dy[n, g] per group), + b[c] over the input channels (none when b is empty; Deconvolution's forward)"""
+    _batch(_mode(_BACKWARD_DATA, num), dy, w, b, dx, col, col[:0], num, channels, num_output, group,
+           shape, kernel, pad, stride, dilation, force_nd, nchunks)
+
+
+@njit(cache=True)
+def conv_backward_weight(x, dy, dw, col, part, num, channels, num_output, group, shape, kernel, pad,
+                         stride, dilation, force_nd, nchunks):
+    """dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates); part: 2·nchunks·dw.size workspace of per-run sums (the GPU adds into dw directly), col as conv_forward"""
+    _batch(_mode(_BACKWARD_WEIGHT, num), dy, x, x[:0], dw, col, part, num, channels, num_output,
+           group, shape, kernel, pad, stride, dilation, force_nd, nchunks)
 
 
 # --------------------------------------------------------------------------- depthwise (direct)
@@ -454,131 +434,72 @@ def _pad_plane(x, height, width, ph, pw, wp, xp):
 
 
 @njit(cache=True)
-def _depthwise_plane_forward(x, w, bias, y, work, shape, kernel, pad, stride, dilation):
-    """y = x ⋆ w + bias for one plane."""
+def _widen(y, out_h, out_w, wp, yw):
+    """yw = the out_h × out_w plane y in rows of wp entries, the entries past out_w zero."""
+    yw[:] = 0
+    for oh in range(out_h):
+        src = y[oh * out_w:(oh + 1) * out_w]
+        dst = yw[oh * wp:oh * wp + out_w]
+        for j in range(out_w):
+            dst[j] = src[j]
+
+
+@njit(cache=True)
+def _depthwise_plane(x, w, bias, y, work, shape, kernel, pad, stride, dilation, forward):
+    """forward: y = x ⋆ w + bias for one plane; else x = the adjoint applied to y, + bias."""
     out_h, out_w, hp, wp, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
     kh, kw, sh, sw, dh, dw = kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1]
+    height, width = shape[0], shape[1]
     xp = work[:padded]
-    _pad_plane(x, shape[0], shape[1], pad[0], pad[1], wp, xp)
+    if forward:
+        _pad_plane(x, height, width, pad[0], pad[1], wp, xp)
+    else:
+        xp[:] = 0
     if sh == 1 and sw == 1:
         yw = work[padded:padded + wide]
-        for i in range(wide):
-            yw[i] = bias
+        if forward:
+            yw[:] = bias
+        else:
+            _widen(y, out_h, out_w, wp, yw)
         for ki in range(kh):
             for kj in range(kw):
                 tap = w[ki * kw + kj]
                 off = ki * dh * wp + kj * dw
-                src = xp[off:off + wide]
-                for i in range(wide):
-                    yw[i] += tap * src[i]
-        for oh in range(out_h):
-            src = yw[oh * wp:oh * wp + out_w]
-            dst = y[oh * out_w:(oh + 1) * out_w]
-            for j in range(out_w):
-                dst[j] = src[j]
+                seg = xp[off:off + wide]
+                if forward:
+                    for i in range(wide):
+                        yw[i] += tap * seg[i]
+                else:
+                    for i in range(wide):
+                        seg[i] += tap * yw[i]
+        if forward:
+            for oh in range(out_h):
+                src = yw[oh * wp:oh * wp + out_w]
+                dst = y[oh * out_w:(oh + 1) * out_w]
+                for j in range(out_w):
+                    dst[j] = src[j]
     else:
         for oh in range(out_h):
             row = y[oh * out_w:(oh + 1) * out_w]
-            for j in range(out_w):
-                row[j] = bias
+            if forward:
+                row[:] = bias
             for ki in range(kh):
                 for kj in range(kw):
                     tap = w[ki * kw + kj]
                     start = (oh * sh + ki * dh) * wp + kj * dw
-                    src = xp[start:start + (out_w - 1) * sw + 1]
-                    for j in range(out_w):
-                        row[j] += tap * src[j * sw]
-
-
-@njit(cache=True)
-def _depthwise_plane_backward(dy, w, bias, dx, work, shape, kernel, pad, stride, dilation):
-    """dx = the adjoint of the plane's forward applied to dy, + bias."""
-    out_h, out_w, hp, wp, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
-    kh, kw, sh, sw, dh, dw = kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1]
-    xp = work[:padded]
-    xp[:] = 0
-    if sh == 1 and sw == 1:
-        yw = work[padded:padded + wide]
-        yw[:] = 0
-        for oh in range(out_h):
-            src = dy[oh * out_w:(oh + 1) * out_w]
-            dst = yw[oh * wp:oh * wp + out_w]
-            for j in range(out_w):
-                dst[j] = src[j]
-        for ki in range(kh):
-            for kj in range(kw):
-                tap = w[ki * kw + kj]
-                off = ki * dh * wp + kj * dw
-                dst = xp[off:off + wide]
-                for i in range(wide):
-                    dst[i] += tap * yw[i]
-    else:
-        for oh in range(out_h):
-            row = dy[oh * out_w:(oh + 1) * out_w]
-            for ki in range(kh):
-                for kj in range(kw):
-                    tap = w[ki * kw + kj]
-                    start = (oh * sh + ki * dh) * wp + kj * dw
-                    dst = xp[start:start + (out_w - 1) * sw + 1]
-                    for j in range(out_w):
-                        dst[j * sw] += tap * row[j]
-    height, width = shape[0], shape[1]
-    for h in range(height):
-        src = xp[(h + pad[0]) * wp + pad[1]:(h + pad[0]) * wp + pad[1] + width]
-        dst = dx[h * width:(h + 1) * width]
-        for j in range(width):
-            dst[j] = src[j] + bias
-
-
-@njit(cache=True)
-def _depthwise_planes(x, w, b, y, work, lo, hi, channels, shape, kernel, pad, stride, dilation,
-                      forward):
-    """Planes [lo, hi): forward y = x ⋆ w + b, else x = adjoint(y) + b (x is then written)."""
-    image = shape[0] * shape[1]
-    out_h, out_w, _, _, _, _ = _depthwise_sizes(shape, kernel, pad, stride, dilation)
-    out_image = out_h * out_w
-    taps = kernel[0] * kernel[1]
-    for p in range(lo, hi):
-        c = p % channels
-        bias = b[c] if b.size > 0 else 0
-        xs = x[p * image:(p + 1) * image]
-        ys = y[p * out_image:(p + 1) * out_image]
-        ws = w[c * taps:(c + 1) * taps]
-        if forward:
-            _depthwise_plane_forward(xs, ws, bias, ys, work, shape, kernel, pad, stride, dilation)
-        else:
-            _depthwise_plane_backward(ys, ws, bias, xs, work, shape, kernel, pad, stride, dilation)
-
-
-@njit(cache=True, parallel=True)
-def depthwise_forward(x, w, b, y, work, num, channels, shape, kernel, pad, stride, dilation, nchunks):
-    """y[n, c] = Σ_{ki,kj} w[c, ki, kj]·x[n, c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw] + b[c] (0 in the padding; no bias when b is empty); 2-D, group == channels == num_output; work: nchunks·depthwise_workspace(...)"""
-    size = depthwise_workspace(shape, kernel, pad, stride, dilation)
-    planes = num * channels
-    if nchunks <= 1:
-        _depthwise_planes(x, w, b, y, work[:size], 0, planes, channels, shape, kernel, pad, stride,
-                          dilation, True)
-    else:
-        for k in prange(nchunks):
-            lo, hi = _run(k, planes, nchunks)
-            _depthwise_planes(x, w, b, y, work[k * size:(k + 1) * size], lo, hi, channels, shape,
-                              kernel, pad, stride, dilation, True)
-
-
-@njit(cache=True, parallel=True)
-def depthwise_backward_data(dy, w, b, dx, work, num, channels, shape, kernel, pad, stride, dilation,
-                            nchunks):
-    """dx = depthwise_forward's adjoint applied to dy, + b[c] (none when b is empty; a depthwise Deconvolution's forward); shape is dx's spatial shape"""
-    size = depthwise_workspace(shape, kernel, pad, stride, dilation)
-    planes = num * channels
-    if nchunks <= 1:
-        _depthwise_planes(dx, w, b, dy, work[:size], 0, planes, channels, shape, kernel, pad, stride,
-                          dilation, False)
-    else:
-        for k in prange(nchunks):
-            lo, hi = _run(k, planes, nchunks)
-            _depthwise_planes(dx, w, b, dy, work[k * size:(k + 1) * size], lo, hi, channels, shape,
-                              kernel, pad, stride, dilation, False)
+                    seg = xp[start:start + (out_w - 1) * sw + 1]
+                    if forward:
+                        for j in range(out_w):
+                            row[j] += tap * seg[j * sw]
+                    else:
+                        for j in range(out_w):
+                            seg[j * sw] += tap * row[j]
+    if not forward:
+        for h in range(height):
+            src = xp[(h + pad[0]) * wp + pad[1]:(h + pad[0]) * wp + pad[1] + width]
+            dst = x[h * width:(h + 1) * width]
+            for j in range(width):
+                dst[j] = src[j] + bias
 
 
 @njit(cache=True, fastmath=True)
@@ -612,12 +533,7 @@ def _depthwise_weight_channel(x, dy, dw, work, c, num, channels, shape, kernel, 
         _pad_plane(x[p * image:(p + 1) * image], shape[0], shape[1], pad[0], pad[1], wp, xp)
         g = dy[p * out_image:(p + 1) * out_image]
         if wide_ok:
-            yw[:] = 0
-            for oh in range(out_h):
-                src = g[oh * out_w:(oh + 1) * out_w]
-                dst = yw[oh * wp:oh * wp + out_w]
-                for j in range(out_w):
-                    dst[j] = src[j]
+            _widen(g, out_h, out_w, wp, yw)
             for ki in range(kh):
                 for kj in range(kw):
                     off = ki * dh * wp + kj * dwl
@@ -634,18 +550,65 @@ def _depthwise_weight_channel(x, dy, dw, work, c, num, channels, shape, kernel, 
         dw[c * taps + t] += acc[t]
 
 
+@njit(cache=True)
+def _depthwise_run(mode, a, w, b, c, work, lo, hi, num, channels, shape, kernel, pad, stride,
+                   dilation):
+    """Units [lo, hi) of a depthwise driver: _FORWARD, planes: c = a ⋆ w + b; _BACKWARD_DATA,
+    planes: c = the adjoint applied to a, + b; _BACKWARD_WEIGHT, channels: c[ch] += the
+    correlations of a = dy with w = x (a plane is the (n, ch) pair n·channels + ch)."""
+    out_h, out_w, _, _, _, _ = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    image, out_image = shape[0] * shape[1], out_h * out_w
+    taps = kernel[0] * kernel[1]
+    if mode == _BACKWARD_WEIGHT:
+        for ch in range(lo, hi):
+            _depthwise_weight_channel(w, a, c, work, ch, num, channels, shape, kernel, pad, stride,
+                                      dilation)
+        return
+    for p in range(lo, hi):
+        ch = p % channels
+        bias = b[ch] if b.size > 0 else 0
+        forward = mode == _FORWARD
+        x, y = (a, c) if forward else (c, a)           # the plane's input and output sides
+        _depthwise_plane(x[p * image:(p + 1) * image], w[ch * taps:(ch + 1) * taps], bias,
+                         y[p * out_image:(p + 1) * out_image], work, shape, kernel, pad, stride,
+                         dilation, forward)
+
+
 @njit(cache=True, parallel=True)
+def _depthwise_batch(mode, a, w, b, c, work, num, channels, shape, kernel, pad, stride, dilation,
+                     nchunks):
+    """Every depthwise driver: its units (the num·channels planes, or the channels for the
+    weight gradient) split into nchunks runs, run k with its own slice k of work."""
+    size = depthwise_workspace(shape, kernel, pad, stride, dilation)
+    units = channels if mode == _BACKWARD_WEIGHT else num * channels
+    if nchunks <= 1:
+        _depthwise_run(mode, a, w, b, c, work[:size], 0, units, num, channels, shape, kernel, pad,
+                       stride, dilation)
+    else:
+        for k in prange(nchunks):
+            lo, hi = _run(k, units, nchunks)
+            _depthwise_run(mode, a, w, b, c, work[k * size:(k + 1) * size], lo, hi, num, channels,
+                           shape, kernel, pad, stride, dilation)
+
+
+@njit(cache=True)
+def depthwise_forward(x, w, b, y, work, num, channels, shape, kernel, pad, stride, dilation, nchunks):
+    """y[n, c] = Σ_{ki,kj} w[c, ki, kj]·x[n, c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw] + b[c] (0 in the padding; no bias when b is empty); 2-D, group == channels == num_output; work: nchunks·depthwise_workspace(...)"""
+    _depthwise_batch(_mode(_FORWARD, num), x, w, b, y, work, num, channels, shape, kernel, pad, stride,
+                     dilation, nchunks)
+
+
+@njit(cache=True)
+def depthwise_backward_data(dy, w, b, dx, work, num, channels, shape, kernel, pad, stride, dilation,
+                            nchunks):
+    """dx = depthwise_forward's adjoint applied to dy, + b[c] (none when b is empty; a depthwise Deconvolution's forward); shape is dx's spatial shape"""
+    _depthwise_batch(_mode(_BACKWARD_DATA, num), dy, w, b, dx, work, num, channels, shape, kernel, pad,
+                     stride, dilation, nchunks)
+
+
+@njit(cache=True)
 def depthwise_backward_weight(x, dy, dw, work, num, channels, shape, kernel, pad, stride, dilation,
                               nchunks):
     """dw[c, ki, kj] += Σ_{n, oh, ow} dy[n, c, oh, ow]·x[n, c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw] (accumulates; float64 sums per channel); work as depthwise_forward"""
-    size = depthwise_workspace(shape, kernel, pad, stride, dilation)
-    if nchunks <= 1:
-        for c in range(channels):
-            _depthwise_weight_channel(x, dy, dw, work[:size], c, num, channels, shape, kernel, pad,
-                                      stride, dilation)
-    else:
-        for k in prange(nchunks):
-            lo, hi = _run(k, channels, nchunks)
-            for c in range(lo, hi):
-                _depthwise_weight_channel(x, dy, dw, work[k * size:(k + 1) * size], c, num, channels,
-                                          shape, kernel, pad, stride, dilation)
+    _depthwise_batch(_mode(_BACKWARD_WEIGHT, num), dy, x, x[:0], dw, work, num, channels, shape, kernel,
+                     pad, stride, dilation, nchunks)

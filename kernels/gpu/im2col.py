@@ -181,20 +181,18 @@ def _geometry_of(shape, kernel, pad, stride, dilation):
     return (shape, kernel, pad, stride, dilation, out), counts
 
 
-def _to_col(data, channels, geometry, force_nd, col):
+def _col_transfer(data, channels, geometry, force_nd, col, to_col):
+    """to_col: col = im2col(data), else data = col2im(col); one image, 2-D or N-D."""
     shape, kernel, pad, stride, dilation, _ = geometry
     if len(shape) == 2 and not force_nd:
-        im2col(data, channels, shape[0], shape[1], kernel[0], kernel[1], pad[0], pad[1],
-               stride[0], stride[1], dilation[0], dilation[1], col)
-    else:
+        args = (channels, shape[0], shape[1], kernel[0], kernel[1], pad[0], pad[1], stride[0],
+                stride[1], dilation[0], dilation[1])
+        if to_col:
+            im2col(data, *args, col)
+        else:
+            col2im(col, *args, data)
+    elif to_col:
         im2col_nd(data, channels, shape, kernel, pad, stride, dilation, col)
-
-
-def _from_col(col, channels, geometry, force_nd, data):
-    shape, kernel, pad, stride, dilation, _ = geometry
-    if len(shape) == 2 and not force_nd:
-        col2im(col, channels, shape[0], shape[1], kernel[0], kernel[1], pad[0], pad[1],
-               stride[0], stride[1], dilation[0], dilation[1], data)
     else:
         col2im_nd(col, channels, shape, kernel, pad, stride, dilation, data)
 
@@ -206,8 +204,8 @@ def im2col_images(data, col, num, channels, shape, kernel, pad, stride, dilation
     if image == 0 or cols == 0:
         return
     for n in range(num):
-        _to_col(data[n * image:(n + 1) * image], channels, geometry, force_nd,
-                col[n * cols:(n + 1) * cols])
+        _col_transfer(data[n * image:(n + 1) * image], channels, geometry, force_nd,
+                      col[n * cols:(n + 1) * cols], True)
 
 
 def col2im_images(col, data, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
@@ -220,8 +218,8 @@ def col2im_images(col, data, num, channels, shape, kernel, pad, stride, dilation
         _fill(data, 0.0)
         return
     for n in range(num):
-        _from_col(col[n * cols:(n + 1) * cols], channels, geometry, force_nd,
-                  data[n * image:(n + 1) * image])
+        _col_transfer(data[n * image:(n + 1) * image], channels, geometry, force_nd,
+                      col[n * cols:(n + 1) * cols], False)
 
 
 # --------------------------------------------------------------------------- convolution drivers
@@ -240,6 +238,15 @@ def _views(num, channels, num_output, group, counts):
     return og, kdim, channels * in_count, num_output * out_count, out_count, is_1x1
 
 
+def _gemm_groups(group, trans_a, a, a_shape, trans_b, b, b_shape, beta, c, c_shape):
+    """Per group g: c[g] = op(a[g])·op(b[g]) + beta·c[g], the flat operands cut into one block
+    per group of the stored (rows, columns) shapes given."""
+    sa, sb, sc = (rows * cols for rows, cols in (a_shape, b_shape, c_shape))
+    for g in range(group):
+        _blas.gemm(trans_a, trans_b, 1.0, a[g * sa:(g + 1) * sa].reshape(a_shape),
+                   b[g * sb:(g + 1) * sb].reshape(b_shape), beta, c[g * sc:(g + 1) * sc].reshape(c_shape))
+
+
 def conv_forward(x, w, b, y, col, num, channels, num_output, group, shape, kernel, pad, stride,
                  dilation, force_nd, nchunks):
     """y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q·stride − pad + k·dilation] + b[o] (no bias when b is empty); col: nchunks·channels·kernel_count·out_count workspace"""
@@ -249,17 +256,13 @@ def conv_forward(x, w, b, y, col, num, channels, num_output, group, shape, kerne
         return
     if kdim == 0:
         _fill(y, 0.0)
-    else:
-        for n in range(num):
-            yn = y[n * out_image:(n + 1) * out_image]
-            src = x[n * image:(n + 1) * image]
-            if not is_1x1:
-                _to_col(src, channels, geometry, force_nd, col[:kdim * group * out_count])
-                src = col
-            for g in range(group):
-                _blas.gemm(False, False, 1.0, w[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim),
-                          src[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count),
-                          0.0, yn[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count))
+    for n in range(num if kdim > 0 else 0):
+        src = x[n * image:(n + 1) * image]
+        if not is_1x1:
+            _col_transfer(src, channels, geometry, force_nd, col[:kdim * group * out_count], True)
+            src = col
+        _gemm_groups(group, False, w, (og, kdim), False, src, (kdim, out_count), 0.0,
+                     y[n * out_image:(n + 1) * out_image], (og, out_count))
     if b.size > 0:
         _math.channel_add(y, b, y, num, num_output, out_count)
 
@@ -273,17 +276,12 @@ def conv_backward_data(dy, w, b, dx, col, num, channels, num_output, group, shap
         return
     if kdim == 0 or out_count == 0:
         _fill(dx, 0.0)
-    else:
-        for n in range(num):
-            dxn = dx[n * image:(n + 1) * image]
-            dyn = dy[n * out_image:(n + 1) * out_image]
-            dst = dxn if is_1x1 else col
-            for g in range(group):
-                _blas.gemm(True, False, 1.0, w[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim),
-                          dyn[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
-                          0.0, dst[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count))
-            if not is_1x1:
-                _from_col(col[:kdim * group * out_count], channels, geometry, force_nd, dxn)
+    for n in range(num if kdim > 0 and out_count > 0 else 0):
+        dxn = dx[n * image:(n + 1) * image]
+        _gemm_groups(group, True, w, (og, kdim), False, dy[n * out_image:(n + 1) * out_image],
+                     (og, out_count), 0.0, dxn if is_1x1 else col, (kdim, out_count))
+        if not is_1x1:
+            _col_transfer(dxn, channels, geometry, force_nd, col[:kdim * group * out_count], False)
     if b.size > 0:
         _math.channel_add(dx, b, dx, num, channels, counts[0])
 
@@ -293,18 +291,13 @@ def conv_backward_weight(x, dy, dw, col, part, num, channels, num_output, group,
     """dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates); part: 2·nchunks·dw.size workspace of per-run sums (the GPU adds into dw directly), col as conv_forward"""
     geometry, counts = _geometry_of(shape, kernel, pad, stride, dilation)
     og, kdim, image, out_image, out_count, is_1x1 = _views(num, channels, num_output, group, counts)
-    if kdim == 0 or out_count == 0:
-        return
-    for n in range(num):
+    for n in range(num if kdim > 0 and out_count > 0 else 0):
         src = x[n * image:(n + 1) * image]
-        dyn = dy[n * out_image:(n + 1) * out_image]
         if not is_1x1:
-            _to_col(src, channels, geometry, force_nd, col[:kdim * group * out_count])
+            _col_transfer(src, channels, geometry, force_nd, col[:kdim * group * out_count], True)
             src = col
-        for g in range(group):
-            _blas.gemm(False, True, 1.0, dyn[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
-                      src[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count),
-                      1.0, dw[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim))
+        _gemm_groups(group, False, dy[n * out_image:(n + 1) * out_image], (og, out_count), True, src,
+                     (kdim, out_count), 1.0, dw, (og, kdim))
 
 
 # --------------------------------------------------------------------------- depthwise (direct)
@@ -322,16 +315,20 @@ def _depthwise_geometry(shape, kernel, pad, stride, dilation):
             dilation[0], dilation[1], out[0], out[1])
 
 
+@cuda.jit(device=True)
+def _unravel(e, rows, cols, channels):
+    """(column, row, plane, channel) of flat index e over planes of rows × cols (plane = n·channels + c)."""
+    j = e % cols
+    t = e // cols
+    return j, t % rows, t // rows, (t // rows) % channels
+
+
 @cuda.jit
 def _depthwise_forward(x, w, b, y, planes, channels, height, width, kh, kw, ph, pw, sh, sw, dh, dw,
                        out_h, out_w):
     """Kernel (grid-stride over outputs): y = x ⋆ w + b per (n, c) plane"""
     for e in range(cuda.grid(1), planes * out_h * out_w, cuda.gridsize(1)):
-        ow = e % out_w
-        t = e // out_w
-        oh = t % out_h
-        p = t // out_h
-        c = p % channels
+        ow, oh, p, c = _unravel(e, out_h, out_w, channels)
         v = b[c] if b.size > 0 else 0.0
         for ki in range(kh):
             h = oh * sh - ph + ki * dh
@@ -348,11 +345,7 @@ def _depthwise_backward_data(dy, w, b, dx, planes, channels, height, width, kh, 
                              dh, dw, out_h, out_w):
     """Kernel (grid-stride over input pixels): dx = the adjoint of the depthwise forward applied to dy, + b"""
     for e in range(cuda.grid(1), planes * height * width, cuda.gridsize(1)):
-        iw = e % width
-        t = e // width
-        h = t % height
-        p = t // height
-        c = p % channels
+        iw, h, p, c = _unravel(e, height, width, channels)
         v = b[c] if b.size > 0 else 0.0
         for ki in range(kh):
             s = h + ph - ki * dh                     # = oh·sh for an output row reading h
