@@ -11,6 +11,7 @@ module can call them under prange over images. col and data never alias.
 """
 import numpy as np
 from numba import njit, prange
+from numba import uint64 as u64
 
 
 @njit(cache=True)
@@ -35,9 +36,15 @@ def _inside(offset, stride, size, count):
 @njit(cache=True)
 def _im2col_2d(data, channels, height, width, kernel_h, kernel_w, pad_h, pad_w,
                stride_h, stride_w, dilation_h, dilation_w, col, to_col):
-    """to_col: col = im2col(data); else data += the adjoint of col (data is not zeroed here)."""
+    """to_col: col = im2col(data); else data += the adjoint of col (data is not zeroed here).
+
+    The inner loops index with unsigned integers (u64): numba then drops its negative-index
+    wraparound test, and the short line copies vectorize (two to three times faster than with
+    slices or signed indices at LeNet's and CIFAR-10's sizes). Every index is non-negative."""
     out_h = _out_size(height, kernel_h, pad_h, stride_h, dilation_h)
     out_w = _out_size(width, kernel_w, pad_w, stride_w, dilation_w)
+    zero = col.dtype.type(0)
+    sw = u64(stride_w)
     for c in range(channels):
         for ki in range(kernel_h):
             h0 = ki * dilation_h - pad_h
@@ -45,34 +52,35 @@ def _im2col_2d(data, channels, height, width, kernel_h, kernel_w, pad_h, pad_w,
             for kj in range(kernel_w):
                 w0 = kj * dilation_w - pad_w
                 ow_lo, ow_hi = _inside(w0, stride_w, width, out_w)
-                n = ow_hi - ow_lo
-                row = ((c * kernel_h + ki) * kernel_w + kj) * out_h
-                for oh in range(out_h):
-                    line = col[(row + oh) * out_w:(row + oh + 1) * out_w]
-                    inside = oh_lo <= oh < oh_hi
+                lo, hi, width_out = u64(ow_lo), u64(ow_hi), u64(out_w)
+                row = u64(((c * kernel_h + ki) * kernel_w + kj) * out_h * out_w)
+                if to_col:                       # the lines that read only padding
+                    for i in range(row, row + u64(oh_lo * out_w)):
+                        col[i] = zero
+                    for i in range(row + u64(oh_hi * out_w), row + u64(out_h * out_w)):
+                        col[i] = zero
+                for oh in range(oh_lo, oh_hi):
+                    line = row + u64(oh * out_w)
+                    # the input pixels this line reads: from w0 + ow_lo·stride_w, every stride_w
+                    src = u64((c * height + h0 + oh * stride_h) * width + w0 + ow_lo * stride_w)
+                    dst = line + lo
                     if to_col:
-                        line[:ow_lo] = 0
-                        line[ow_hi:] = 0
-                        if not inside:
-                            line[ow_lo:ow_hi] = 0
-                    if not inside or n == 0:
-                        continue
-                    # the n input pixels this line reads: from w0 + ow_lo·stride_w, every stride_w
-                    start = (c * height + h0 + oh * stride_h) * width + w0 + ow_lo * stride_w
-                    src = data[start:start + (n - 1) * stride_w + 1]
-                    dst = line[ow_lo:ow_hi]
-                    if to_col and stride_w == 1:
-                        for j in range(n):
-                            dst[j] = src[j]
-                    elif to_col:
-                        for j in range(n):
-                            dst[j] = src[j * stride_w]
-                    elif stride_w == 1:
-                        for j in range(n):
-                            src[j] += dst[j]
+                        for j in range(line, dst):
+                            col[j] = zero
+                        for j in range(line + hi, line + width_out):
+                            col[j] = zero
+                        if sw == 1:
+                            for j in range(hi - lo):
+                                col[dst + j] = data[src + j]
+                        else:
+                            for j in range(hi - lo):
+                                col[dst + j] = data[src + j * sw]
+                    elif sw == 1:
+                        for j in range(hi - lo):
+                            data[src + j] += col[dst + j]
                     else:
-                        for j in range(n):
-                            src[j * stride_w] += dst[j]
+                        for j in range(hi - lo):
+                            data[src + j * sw] += col[dst + j]
 
 
 @njit(cache=True)
