@@ -224,7 +224,7 @@ def test_depthwise_net_gives_the_same_numbers_through_the_direct_kernels():
     ("Im2col", (1, 2, 5, 5), dict(kernel_size=[3], dilation=[3]),
      r"would be -1 .*dilation 3 so extent 7"),
     ("Deconvolution", (1, 4, 1, 1), dict(num_output=4, kernel_size=[1], pad=[1]),
-     "deconvolution output along spatial axis 0 would be -1"),
+     "output along spatial axis 0 would be -1 .*the padding crops away the whole output"),
     ("Convolution", (1, 2, 4, 4, 4), dict(num_output=2, kernel_size=[2, 2]),
      r"kernel_size must be given once, or once per spatial axis \(3\), but is given 2 times"),
     ("Convolution", (1, 2, 4, 4), dict(num_output=2, stride=[1, 1, 1], kernel_size=[1]),

@@ -117,24 +117,32 @@ class _ConvolutionBase(Layer):
                                  f"'{self.param.bottom[i]}' has {blob.shape}")
         self.num = first.count_range(0, self.axis)
 
-    def output_shape(self, spatial, out_size, what):
-        """Output sizes along the spatial axes; an error for a zero or negative one."""
+    def output_shape(self, spatial, reverse=False):
+        """Output sizes along the spatial axes (Deconvolution's when ``reverse``); an error for
+        a zero or negative one."""
+        out_size = deconv_out_size if reverse else conv_out_size
         out = tuple(out_size(n, k, p, s, d) for n, k, p, s, d
                     in zip(spatial, self.kernel, self.pad, self.stride, self.dilation))
         for a, o in enumerate(out):
             if o <= 0:
                 extent = self.dilation[a] * (self.kernel[a] - 1) + 1
+                why = ("the padding crops away the whole output" if reverse
+                       else "the kernel does not fit the padded input")
                 raise self.error(
-                    f"{what} output along spatial axis {a} would be {o} (input {spatial[a]}, kernel "
+                    f"output along spatial axis {a} would be {o} (input {spatial[a]}, kernel "
                     f"{self.kernel[a]}, dilation {self.dilation[a]} so extent {extent}, pad "
-                    f"{self.pad[a]}, stride {self.stride[a]}): the kernel does not fit the padded input")
+                    f"{self.pad[a]}, stride {self.stride[a]}): {why}")
         return out
 
     def geometry(self, conv_input):
         """int64 arrays (shape, kernel, pad, stride, dilation) of the convolution whose input
-        has spatial shape ``conv_input``, as the im2col kernels take them."""
-        return tuple(np.array(v, dtype=np.int64)
-                     for v in (conv_input, self.kernel, self.pad, self.stride, self.dilation))
+        has spatial shape ``conv_input``, as the im2col kernels take them (made again only
+        when that shape changes)."""
+        cached = getattr(self, "_geometry", None)
+        if cached is None or tuple(cached[0]) != tuple(conv_input):
+            self._geometry = tuple(np.array(v, dtype=np.int64) for v in
+                                   (conv_input, self.kernel, self.pad, self.stride, self.dilation))
+        return self._geometry
 
     @staticmethod
     def chunks(units, work):
@@ -203,12 +211,8 @@ class _LearnedConvolution(_ConvolutionBase):
     def reshape(self, bottom, top):
         self.check_bottoms(bottom)
         spatial = bottom[0].shape[self.axis + 1:]
-        if self.reverse:
-            out = self.output_shape(spatial, deconv_out_size, "deconvolution")
-            conv_in, conv_out = out, spatial
-        else:
-            out = self.output_shape(spatial, conv_out_size, "convolution")
-            conv_in, conv_out = spatial, out
+        out = self.output_shape(spatial, self.reverse)
+        conv_in, conv_out = (out, spatial) if self.reverse else (spatial, out)
         for blob in top:
             blob.reshape(bottom[0].shape[:self.axis] + (self.num_output,) + out)
         self.geom = self.geometry(conv_in)
@@ -351,7 +355,7 @@ class Im2col(_ConvolutionBase):
     def reshape(self, bottom, top):
         self.check_bottoms(bottom, fixed_channels=False)
         spatial = bottom[0].shape[self.axis + 1:]
-        out = self.output_shape(spatial, conv_out_size, "im2col")
+        out = self.output_shape(spatial)
         kernel_count = int(np.prod(self.kernel, dtype=np.int64))
         top[0].reshape(bottom[0].shape[:self.axis] + (self.channels * kernel_count,) + out)
         self.geom = self.geometry(spatial)
