@@ -6,8 +6,14 @@ ow·stride_w − pad_w + kj·dilation_w], or 0 where the window reads padding; a
 out = (in + 2·pad − (dilation·(k − 1) + 1)) // stride + 1. col2im is the adjoint (the gradient):
 data is zeroed, then every col entry is added back to the pixel it came from.
 
-The per-image kernels are serial @njit functions, so that the batched convolution drivers of this
-module can call them under prange over images. col and data never alias.
+The per-image kernels are serial @njit functions, so that the batch drivers of this module
+(im2col_images, col2im_images, conv_forward, conv_backward_data, conv_backward_weight and the
+direct depthwise kernels) call them under prange over runs of images, each run with its own
+slice of a workspace the layer owns (nothing is allocated per call). col and data never alias.
+Measured on a 2-core AVX-512 machine (one thread, CPU time, LeNet's and CIFAR-10-quick's
+layers): per-image im2col + one np.dot per group reaches 45-67 GFLOP/s of forward, against
+62-97 GFLOP/s for np.dot alone at the same GEMM shapes (SciPy's OpenBLAS picks its AVX2
+kernels on that CPU).
 """
 import numpy as np
 from numba import njit, prange

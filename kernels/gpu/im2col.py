@@ -1,13 +1,17 @@
 """GPU im2col family (Caffe's layout). Mirrors kernels/cpu/im2col.py: one image, data flat C·H·W,
 col flat (C·kh·kw) rows × (out_h·out_w) columns; col and data never alias. im2col runs one thread
 per col entry; col2im one thread per pixel, which gathers every col entry read from it (no atomics,
-as Caffe's GPU col2im)."""
+as Caffe's GPU col2im).
+
+The convolution drivers launch, per image, the im2col kernel and one tiled GEMM per group
+(kernels/gpu/blas.py; GPU kernels are not cached on disk, so calling across modules is safe),
+and add the bias with the math vocabulary; the depthwise drivers are direct kernels."""
 import numpy as np
 from numba import cuda, float64
 
-from ._launch import MAX_THREADS, grid_stride, launch_1d, launch_blocks
 from . import blas as _blas
 from . import math as _math
+from ._launch import MAX_THREADS, grid_stride, launch_1d, launch_blocks
 from ._reduce import tree_sum
 
 
