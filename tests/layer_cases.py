@@ -555,6 +555,274 @@ def ref_hdf5_data(s):
 
 # --------------------------------------------------------------------------- vision: convolution family
 # (Convolution, Deconvolution, Im2col)
+from hypothesis import assume  # noqa: E402  (this section's import)
+
+
+@dataclass(frozen=True)
+class ConvAxis:
+    """One spatial axis of a drawn convolution: input size, kernel, stride, pad, dilation."""
+    size: int
+    kernel: int
+    stride: int
+    pad: int
+    dilation: int
+
+
+def _draw_conv_axis(draw, reverse, limit):
+    """An axis of input size at most ``limit`` whose output is not empty (Convolution and
+    Im2col: the dilated kernel fits the padded input; Deconvolution: stride·(in − 1) +
+    extent − 2·pad >= 1)."""
+    kernel, stride, dilation = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    extent = dilation * (kernel - 1) + 1
+    if reverse:
+        size = draw(st.integers(1, max(1, min(3, limit))))
+        pad = draw(st.integers(0, min(2, (stride * (size - 1) + extent - 1) // 2)))
+    else:
+        pad = draw(st.integers(0, 2))
+        if extent - 2 * pad > limit:
+            pad = extent // 2                    # the kernel fits an input of size 1
+        low = max(1, extent - 2 * pad)
+        size = draw(st.integers(low, max(low, min(low + 3, limit))))
+    axis = ConvAxis(size, kernel, stride, pad, dilation)
+    assume(_reaches_input(axis, reverse))
+    return axis
+
+
+def _reaches_input(a, reverse):
+    """Whether some output along the axis depends on some input (else every window lies in
+    the padding, or the deconvolution's whole output is cropped off, and the weights get no
+    gradient)."""
+    if reverse:
+        out = a.stride * (a.size - 1) + a.dilation * (a.kernel - 1) + 1 - 2 * a.pad
+        return any(0 <= q * a.stride + k * a.dilation - a.pad < out
+                   for q in range(a.size) for k in range(a.kernel))
+    out = (a.size + 2 * a.pad - (a.dilation * (a.kernel - 1) + 1)) // a.stride + 1
+    return any(0 <= q * a.stride - a.pad + k * a.dilation < a.size
+               for q in range(out) for k in range(a.kernel))
+
+
+def _write_repeated(draw, p, name, values, default, hw=None):
+    """Write one value per spatial axis into convolution_param in one of Caffe's spellings:
+    left out (all default), once, once per axis, or as the 2-D _h/_w pair."""
+    choices = ["per_axis"]
+    if len(set(values)) == 1:
+        choices.append("once")
+    if default is not None and all(v == default for v in values):
+        choices.append("unset")
+    if hw and len(values) == 2:
+        choices.append("hw")
+    how = draw(st.sampled_from(choices))
+    if how == "once":
+        getattr(p, name).append(values[0])
+    elif how == "per_axis":
+        getattr(p, name).extend(values)
+    elif how == "hw":
+        setattr(p, f"{hw}_h", values[0])
+        setattr(p, f"{hw}_w", values[1])
+
+
+def _quantized(a):
+    """Values on a 1/8 grid (never all zero): float32 products and short sums of them are exact,
+    so CPU and GPU agree whatever order they sum in."""
+    q = np.round(np.asarray(a) * 8) / 8
+    if q.size and not q.any():
+        q.flat[0] = 0.5
+    return q
+
+
+def draw_convolution_family(type_name):
+    """A drawn Convolution / Deconvolution / Im2col: 2 spatial axes mostly, sometimes 1 or 3;
+    the channel axis 1, or 2 after two batch axes, or written negatively; odd sizes, strides,
+    padding, dilation, non-square kernels, groups (sometimes depthwise: group == channels ==
+    num_output), bias on or off, force_nd_im2col, and (Convolution, Deconvolution) one or two
+    bottoms."""
+    reverse = type_name == "Deconvolution"
+    learned = type_name != "Im2col"
+
+    def draw_case(draw, ctx):
+        nsp = draw(st.sampled_from([2, 2, 2, 1, 3] if type_name != "Im2col" else [2, 2, 1, 3]))
+        limit = max(1, int(ctx.max_size ** (1.0 / nsp) + 1e-9))
+        axes = [_draw_conv_axis(draw, reverse, limit) for _ in range(nsp)]
+        spatial = math.prod(a.size for a in axes)
+        batch_axes = draw(st.sampled_from([1, 1, 1, 2]))
+        room = max(1, ctx.max_size // spatial)
+        channels_max = max(1, min(4, room))
+        depthwise = learned and draw(st.integers(0, 3)) == 0
+        channels = draw(st.integers(1, channels_max))
+        if learned:
+            group = channels if depthwise else draw(st.sampled_from(
+                [g for g in range(1, channels + 1) if channels % g == 0]))
+            num_output = channels if depthwise else group * draw(st.integers(1, 2))
+        batch_room = max(1, room // channels)
+        batch = tuple(draw(st.integers(1, min(2, batch_room))) for _ in range(batch_axes))
+        if math.prod(batch) * channels * spatial > ctx.max_size:
+            batch = (1,) * batch_axes
+        shape = batch + (channels,) + tuple(a.size for a in axes)
+        nbottoms = 2 if learned and ctx.purpose != "parity" and draw(st.integers(0, 4)) == 0 else 1
+        lp = _lp(type_name, bottoms=[f"x{i}" for i in range(nbottoms)],
+                 tops=[f"y{i}" for i in range(nbottoms)])
+        p = lp.convolution_param
+        if batch_axes != 1 or draw(st.booleans()):
+            p.axis = _as_negative(draw, batch_axes, len(shape))
+        _write_repeated(draw, p, "kernel_size", [a.kernel for a in axes], None, "kernel")
+        _write_repeated(draw, p, "stride", [a.stride for a in axes], 1, "stride")
+        _write_repeated(draw, p, "pad", [a.pad for a in axes], 0, "pad")
+        _write_repeated(draw, p, "dilation", [a.dilation for a in axes], 1)
+        if nsp == 2 and draw(st.integers(0, 3)) == 0:
+            p.force_nd_im2col = True
+        # away from 0: a padded or strided window that keeps only zeros would leave the weight
+        # gradient zero (test_propagate_down_false... wants it to move)
+        bottoms = [draw(jst.arrays(shape, avoid=(0.0,), margin=0.1)) for _ in range(nbottoms)]
+        params = None
+        if learned:
+            p.num_output, p.group = num_output, group
+            p.bias_term = draw(st.booleans())
+            kernel = tuple(a.kernel for a in axes)
+            wshape = ((channels, num_output // group) if reverse
+                      else (num_output, channels // group)) + kernel
+            params = [draw(jst.arrays(wshape, low=-1.5, high=1.5))]
+            if p.bias_term:
+                params.append(draw(jst.arrays((num_output,), low=-1.5, high=1.5)))
+        if ctx.purpose == "parity":
+            bottoms = [_quantized(b) for b in bottoms]
+            params = params and [_quantized(a) for a in params]
+        return Sample(lp, bottoms, params=params,
+                      extra={"axes": axes, "axis": batch_axes})
+    return draw_case
+
+
+def _conv_args(s):
+    axes = s.extra["axes"]
+    return dict(axis=s.extra["axis"], kernel=tuple(a.kernel for a in axes),
+                stride=tuple(a.stride for a in axes), pad=tuple(a.pad for a in axes),
+                dilation=tuple(a.dilation for a in axes))
+
+
+def ref_convolution(s):
+    p = s.layer_param.convolution_param
+    bias = s.params[1] if p.bias_term else None
+    return [ref.convolution(x, s.params[0], bias, group=p.group, **_conv_args(s)) for x in s.bottoms]
+
+
+def ref_deconvolution(s):
+    p = s.layer_param.convolution_param
+    bias = s.params[1] if p.bias_term else None
+    return [ref.deconvolution(x, s.params[0], bias, group=p.group, **_conv_args(s)) for x in s.bottoms]
+
+
+def ref_im2col(s):
+    return [ref.im2col(s.bottoms[0], **_conv_args(s))]
+
+
+def _conv_lp(type_name, name, **fields):
+    lp = _lp(type_name, name=name)
+    p = lp.convolution_param
+    for key, value in fields.items():
+        if isinstance(value, (list, tuple)):
+            getattr(p, key).extend(value)
+        else:
+            setattr(p, key, value)
+    return lp
+
+
+def convolution_big():
+    """Past one 256-thread block (im2col: 360 col entries; depthwise: 272 outputs per plane,
+    so the weight reduction spans a whole block) and one 16×16 GEMM tile (17 outputs): the
+    im2col + GEMM drivers, and the direct depthwise kernels (one channel is depthwise too).
+    The simulator runs every GPU thread in Python: one image, one group, few launches (the
+    bias, whose reductions launch many blocks, is left to the drawn examples)."""
+    rng = _rng()
+    general = _conv_lp("Convolution", "conv_gemm", num_output=17, kernel_size=[3], pad=[1],
+                       bias_term=False)
+    depthwise = _conv_lp("Convolution", "conv_depthwise", num_output=1, kernel_size=[2])
+    return [
+        Big(general, [rng.normal(size=(1, 2, 4, 5))], [rng.normal(size=(17, 2, 3, 3))], (True,),
+            id=general.name),
+        Big(depthwise, [rng.normal(size=(1, 1, 18, 17))], [rng.normal(size=(1, 1, 2, 2)),
+                                                           rng.normal(size=1)], (True,), id=depthwise.name),
+    ]
+
+
+def deconvolution_big():
+    """294 top pixels (col2im past one block) through the GEMM drivers."""
+    rng = _rng()
+    lp = _conv_lp("Deconvolution", "deconv_gemm", num_output=6, kernel_size=[3], stride=[2])
+    return [Big(lp, [rng.normal(size=(1, 2, 3, 3))], [rng.normal(size=(2, 6, 3, 3)), rng.normal(size=6)],
+                (True,), id=lp.name)]
+
+
+def im2col_big():
+    rng = _rng()
+    two = _conv_lp("Im2col", "im2col_2d", kernel_size=[3], pad=[1], stride=[2])
+    nd = _conv_lp("Im2col", "im2col_3d", kernel_size=[2], pad=[1])
+    return [Big(two, [rng.normal(size=(2, 3, 9, 7))], propagate_down=(True,), id=two.name),
+            Big(nd, [rng.normal(size=(1, 2, 3, 4, 3))], propagate_down=(True,), id=nd.name)]
+
+
+def _conv_errors(type_name):
+    """Bad parameters Caffe refuses (or dies on), each a LayerError naming the layer."""
+    learned = type_name != "Im2col"
+
+    def errors():
+        out = []
+
+        def add(error_id, shape=(2, 4, 5, 5), bottoms=None, **fields):
+            if learned:
+                fields.setdefault("num_output", 4)
+            fields.setdefault("kernel_size", [3])
+            lp = _conv_lp(type_name, "bad", **fields)
+            out.append((error_id, lp, bottoms or [np.ones(shape)]))
+        if type_name != "Deconvolution":
+            add("kernel-larger-than-padded-input", shape=(1, 2, 4, 4), kernel_size=[7], pad=[1])
+            add("dilated-kernel-past-the-input", shape=(1, 2, 5, 5), kernel_size=[3], dilation=[3])
+        add("kernel-size-missing", kernel_size=[])
+        add("kernel-size-twice-for-3-axes", shape=(1, 2, 4, 4, 4), kernel_size=[2, 2])
+        add("kernel-size-and-kernel-h", kernel_h=2, kernel_w=2)
+        add("kernel-h-without-kernel-w", kernel_size=[], kernel_h=2)
+        add("kernel-hw-in-3-d", shape=(1, 2, 4, 4, 4), kernel_size=[], kernel_h=2, kernel_w=2)
+        add("kernel-zero", kernel_size=[0])
+        add("stride-zero", stride=[0])
+        add("stride-three-for-two-axes", stride=[1, 2, 1])
+        add("stride-and-stride-h", stride=[1], stride_h=2, stride_w=2)
+        add("pad-three-for-two-axes", pad=[1, 1, 1])
+        add("pad-h-in-1-d", shape=(1, 2, 6), pad_h=1, pad_w=1)
+        add("dilation-three-for-two-axes", dilation=[1, 2, 1])
+        add("axis-out-of-range", axis=4)
+        add("0-d-bottom", bottoms=[np.array(1.5)])
+        if type_name == "Im2col":
+            add("no-spatial-axis", shape=(2, 4), kernel_size=[1])
+        else:
+            add("channels-not-divisible-by-group", shape=(1, 3, 5, 5), group=2)
+            add("num-output-not-divisible-by-group", num_output=3, group=2)
+            add("num-output-zero", num_output=0)
+            add("group-zero", group=0)
+            add("no-channels", shape=(2, 0, 5, 5))
+            lp = _conv_lp(type_name, "bad", num_output=2, kernel_size=[3])
+            lp.bottom.append("x2")
+            lp.top.append("y2")
+            out.append(("bottoms-of-different-shapes", lp, [np.ones((1, 2, 5, 5)), np.ones((1, 2, 6, 5))]))
+        if type_name == "Deconvolution":
+            add("deconv-output-empty", shape=(1, 4, 1, 1), kernel_size=[1], pad=[1])
+        return out
+    return errors
+
+
+def _conv_bench(label, shape, num_output, kernel, pad=0, group=1):
+    return Bench(label, f'convolution_param {{ num_output: {num_output} kernel_size: {kernel} '
+                        f'pad: {pad} group: {group} weight_filler {{ type: "xavier" }} }}',
+                 (shape,), lambda F, x, p: F.conv2d(x, p[0], p[1], 1, pad, 1, group))
+
+
+CONVOLUTION_BENCH = (
+    _conv_bench("Conv LeNet conv1 64x1x28x28 20@5", (64, 1, 28, 28), 20, 5),
+    _conv_bench("Conv LeNet conv2 64x20x12x12 50@5", (64, 20, 12, 12), 50, 5),
+    _conv_bench("Conv CIFAR conv1 100x3x32x32 32@5p2", (100, 3, 32, 32), 32, 5, 2),
+    _conv_bench("Conv CIFAR conv2 100x32x16x16 32@5p2", (100, 32, 16, 16), 32, 5, 2),
+    _conv_bench("Conv CIFAR conv3 100x32x8x8 64@5p2", (100, 32, 8, 8), 64, 5, 2),
+    _conv_bench("Conv dw 8x32x112x112 3x3", (8, 32, 112, 112), 32, 3, 1, 32),
+    _conv_bench("Conv dw 8x512x14x14 3x3", (8, 512, 14, 14), 512, 3, 1, 512),
+)
+
 
 
 # --------------------------------------------------------------------------- vision: pooling, SPP, LRN
@@ -1441,6 +1709,22 @@ LAYER_CASES = [
               errors=memory_data_errors),
     LayerCase("HDF5Data", draw_hdf5_data, ref_hdf5_data, gpu_kernels=False, errors=hdf5_data_errors),
     # -- vision: convolution family
+    LayerCase("Convolution", draw_convolution_family("Convolution"), ref_convolution,
+              grad_bottoms=(0,), check_params=True, forward_tol={np.float32: (1e-5, 3e-5)},
+              big=convolution_big, errors=_conv_errors("Convolution"), bench=CONVOLUTION_BENCH),
+    LayerCase("Deconvolution", draw_convolution_family("Deconvolution"), ref_deconvolution,
+              grad_bottoms=(0,), check_params=True, forward_tol={np.float32: (1e-5, 3e-5)},
+              big=deconvolution_big, errors=_conv_errors("Deconvolution"),
+              bench=(Bench("Deconv FCN-up 8x21x16x16 x2 (bilinear, group 21)",
+                           'convolution_param { num_output: 21 kernel_size: 4 stride: 2 pad: 1 '
+                           'group: 21 bias_term: false weight_filler { type: "bilinear" } }',
+                           ((8, 21, 16, 16),),
+                           lambda F, x, p: F.conv_transpose2d(x, p[0], None, 2, 1, 0, 21)),)),
+    LayerCase("Im2col", draw_convolution_family("Im2col"), ref_im2col, grad_bottoms=(0,),
+              big=im2col_big, errors=_conv_errors("Im2col"),
+              bench=(Bench("Im2col 64x20x12x12 5x5", "convolution_param { kernel_size: 5 }",
+                           ((64, 20, 12, 12),),
+                           lambda F, x, p: F.unfold(x, 5).reshape(64, 500, 8, 8)),)),
 
     # -- vision: pooling, SPP, LRN
 

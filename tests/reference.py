@@ -184,6 +184,95 @@ def reshape(x, dims, axis=0, num_axes=-1):
 
 
 # --------------------------------------------------------------------------- vision: convolution family
+from itertools import product as _product  # noqa: E402  (this section's import)
+
+
+def _spatial_slices(offsets, dilation, stride, count):
+    """Per spatial axis, the positions offset·dilation + j·stride for j < count, as slices."""
+    return tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                 for o, d, s, n in zip(offsets, dilation, stride, count))
+
+
+def conv_output_size(size, kernel, pad, stride, dilation):
+    """Caffe's ConvolutionLayer: (in + 2·pad − (dilation·(k − 1) + 1)) / stride + 1 (the division
+    of non-negative numbers here: a kernel that does not fit is refused before)."""
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+def deconv_output_size(size, kernel, pad, stride, dilation):
+    """Caffe's DeconvolutionLayer: stride·(in − 1) + dilation·(k − 1) + 1 − 2·pad."""
+    return stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
+
+
+def _images(x, axis):
+    """x as (images, channels, *spatial), and the batch dims in front of the channel axis."""
+    x = _f64(x)
+    axis = _canonical(axis, x.ndim)
+    return x.reshape((math.prod(x.shape[:axis]), x.shape[axis]) + x.shape[axis + 1:]), x.shape[:axis]
+
+
+def convolution(x, weight, bias=None, axis=1, kernel=(), stride=(), pad=(), dilation=(), group=1):
+    """y[n, o, q] = Σ_{c in o's group, k} W[o, c − g·C/G, k]·x_padded[n, c, q·stride + k·dilation] + b[o],
+    with x zero-padded by ``pad`` on every spatial side; one entry per spatial axis in kernel,
+    stride, pad, dilation."""
+    images, batch = _images(x, axis)
+    weight = _f64(weight)
+    num_output, channels = weight.shape[0], images.shape[1]
+    per_in, per_out = channels // group, num_output // group
+    spatial = images.shape[2:]
+    out = tuple(conv_output_size(*g) for g in zip(spatial, kernel, pad, stride, dilation))
+    padded = np.pad(images, [(0, 0), (0, 0)] + [(p, p) for p in pad])
+    y = np.zeros((images.shape[0], num_output) + out)
+    for o in range(num_output):
+        g = o // per_out
+        for j in range(per_in):
+            c = g * per_in + j
+            for k in _product(*(range(n) for n in kernel)):
+                window = padded[(slice(None), c) + _spatial_slices(k, dilation, stride, out)]
+                y[:, o] += weight[(o, j) + k] * window
+        if bias is not None:
+            y[:, o] += _f64(bias)[o]
+    return y.reshape(batch + (num_output,) + out)
+
+
+def deconvolution(x, weight, bias=None, axis=1, kernel=(), stride=(), pad=(), dilation=(), group=1):
+    """Every input value spreads over the output: y_padded[n, o, q·stride + k·dilation] +=
+    W[c, o − g·O/G, k]·x[n, c, q] for c in group g (o in the same group), then the padding is
+    cropped off (``pad`` on every spatial side) and b[o] added."""
+    images, batch = _images(x, axis)
+    weight = _f64(weight)
+    channels, per_out = weight.shape[0], weight.shape[1]
+    num_output = per_out * group
+    per_in = channels // group
+    spatial = images.shape[2:]
+    out = tuple(deconv_output_size(*g) for g in zip(spatial, kernel, pad, stride, dilation))
+    full = tuple(o + 2 * p for o, p in zip(out, pad))
+    y = np.zeros((images.shape[0], num_output) + full)
+    for c in range(channels):
+        g = c // per_in
+        for j in range(per_out):
+            o = g * per_out + j
+            for k in _product(*(range(n) for n in kernel)):
+                y[(slice(None), o) + _spatial_slices(k, dilation, stride, spatial)] += (
+                    weight[(c, j) + k] * images[:, c])
+    y = y[(slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in zip(pad, out))]
+    if bias is not None:
+        y += _f64(bias).reshape((num_output,) + (1,) * len(out))
+    return y.reshape(batch + (num_output,) + out)
+
+
+def im2col(x, axis=1, kernel=(), stride=(), pad=(), dilation=()):
+    """top[n, c·Πk + r, q] = x_padded[n, c, q·stride + k_r·dilation], the kernel offsets k_r in
+    row-major order (the last axis fastest)."""
+    images, batch = _images(x, axis)
+    channels, spatial = images.shape[1], images.shape[2:]
+    out = tuple(conv_output_size(*g) for g in zip(spatial, kernel, pad, stride, dilation))
+    padded = np.pad(images, [(0, 0), (0, 0)] + [(p, p) for p in pad])
+    rows = [padded[(slice(None), c) + _spatial_slices(k, dilation, stride, out)]
+            for c in range(channels) for k in _product(*(range(n) for n in kernel))]
+    y = np.stack(rows, axis=1) if rows else np.zeros((images.shape[0], 0) + out)
+    return y.reshape(batch + (channels * math.prod(kernel),) + out)
+
 
 
 # --------------------------------------------------------------------------- vision: pooling, SPP, LRN

@@ -688,6 +688,126 @@ def test_im2col_col2im_adjoint_nd(geometry, seed):
     assert _adjoint_gap(x, col, c, data) < 1e-12
 
 
+# =========================================================================== CPU: convolution drivers
+# (num, channels, num_output, group, shape, kernel, pad, stride, dilation, force_nd)
+CONV_DRIVER_CASES = [
+    (3, 4, 6, 2, (7, 6), (3, 2), (1, 0), (2, 1), (1, 2), False),    # groups, non-square, dilation
+    (2, 3, 4, 1, (4, 5), (1, 1), (0, 0), (1, 1), (1, 1), False),    # 1×1: no im2col
+    (2, 2, 3, 1, (3, 4, 3), (2, 1, 2), (1, 0, 1), (1, 2, 1), (1, 1, 2), False),   # 3 spatial axes
+    (3, 2, 2, 1, (9,), (3,), (1,), (2,), (2,), False),               # 1 spatial axis
+    (2, 4, 4, 2, (5, 5), (3, 3), (1, 1), (1, 1), (1, 1), True),     # force_nd_im2col
+    (5, 3, 3, 3, (6, 7), (3, 3), (1, 1), (1, 1), (1, 1), False),    # depthwise through GEMMs
+    (2, 2, 4, 2, (3, 3), (1, 1), (0, 0), (2, 2), (1, 1), False),    # 1×1 with stride: im2col
+]
+
+
+def _conv_case(rng, dt, case):
+    num, channels, num_output, group, shape, kernel, pad, stride, dilation, force_nd = case
+    geometry = [np.array(g, dtype=np.int64) for g in (shape, kernel, pad, stride, dilation)]
+    out = [_out(*g) for g in zip(shape, kernel, pad, stride, dilation)]
+    x = _randn(rng, (num, channels) + shape, dt)
+    w = _randn(rng, (num_output, channels // group) + kernel, dt)
+    b = _randn(rng, num_output, dt)
+    dy = _randn(rng, (num, num_output) + tuple(out), dt)
+    return x, w, b, dy, geometry, out
+
+
+def _workspaces(nchunks, channels, kernel, out, wsize, dt):
+    cols = channels * int(np.prod(kernel)) * int(np.prod(out))
+    return np.full(nchunks * cols, np.nan, dt), np.full(2 * nchunks * wsize, np.nan, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("nchunks", [1, 2, 3, 7])
+@pytest.mark.parametrize("case", CONV_DRIVER_CASES, ids=lambda c: "-".join(map(str, c[:4])) + f"-{len(c[4])}d")
+def test_conv_drivers(dt, nchunks, case):
+    """conv_forward against the loop reference; conv_backward_data as its adjoint
+    (⟨conv(x), dy⟩ = ⟨x, adjoint(dy)⟩); conv_backward_weight as its derivative in w
+    (⟨conv(x; v), dy⟩ = ⟨v, dw⟩, conv linear in w), accumulating; any number of runs."""
+    import reference as ref
+    num, channels, num_output, group, shape, kernel, pad, stride, dilation, force_nd = case
+    rng = _rng(23)
+    x, w, b, dy, geometry, out = _conv_case(rng, dt, case)
+    col, part = _workspaces(nchunks, channels, kernel, out, w.size, dt)
+    args = (num, channels, num_output, group, *geometry, force_nd, nchunks)
+    y = np.full(dy.size, np.nan, dt)
+    im2col.conv_forward(x.ravel(), w.ravel(), b, y, col, *args)
+    want = ref.convolution(x, w, b, 1, kernel, stride, pad, dilation, group)
+    _close(y, want.ravel(), dt, scale=10)
+
+    dx = np.full(x.size, np.nan, dt)
+    im2col.conv_backward_data(dy.ravel(), w.ravel(), np.zeros(0, dt), dx, col, *args)
+    no_bias = ref.convolution(x, w, None, 1, kernel, stride, pad, dilation, group)
+    tol = 1e-4 if dt == np.float32 else 1e-10
+    lhs, rhs = np.dot(no_bias.ravel(), dy.astype(np.float64).ravel()), np.dot(x.astype(np.float64).ravel(), dx)
+    assert abs(lhs - rhs) <= tol * (np.abs(no_bias).sum() + 1)
+
+    dw0 = _randn(rng, w.size, dt)
+    dw = dw0.copy()
+    im2col.conv_backward_weight(x.ravel(), dy.ravel(), dw, col, part, *args)
+    v = _randn(rng, w.shape, dt)
+    conv_v = ref.convolution(x, v, None, 1, kernel, stride, pad, dilation, group)
+    lhs = np.dot(conv_v.ravel(), dy.astype(np.float64).ravel())
+    rhs = np.dot(v.astype(np.float64).ravel(), dw.astype(np.float64) - dw0)
+    assert abs(lhs - rhs) <= tol * (np.abs(conv_v).sum() + 1)
+
+
+@pytest.mark.parametrize("nchunks", [2, 3, 5])
+def test_conv_drivers_do_not_depend_on_the_runs_much(nchunks):
+    """Runs split the batch; only the order of the weight gradient's partial sums changes."""
+    case = CONV_DRIVER_CASES[0]
+    num, channels, num_output, group, shape, kernel, pad, stride, dilation, force_nd = case
+    x, w, b, dy, geometry, out = _conv_case(_rng(24), np.float64, case)
+    results = []
+    for n in (1, nchunks):
+        col, part = _workspaces(n, channels, kernel, out, w.size, np.float64)
+        args = (num, channels, num_output, group, *geometry, force_nd, n)
+        y, dx, dw = np.empty(dy.size), np.empty(x.size), np.zeros(w.size)
+        im2col.conv_forward(x.ravel(), w.ravel(), b, y, col, *args)
+        im2col.conv_backward_data(dy.ravel(), w.ravel(), b, dx, col, *args)
+        im2col.conv_backward_weight(x.ravel(), dy.ravel(), dw, col, part, *args)
+        results.append((y, dx, dw))
+    for a, c in zip(*results):
+        np.testing.assert_allclose(c, a, rtol=1e-13, atol=1e-13)
+
+
+# (num, channels, shape, kernel, pad, stride, dilation)
+DEPTHWISE_CASES = [
+    (2, 3, (6, 7), (3, 3), (1, 1), (1, 1), (1, 1)),     # stride 1: the wide loops
+    (3, 2, (7, 5), (3, 2), (0, 1), (2, 1), (1, 2)),     # stride on one axis: row loops
+    (2, 2, (9, 8), (2, 3), (2, 1), (3, 2), (2, 1)),     # strides, dilation, wide padding
+    (1, 4, (3, 3), (5, 4), (2, 2), (1, 1), (1, 1)),     # kernel larger than the image
+]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("nchunks", [1, 2, 5])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: "-".join(map(str, c[2:])))
+def test_depthwise_kernels_match_the_gemm_drivers(dt, nchunks, case):
+    num, channels, shape, kernel, pad, stride, dilation = case
+    full = (num, channels, channels, channels, shape, kernel, pad, stride, dilation, False)
+    rng = _rng(25)
+    x, w, b, dy, geometry, out = _conv_case(rng, dt, full)
+    col, part = _workspaces(1, channels, kernel, out, w.size, dt)
+    work = np.full(nchunks * im2col.depthwise_workspace(*geometry), np.nan, dt)
+    gemm_args = (num, channels, channels, channels, *geometry, False, 1)
+    direct_args = (num, channels, *geometry, nchunks)
+    for bias in (b, np.zeros(0, dt)):
+        y, z = np.full(dy.size, np.nan, dt), np.full(dy.size, np.nan, dt)
+        im2col.conv_forward(x.ravel(), w.ravel(), bias, y, col, *gemm_args)
+        im2col.depthwise_forward(x.ravel(), w.ravel(), bias, z, work, *direct_args)
+        _close(z, y.astype(np.float64), dt, scale=10)
+        dx, dz = np.full(x.size, np.nan, dt), np.full(x.size, np.nan, dt)
+        im2col.conv_backward_data(dy.ravel(), w.ravel(), bias, dx, col, *gemm_args)
+        im2col.depthwise_backward_data(dy.ravel(), w.ravel(), bias, dz, work, *direct_args)
+        _close(dz, dx.astype(np.float64), dt, scale=10)
+    dw0 = _randn(rng, w.size, dt)
+    dw, dv = dw0.copy(), dw0.copy()
+    im2col.conv_backward_weight(x.ravel(), dy.ravel(), dw, col, part, *gemm_args)
+    im2col.depthwise_backward_weight(x.ravel(), dy.ravel(), dv, work, *direct_args)
+    _close(dv, dw.astype(np.float64), dt, scale=10)
+
+
 # =========================================================================== GPU vs CPU
 CPU_MODS = {"blas": blas, "neuron": neuron, "common": common, "loss": loss, "solver": solver, "math": kmath,
             "im2col": im2col}

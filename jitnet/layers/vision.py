@@ -7,6 +7,371 @@ built on it), ``kernels/{cpu,gpu}/pooling.py`` and ``kernels/{cpu,gpu}/lrn.py``.
 
 # =========================================================================== convolution family
 # Convolution, Deconvolution and Im2col share _ConvolutionBase (Caffe's BaseConvolutionLayer).
+import numpy as np  # noqa: E402  (each family's imports sit in its own section)
+
+from .. import threads  # noqa: E402
+from ..blob import Blob  # noqa: E402
+from ..errors import NetDefinitionError  # noqa: E402
+from ..fillers import fill  # noqa: E402
+from ..layer import Layer, register  # noqa: E402
+
+_SERIAL_WORK = 1 << 17     # multiply-adds below which a convolution runs on the calling thread
+
+
+def conv_out_size(size, kernel, pad, stride, dilation):
+    """Convolution outputs along one axis: (size + 2·pad − (dilation·(kernel − 1) + 1)) // stride + 1."""
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+def deconv_out_size(size, kernel, pad, stride, dilation):
+    """Deconvolution outputs along one axis: stride·(size − 1) + dilation·(kernel − 1) + 1 − 2·pad."""
+    return stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
+
+
+class _ConvolutionBase(Layer):
+    """What Convolution, Deconvolution and Im2col share (Caffe's BaseConvolutionLayer and the
+    setup of Im2colLayer): reading convolution_param into one kernel size, stride, pad and
+    dilation per spatial axis, with Caffe's rules.
+
+    The channel axis is ``axis`` (default 1); the axes before it are batch axes (their product
+    is the number of images), the axes after it are spatial. A repeated field (kernel_size,
+    stride, pad, dilation) is given once for every spatial axis or once per axis; stride, pad
+    and dilation may be left out (1, 0, 1). kernel_h/kernel_w, stride_h/stride_w and
+    pad_h/pad_w are the 2-D spelling and exclude the repeated field. Two spatial axes use the
+    2-D im2col unless ``force_nd_im2col``; other counts use the N-D one.
+    """
+
+    min_bottoms = 1
+    min_tops = 1
+    min_spatial_axes = 0
+
+    @classmethod
+    def check_arity(cls, layer_param):
+        super().check_arity(layer_param)
+        if len(layer_param.bottom) != len(layer_param.top):
+            raise NetDefinitionError(
+                f"layer '{layer_param.name}' (type {cls.type}) produces one top for each bottom, "
+                f"but has {len(layer_param.bottom)} bottom(s) and {len(layer_param.top)} top(s)")
+
+    # -- parameters --------------------------------------------------------------------------
+    def _per_axis(self, name, values, hw, nsp, default):
+        """One value per spatial axis from the repeated field ``name`` (given 0 times when it
+        has a default, once, or once per axis) or from its (_h, _w) pair ``hw`` (None if unset)."""
+        if hw is not None:
+            if nsp != 2:
+                raise self.error(f"{name}_h/{name}_w can only be used for 2-D convolution, but the "
+                                 f"bottom has {nsp} spatial axes")
+            if values:
+                raise self.error(f"either {name} or {name}_h/{name}_w should be given, not both")
+            return tuple(int(v) for v in hw)
+        field = "kernel_size" if name == "kernel" else name
+        counts = (1, nsp) if default is None else (0, 1, nsp)
+        if len(values) not in counts:
+            raise self.error(f"{field} must be given {'' if default is None else 'not at all, '}"
+                             f"once, or once per spatial axis ({nsp}), but is given {len(values)} "
+                             f"times ({list(values)})")
+        if not values:
+            return (default,) * nsp
+        return tuple(int(values[0 if len(values) == 1 else i]) for i in range(nsp))
+
+    def read_geometry(self, bottom):
+        """Channel axis, spatial axis count, kernel, stride, pad and dilation, checked as Caffe."""
+        p = self.param.convolution_param
+        self.axis = bottom[0].canonical_axis(p.axis)
+        nsp = bottom[0].num_axes - self.axis - 1
+        if nsp < self.min_spatial_axes:
+            raise self.error(f"needs at least {self.min_spatial_axes} spatial axis after the channel "
+                             f"axis {self.axis}, but the bottom has shape {bottom[0].shape}")
+        self.num_spatial = nsp
+
+        def pair(h, w):
+            return (getattr(p, h), getattr(p, w)) if p.HasField(h) or p.HasField(w) else None
+        self.kernel = self._per_axis("kernel", p.kernel_size, pair("kernel_h", "kernel_w"), nsp, None)
+        self.stride = self._per_axis("stride", p.stride, pair("stride_h", "stride_w"), nsp, 1)
+        self.pad = self._per_axis("pad", p.pad, pair("pad_h", "pad_w"), nsp, 0)
+        self.dilation = self._per_axis("dilation", p.dilation, None, nsp, 1)
+        if any(k <= 0 for k in self.kernel):
+            raise self.error(f"kernel dimensions must be positive, got {self.kernel}")
+        if any(s <= 0 for s in self.stride):
+            raise self.error(f"stride dimensions must be positive, got {self.stride}")
+        self.force_nd = bool(p.force_nd_im2col)
+        self.channels = bottom[0].shape[self.axis]
+
+    def check_bottoms(self, bottom, fixed_channels=True):
+        """Caffe's Reshape checks: the axis count fixed at setup, the channels too (unless
+        not ``fixed_channels``: Im2col has no weights), all bottoms alike."""
+        first = bottom[0]
+        if first.num_axes != self.axis + 1 + self.num_spatial:
+            raise self.error(f"bottom num_axes may not change: set up with "
+                             f"{self.axis + 1 + self.num_spatial} axes, now {first.shape}")
+        if not fixed_channels:
+            self.channels = first.shape[self.axis]
+        if first.shape[self.axis] != self.channels:
+            raise self.error(f"input size incompatible with the convolution kernel: the weights were "
+                             f"made for {self.channels} channels (axis {self.axis}), bottom "
+                             f"'{self.param.bottom[0]}' now has shape {first.shape}")
+        for i, blob in enumerate(bottom[1:], 1):
+            if blob.shape != first.shape:
+                raise self.error(f"all bottoms must have the same shape: bottom 0 "
+                                 f"'{self.param.bottom[0]}' has {first.shape}, bottom {i} "
+                                 f"'{self.param.bottom[i]}' has {blob.shape}")
+        self.num = first.count_range(0, self.axis)
+
+    def output_shape(self, spatial, reverse=False):
+        """Output sizes along the spatial axes (Deconvolution's when ``reverse``); an error for
+        a zero or negative one."""
+        out_size = deconv_out_size if reverse else conv_out_size
+        out = tuple(out_size(n, k, p, s, d) for n, k, p, s, d
+                    in zip(spatial, self.kernel, self.pad, self.stride, self.dilation))
+        for a, o in enumerate(out):
+            if o <= 0:
+                extent = self.dilation[a] * (self.kernel[a] - 1) + 1
+                why = ("the padding crops away the whole output" if reverse
+                       else "the kernel does not fit the padded input")
+                raise self.error(
+                    f"output along spatial axis {a} would be {o} (input {spatial[a]}, kernel "
+                    f"{self.kernel[a]}, dilation {self.dilation[a]} so extent {extent}, pad "
+                    f"{self.pad[a]}, stride {self.stride[a]}): {why}")
+        return out
+
+    def geometry(self, conv_input):
+        """int64 arrays (shape, kernel, pad, stride, dilation) of the convolution whose input
+        has spatial shape ``conv_input``, as the im2col kernels take them (made again only
+        when that shape changes)."""
+        cached = getattr(self, "_geometry", None)
+        if cached is None or tuple(cached[0]) != tuple(conv_input):
+            self._geometry = tuple(np.array(v, dtype=np.int64) for v in
+                                   (conv_input, self.kernel, self.pad, self.stride, self.dilation))
+        return self._geometry
+
+    @staticmethod
+    def chunks(units, work):
+        """How many runs a kernel splits its units (images, planes) into: one per numba
+        thread, at most one per unit, and one when the work is small."""
+        if work < _SERIAL_WORK:
+            return 1
+        return max(1, min(threads.configure()["numba_threads"], units))
+
+    def workspace(self, attr, size):
+        """The layer's workspace blob ``attr`` with at least ``size`` elements (it keeps its
+        allocation when it fits, so steady reshapes allocate nothing)."""
+        blob = getattr(self, attr, None)
+        if blob is None or blob.dtype != self.dtype:
+            blob = Blob(dtype=self.dtype)
+            setattr(self, attr, blob)
+        blob.reshape((max(int(size), 0),))
+        return blob
+
+
+class _LearnedConvolution(_ConvolutionBase):
+    """Convolution and Deconvolution: learnable weights (and bias), groups, the convolution
+    drivers. In the drivers' terms ("the convolution") Convolution maps its bottom (ci =
+    channels) to its top (co = num_output); Deconvolution is that convolution's adjoint: the
+    convolution maps Deconvolution's top (ci = num_output) to its bottom (co = channels).
+
+    With group == ci == co (depthwise, as MobileNet) and 2 spatial axes, direct kernels do the
+    work (``direct_depthwise``; ``force_nd_im2col`` also turns them off), instead of ``group``
+    GEMMs of one row each.
+    """
+
+    reverse = False
+    direct_depthwise = True
+
+    @classmethod
+    def param_count(cls, layer_param):
+        return 2 if layer_param.convolution_param.bias_term else 1
+
+    def setup(self, bottom, top):
+        self.read_geometry(bottom)
+        p = self.param.convolution_param
+        self.num_output, self.group, self.bias_term = p.num_output, p.group, p.bias_term
+        if self.num_output <= 0:
+            raise self.error("convolution_param.num_output must be positive")
+        if self.group <= 0:
+            raise self.error(f"convolution_param.group must be positive, got {self.group}")
+        if self.channels <= 0:
+            raise self.error(f"bottom '{self.param.bottom[0]}' of shape {bottom[0].shape} has no "
+                             f"channels (axis {self.axis})")
+        if self.channels % self.group:
+            raise self.error(f"the channels of bottom '{self.param.bottom[0]}' ({self.channels}, "
+                             f"axis {self.axis} of {bottom[0].shape}) are not divisible by group "
+                             f"{self.group}")
+        if self.num_output % self.group:
+            raise self.error(f"num_output {self.num_output} is not a multiple of group {self.group}")
+        self.ci, self.co = ((self.num_output, self.channels) if self.reverse
+                            else (self.channels, self.num_output))
+        shape = (self.co, self.ci // self.group) + self.kernel
+        self.blobs = [Blob(shape, dtype=self.dtype)]
+        fill(p.weight_filler, self.blobs[0], f"layer '{self.name}' weight_filler")
+        if self.bias_term:
+            self.blobs.append(Blob(self.num_output, dtype=self.dtype))
+            fill(p.bias_filler, self.blobs[1], f"layer '{self.name}' bias_filler")
+        self._no_bias = Blob((0,), dtype=self.dtype)
+
+    def reshape(self, bottom, top):
+        self.check_bottoms(bottom)
+        spatial = bottom[0].shape[self.axis + 1:]
+        out = self.output_shape(spatial, self.reverse)
+        conv_in, conv_out = (out, spatial) if self.reverse else (spatial, out)
+        for blob in top:
+            blob.reshape(bottom[0].shape[:self.axis] + (self.num_output,) + out)
+        self.geom = self.geometry(conv_in)
+        self.top_count = int(np.prod(out, dtype=np.int64))
+        in_count = int(np.prod(conv_in, dtype=np.int64))
+        out_count = int(np.prod(conv_out, dtype=np.int64))
+        kernel_count = int(np.prod(self.kernel, dtype=np.int64))
+        self.direct = (self.direct_depthwise and not self.force_nd and self.num_spatial == 2
+                       and self.group == self.ci == self.co)
+        if self.direct:
+            planes = self.num * self.ci
+            self.nchunks = self.chunks(planes, planes * max(in_count, out_count) * kernel_count)
+        else:
+            work = self.num * self.co * (self.ci // self.group) * kernel_count * out_count
+            self.nchunks = self.chunks(self.num, work)
+            is_1x1 = all(k == 1 and s == 1 and p == 0
+                         for k, s, p in zip(self.kernel, self.stride, self.pad))
+            self.col_size = 0 if is_1x1 else self.ci * kernel_count * out_count
+
+    def _kernels(self):
+        """The im2col kernel module, with the workspaces sized for the current shapes (the
+        depthwise kernels say what they need on this device)."""
+        K = self.kernels("im2col")
+        if self.direct:
+            self.workspace("_col", self.nchunks * K.depthwise_workspace(*self.geom))
+        else:
+            self.workspace("_col", self.nchunks * self.col_size)
+            self.workspace("_part", 2 * self.nchunks * self.blobs[0].count)
+        return K
+
+    # -- the convolution and its adjoints (in the drivers' terms) -------------------------------
+    def _bias(self, d):
+        return (self.blobs[1] if self.bias_term else self._no_bias).data_on(d)
+
+    def _convolve(self, K, x, w, b, y):
+        """y = the convolution of x (+ b over its co output channels)."""
+        d = self.device
+        col = self._col.mutable_data_on(d)
+        if self.direct:
+            K.depthwise_forward(x, w, b, y, col, self.num, self.ci, *self.geom, self.nchunks)
+        else:
+            K.conv_forward(x, w, b, y, col, self.num, self.ci, self.co, self.group, *self.geom,
+                           self.force_nd, self.nchunks)
+
+    def _convolve_adjoint(self, K, y, w, b, x):
+        """x = the convolution's adjoint applied to y (+ b over its ci input channels)."""
+        d = self.device
+        col = self._col.mutable_data_on(d)
+        if self.direct:
+            K.depthwise_backward_data(y, w, b, x, col, self.num, self.ci, *self.geom, self.nchunks)
+        else:
+            K.conv_backward_data(y, w, b, x, col, self.num, self.ci, self.co, self.group,
+                                 *self.geom, self.force_nd, self.nchunks)
+
+    def _convolve_weight(self, K, x, y, dw):
+        """dw += ∂⟨y, conv(x; w)⟩/∂w: the correlation of the convolution's input x and output diff y."""
+        d = self.device
+        col = self._col.mutable_data_on(d)
+        if self.direct:
+            K.depthwise_backward_weight(x, y, dw, col, self.num, self.ci, *self.geom, self.nchunks)
+        else:
+            K.conv_backward_weight(x, y, dw, col, self._part.mutable_data_on(d), self.num, self.ci,
+                                   self.co, self.group, *self.geom, self.force_nd, self.nchunks)
+
+    def forward(self, bottom, top):
+        """Convolution: top = conv(bottom) + b; Deconvolution: top = conv's adjoint(bottom) + b."""
+        K, d = self._kernels(), self.device
+        w, b = self.blobs[0].data_on(d), self._bias(d)
+        apply = self._convolve_adjoint if self.reverse else self._convolve
+        for x, y in zip(bottom, top):
+            apply(K, x.data_on(d), w, b, y.mutable_data_on(d))
+
+    def backward(self, top, propagate_down, bottom):
+        """The bias and weight gradients accumulate over the bottom/top pairs; each bottom's diff
+        is the other direction of the forward map applied to its top's diff."""
+        K, d = self._kernels(), self.device
+        if self.bias_term and self.param_propagate_down[1]:     # db[o] += Σ_{n, q} dy[n, o, q]
+            math, db = self.kernels("math"), self.blobs[1].mutable_diff_on(d)
+            for y in top:
+                math.channel_sum(y.diff_on(d), 1.0, db, self.num, self.num_output, self.top_count)
+        w, no_bias = self.blobs[0].data_on(d), self._no_bias.data_on(d)
+        back = self._convolve if self.reverse else self._convolve_adjoint
+        for i, (y, x) in enumerate(zip(top, bottom)):
+            if self.param_propagate_down[0]:
+                # the correlation of the convolution's input with its output's diff
+                conv_in, conv_out = ((y.diff_on(d), x.data_on(d)) if self.reverse
+                                     else (x.data_on(d), y.diff_on(d)))
+                self._convolve_weight(K, conv_in, conv_out, self.blobs[0].mutable_diff_on(d))
+            if propagate_down[i]:
+                back(K, y.diff_on(d), w, no_bias, x.mutable_diff_on(d))
+
+
+@register("Convolution")
+class Convolution(_LearnedConvolution):
+    """y[n, o, q] = Σ_{c ∈ group(o), k} W[o, c, k]·x[n, c, q·stride − pad + k·dilation] + b[o]
+    (zero padding); weights W (num_output, channels/group, k...), bias b (num_output).
+    Output size per spatial axis: (in + 2·pad − (dilation·(k − 1) + 1)) // stride + 1.
+    Each bottom i gives top i with the same weights.
+
+    Lowered as Caffe does (BaseConvolutionLayer): per image, col = im2col(x) (skipped for a 1×1
+    kernel with stride 1 and no padding), then y[g] = W[g]·col[g] per group.
+    ∂E/∂W[g] += Σ_n ∂E/∂y[n, g]·col(x[n])[g]ᵀ, ∂E/∂b[o] += Σ_{n,q} ∂E/∂y[n, o, q],
+    ∂E/∂x[n] = col2im(W[g]ᵀ·∂E/∂y[n, g] per group).
+    """
+
+
+@register("Deconvolution")
+class Deconvolution(_LearnedConvolution):
+    """The adjoint of Convolution with the same parameters (a "transposed convolution"):
+    y[n, o, q·stride − pad + k·dilation] += W[c, o', k]·x[n, c, q] summed over the bottom's
+    channels c and the taps k, o' = o − g·(num_output/group) in c's group g, + b[o]; weights
+    W (channels, num_output/group, k...), bias b (num_output). Output size per spatial axis:
+    stride·(in − 1) + dilation·(k − 1) + 1 − 2·pad. Each bottom i gives top i.
+
+    Forward is Convolution's backward-data (col = W[g]ᵀ·x[n, g], y[n] = col2im(col)),
+    backward-data is Convolution's forward of ∂E/∂y, and
+    ∂E/∂W[g] += Σ_n x[n, g]·col(∂E/∂y[n])[g]ᵀ, ∂E/∂b[o] += Σ_{n,q} ∂E/∂y[n, o, q].
+    With the bilinear weight filler and stride f, kernel 2f − f % 2, pad ceil((f − 1)/2) and
+    group == channels == num_output it upsamples by f (FCN).
+    """
+
+    reverse = True
+
+
+@register("Im2col")
+class Im2col(_ConvolutionBase):
+    """Caffe's Im2colLayer: top[n] = im2col(bottom[n]), shape (N, C·Πk, out...), row
+    (c·kh + ki)·kw + kj holding x[n, c, q·stride − pad + k·dilation] at output position q (0 in
+    the padding), out = (in + 2·pad − (dilation·(k − 1) + 1)) // stride + 1 per spatial axis
+    (convolution_param's kernel, stride, pad, dilation; at least one spatial axis).
+    ∂E/∂x = col2im(∂E/∂y): every entry added back to the pixel it was read from.
+    """
+
+    exact_bottoms = exact_tops = 1
+    min_spatial_axes = 1
+
+    def setup(self, bottom, top):
+        self.read_geometry(bottom)
+
+    def reshape(self, bottom, top):
+        self.check_bottoms(bottom, fixed_channels=False)
+        spatial = bottom[0].shape[self.axis + 1:]
+        out = self.output_shape(spatial)
+        kernel_count = int(np.prod(self.kernel, dtype=np.int64))
+        top[0].reshape(bottom[0].shape[:self.axis] + (self.channels * kernel_count,) + out)
+        self.geom = self.geometry(spatial)
+        self.nchunks = self.chunks(self.num, top[0].count)
+
+    def forward(self, bottom, top):
+        K, d = self.kernels("im2col"), self.device
+        K.im2col_images(bottom[0].data_on(d), top[0].mutable_data_on(d), self.num, self.channels,
+                        *self.geom, self.force_nd, self.nchunks)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            K, d = self.kernels("im2col"), self.device
+            K.col2im_images(top[0].diff_on(d), bottom[0].mutable_diff_on(d), self.num,
+                            self.channels, *self.geom, self.force_nd, self.nchunks)
+
 
 
 # =========================================================================== pooling, SPP, LRN

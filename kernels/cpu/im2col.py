@@ -6,11 +6,18 @@ ow·stride_w − pad_w + kj·dilation_w], or 0 where the window reads padding; a
 out = (in + 2·pad − (dilation·(k − 1) + 1)) // stride + 1. col2im is the adjoint (the gradient):
 data is zeroed, then every col entry is added back to the pixel it came from.
 
-The per-image kernels are serial @njit functions, so that the batched convolution drivers of this
-module can call them under prange over images. col and data never alias.
+The per-image kernels are serial @njit functions, so that the batch drivers of this module
+(im2col_images, col2im_images, conv_forward, conv_backward_data, conv_backward_weight and the
+direct depthwise kernels) call them under prange over runs of images, each run with its own
+slice of a workspace the layer owns (nothing is allocated per call). col and data never alias.
+Measured on a 2-core AVX-512 machine (one thread, CPU time, LeNet's and CIFAR-10-quick's
+layers): per-image im2col + one np.dot per group reaches 45-67 GFLOP/s of forward, against
+62-97 GFLOP/s for np.dot alone at the same GEMM shapes (SciPy's OpenBLAS picks its AVX2
+kernels on that CPU).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
+from numba import uint64 as u64
 
 
 @njit(cache=True)
@@ -35,9 +42,15 @@ def _inside(offset, stride, size, count):
 @njit(cache=True)
 def _im2col_2d(data, channels, height, width, kernel_h, kernel_w, pad_h, pad_w,
                stride_h, stride_w, dilation_h, dilation_w, col, to_col):
-    """to_col: col = im2col(data); else data += the adjoint of col (data is not zeroed here)."""
+    """to_col: col = im2col(data); else data += the adjoint of col (data is not zeroed here).
+
+    The inner loops index with unsigned integers (u64): numba then drops its negative-index
+    wraparound test, and the short line copies vectorize (two to three times faster than with
+    slices or signed indices at LeNet's and CIFAR-10's sizes). Every index is non-negative."""
     out_h = _out_size(height, kernel_h, pad_h, stride_h, dilation_h)
     out_w = _out_size(width, kernel_w, pad_w, stride_w, dilation_w)
+    zero = col.dtype.type(0)
+    sw = u64(stride_w)
     for c in range(channels):
         for ki in range(kernel_h):
             h0 = ki * dilation_h - pad_h
@@ -45,34 +58,35 @@ def _im2col_2d(data, channels, height, width, kernel_h, kernel_w, pad_h, pad_w,
             for kj in range(kernel_w):
                 w0 = kj * dilation_w - pad_w
                 ow_lo, ow_hi = _inside(w0, stride_w, width, out_w)
-                n = ow_hi - ow_lo
-                row = ((c * kernel_h + ki) * kernel_w + kj) * out_h
-                for oh in range(out_h):
-                    line = col[(row + oh) * out_w:(row + oh + 1) * out_w]
-                    inside = oh_lo <= oh < oh_hi
+                lo, hi, width_out = u64(ow_lo), u64(ow_hi), u64(out_w)
+                row = u64(((c * kernel_h + ki) * kernel_w + kj) * out_h * out_w)
+                if to_col:                       # the lines that read only padding
+                    for i in range(row, row + u64(oh_lo * out_w)):
+                        col[i] = zero
+                    for i in range(row + u64(oh_hi * out_w), row + u64(out_h * out_w)):
+                        col[i] = zero
+                for oh in range(oh_lo, oh_hi):
+                    line = row + u64(oh * out_w)
+                    # the input pixels this line reads: from w0 + ow_lo·stride_w, every stride_w
+                    src = u64((c * height + h0 + oh * stride_h) * width + w0 + ow_lo * stride_w)
+                    dst = line + lo
                     if to_col:
-                        line[:ow_lo] = 0
-                        line[ow_hi:] = 0
-                        if not inside:
-                            line[ow_lo:ow_hi] = 0
-                    if not inside or n == 0:
-                        continue
-                    # the n input pixels this line reads: from w0 + ow_lo·stride_w, every stride_w
-                    start = (c * height + h0 + oh * stride_h) * width + w0 + ow_lo * stride_w
-                    src = data[start:start + (n - 1) * stride_w + 1]
-                    dst = line[ow_lo:ow_hi]
-                    if to_col and stride_w == 1:
-                        for j in range(n):
-                            dst[j] = src[j]
-                    elif to_col:
-                        for j in range(n):
-                            dst[j] = src[j * stride_w]
-                    elif stride_w == 1:
-                        for j in range(n):
-                            src[j] += dst[j]
+                        for j in range(line, dst):
+                            col[j] = zero
+                        for j in range(line + hi, line + width_out):
+                            col[j] = zero
+                        if sw == 1:
+                            for j in range(hi - lo):
+                                col[dst + j] = data[src + j]
+                        else:
+                            for j in range(hi - lo):
+                                col[dst + j] = data[src + j * sw]
+                    elif sw == 1:
+                        for j in range(hi - lo):
+                            data[src + j] += col[dst + j]
                     else:
-                        for j in range(n):
-                            src[j * stride_w] += dst[j]
+                        for j in range(hi - lo):
+                            data[src + j * sw] += col[dst + j]
 
 
 @njit(cache=True)
@@ -153,3 +167,462 @@ def col2im_nd(col, channels, shape, kernel, pad, stride, dilation, data):
         count *= shape[a]
     data[:count] = 0
     _im2col_nd(data, channels, shape, kernel, pad, stride, dilation, col, False)
+
+
+# --------------------------------------------------------------------------- batches of images
+# The drivers below work on a batch: num images, flat one after the other. Geometry arrays
+# (shape, kernel, pad, stride, dilation: int64, one entry per spatial axis) describe the
+# convolution's input; 2-D uses im2col/col2im unless force_nd, other axis counts im2col_nd.
+# The work is split into nchunks runs of consecutive images (nchunks <= 1: serial, no thread
+# pool); run k uses its own slice k of the col workspace, so the runs never share a buffer.
+@njit(cache=True)
+def _geometry(shape, kernel, pad, stride, dilation):
+    """(in_count, out_count, kernel_count, is_1x1): pixels per input and output channel,
+    kernel taps, and whether im2col is the identity (kernel 1, stride 1, pad 0 everywhere)."""
+    in_count = 1
+    out_count = 1
+    kernel_count = 1
+    is_1x1 = True
+    for a in range(shape.size):
+        in_count *= shape[a]
+        out_count *= _out_size(shape[a], kernel[a], pad[a], stride[a], dilation[a])
+        kernel_count *= kernel[a]
+        if kernel[a] != 1 or stride[a] != 1 or pad[a] != 0:
+            is_1x1 = False
+    return in_count, out_count, kernel_count, is_1x1
+
+
+@njit(cache=True)
+def _col_count(channels, shape, kernel, pad, stride, dilation):
+    """Elements of one image's col matrix for the convolution drivers (0 when im2col is the identity)."""
+    _, out_count, kernel_count, is_1x1 = _geometry(shape, kernel, pad, stride, dilation)
+    return 0 if is_1x1 else channels * kernel_count * out_count
+
+
+@njit(cache=True)
+def _col_transfer(data, channels, in_count, shape, kernel, pad, stride, dilation, force_nd, col,
+                  to_col):
+    """to_col: col = im2col(data), else data = col2im(col); one image, 2-D or N-D."""
+    if not to_col:
+        data[:channels * in_count] = 0
+    if shape.size == 2 and not force_nd:
+        _im2col_2d(data, channels, shape[0], shape[1], kernel[0], kernel[1], pad[0], pad[1],
+                   stride[0], stride[1], dilation[0], dilation[1], col, to_col)
+    else:
+        _im2col_nd(data, channels, shape, kernel, pad, stride, dilation, col, to_col)
+
+
+@njit(cache=True)
+def _run(k, num, nchunks):
+    """Units [lo, hi) of run k when num units (images, planes, channels) are split into nchunks runs."""
+    return k * num // nchunks, (k + 1) * num // nchunks
+
+
+# what a batch driver does (the mode argument of _batch)
+_IM2COL, _COL2IM, _FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHT = 0, 1, 2, 3, 4
+
+
+@njit(cache=True)
+def _mode(mode, num):
+    """mode as a run-time value (numba would otherwise compile the drivers once per constant)."""
+    return mode + 0 * num
+
+
+@njit(cache=True)
+def _im2col_run(mode, a, c, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd):
+    """_IM2COL: c[n] = im2col(a[n]); _COL2IM: c[n] = col2im(a[n]), for the images in [lo, hi)."""
+    in_count, out_count, kernel_count, _ = _geometry(shape, kernel, pad, stride, dilation)
+    image = channels * in_count
+    cols = channels * kernel_count * out_count
+    for n in range(lo, hi):
+        if mode == _IM2COL:
+            _col_transfer(a[n * image:(n + 1) * image], channels, in_count, shape, kernel, pad,
+                          stride, dilation, force_nd, c[n * cols:(n + 1) * cols], True)
+        else:
+            _col_transfer(c[n * image:(n + 1) * image], channels, in_count, shape, kernel, pad,
+                          stride, dilation, force_nd, a[n * cols:(n + 1) * cols], False)
+
+
+# Caffe's BaseConvolutionLayer GEMMs, per image and group g (og = num_output / group outputs,
+# kdim = channels / group · kernel_count rows of col per group):
+#   forward         y[n, g]  = w[g] · col(x[n])[g]                 (og × kdim)·(kdim × out)
+#   backward data   col[g]   = w[g]ᵀ · dy[n, g];  dx[n] = col2im(col)
+#   backward weight dw[g]   += dy[n, g] · col(x[n])[g]ᵀ
+# With a 1×1 kernel, stride 1 and no padding the image is its own col matrix (no im2col).
+# Deconvolution runs these with the roles swapped (its forward is backward data).
+@njit(cache=True)
+def _add_channel_bias(z, b, channels, count):
+    """z[c, i] += b[c] over one image (channels × count)."""
+    for c in range(channels):
+        line = z[c * count:(c + 1) * count]
+        bc = b[c]
+        for j in range(count):
+            line[j] += bc
+
+
+@njit(cache=True)
+def _conv_run(mode, a, w, b, c, col, acc, tmp, lo, hi, channels, num_output, group, shape, kernel,
+              pad, stride, dilation, force_nd):
+    """The images [lo, hi) of a convolution driver, with this run's col, acc and tmp:
+    _FORWARD: c = conv(a; w) + b; _BACKWARD_DATA: c = conv's adjoint of a, + b over the input
+    channels; _BACKWARD_WEIGHT: acc = Σ_n a[n, g]·col(w[n])[g]ᵀ with a = dy, w = x (tmp: scratch)."""
+    in_count, out_count, kernel_count, is_1x1 = _geometry(shape, kernel, pad, stride, dilation)
+    og = num_output // group
+    kdim = channels // group * kernel_count
+    image = channels * in_count
+    out_image = num_output * out_count
+    if mode == _BACKWARD_WEIGHT:
+        acc[:] = 0
+    for n in range(lo, hi):
+        if mode == _FORWARD:
+            src, dst = a[n * image:(n + 1) * image], c[n * out_image:(n + 1) * out_image]
+        elif mode == _BACKWARD_DATA:
+            src, dst = a[n * out_image:(n + 1) * out_image], c[n * image:(n + 1) * image]
+        else:
+            src, dst = a[n * out_image:(n + 1) * out_image], w[n * image:(n + 1) * image]
+        if kdim == 0 or out_count == 0:
+            if mode != _BACKWARD_WEIGHT:
+                dst[:] = 0
+        elif mode == _FORWARD:                   # dst = y[n], src = x[n]
+            if not is_1x1:
+                _col_transfer(src, channels, in_count, shape, kernel, pad, stride, dilation, force_nd,
+                              col, True)
+                src = col
+            for g in range(group):
+                np.dot(w[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim),
+                       src[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count),
+                       dst[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count))
+        elif mode == _BACKWARD_DATA:             # dst = dx[n], src = dy[n]
+            cols = dst if is_1x1 else col
+            for g in range(group):
+                np.dot(w[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim).T,
+                       src[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
+                       cols[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count))
+            if not is_1x1:
+                _col_transfer(dst, channels, in_count, shape, kernel, pad, stride, dilation, force_nd,
+                              col, False)
+        else:                                    # src = dy[n], dst = x[n]; acc += dy·colᵀ
+            cols = dst
+            if not is_1x1:
+                _col_transfer(dst, channels, in_count, shape, kernel, pad, stride, dilation, force_nd,
+                              col, True)
+                cols = col
+            into = acc if n == lo else tmp
+            for g in range(group):
+                np.dot(src[g * og * out_count:(g + 1) * og * out_count].reshape(og, out_count),
+                       cols[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count).T,
+                       into[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim))
+            if n != lo:
+                for i in range(acc.size):
+                    acc[i] += tmp[i]
+        if b.size > 0 and mode == _FORWARD:
+            _add_channel_bias(dst, b, num_output, out_count)
+        elif b.size > 0 and mode == _BACKWARD_DATA:
+            _add_channel_bias(dst, b, channels, in_count)
+
+
+@njit(cache=True)
+def _add_partials(part, nchunks, dw, lo, hi):
+    """dw[i] += Σ_k part[k·dw.size + i] for i in [lo, hi), summed in k order."""
+    size = dw.size
+    for i in range(lo, hi):
+        s = dw[i]
+        for k in range(nchunks):
+            s += part[k * size + i]
+        dw[i] = s
+
+
+@njit(cache=True)
+def _batch_run(mode, a, w, b, c, col, acc, tmp, lo, hi, channels, num_output, group, shape, kernel,
+               pad, stride, dilation, force_nd):
+    if mode == _IM2COL or mode == _COL2IM:
+        _im2col_run(mode, a, c, lo, hi, channels, shape, kernel, pad, stride, dilation, force_nd)
+    else:
+        _conv_run(mode, a, w, b, c, col, acc, tmp, lo, hi, channels, num_output, group, shape,
+                  kernel, pad, stride, dilation, force_nd)
+
+
+@njit(cache=True, parallel=True)
+def _batch(mode, a, w, b, c, col, part, num, channels, num_output, group, shape, kernel, pad, stride,
+           dilation, force_nd, nchunks):
+    """Every batch driver: num images split into nchunks runs (one: serial, no thread pool), run
+    k with its own slice k of col (and, for the weight gradient, of part: sums, then scratch;
+    the runs' sums are added into c at the end, in run order)."""
+    runs = nchunks if nchunks > 1 else 1
+    cols = _col_count(channels, shape, kernel, pad, stride, dilation) if mode >= _FORWARD else 0
+    size = c.size if mode == _BACKWARD_WEIGHT else 0
+    if runs == 1:
+        _batch_run(mode, a, w, b, c, col[:cols], part[:size], part[size:2 * size], 0, num, channels,
+                   num_output, group, shape, kernel, pad, stride, dilation, force_nd)
+        if mode == _BACKWARD_WEIGHT:
+            _add_partials(part, 1, c, 0, size)
+        return
+    for k in prange(runs):
+        lo, hi = _run(k, num, runs)
+        _batch_run(mode, a, w, b, c, col[k * cols:(k + 1) * cols], part[k * size:(k + 1) * size],
+                   part[(runs + k) * size:(runs + k + 1) * size], lo, hi, channels, num_output, group,
+                   shape, kernel, pad, stride, dilation, force_nd)
+    if mode == _BACKWARD_WEIGHT:
+        for k in prange(runs):
+            _add_partials(part, runs, c, k * size // runs, (k + 1) * size // runs)
+
+
+@njit(cache=True)
+def im2col_images(data, col, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
+    """col[n] = im2col(data[n]) for num images (Caffe's Im2col layer), 2-D unless force_nd or another axis count"""
+    none = data[:0]                     # no weights, bias, workspace; num_output and group unused
+    _batch(_mode(_IM2COL, num), data, none, none, col, none, none, num, channels, num, num, shape,
+           kernel, pad, stride, dilation, force_nd, nchunks)
+
+
+@njit(cache=True)
+def col2im_images(col, data, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
+    """data[n] = col2im(col[n]) for num images (im2col_images' adjoint: data is overwritten)"""
+    none = data[:0]                     # as im2col_images
+    _batch(_mode(_COL2IM, num), col, none, none, data, none, none, num, channels, num, num, shape,
+           kernel, pad, stride, dilation, force_nd, nchunks)
+
+
+@njit(cache=True)
+def conv_forward(x, w, b, y, col, num, channels, num_output, group, shape, kernel, pad, stride,
+                 dilation, force_nd, nchunks):
+    """y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q·stride − pad + k·dilation] + b[o] (no bias when b is empty); col: nchunks·channels·kernel_count·out_count workspace"""
+    _batch(_mode(_FORWARD, num), x, w, b, y, col, col[:0], num, channels, num_output, group, shape,
+           kernel, pad, stride, dilation, force_nd, nchunks)
+
+
+@njit(cache=True)
+def conv_backward_data(dy, w, b, dx, col, num, channels, num_output, group, shape, kernel, pad,
+                       stride, dilation, force_nd, nchunks):
+    """dx = the adjoint of conv_forward applied to dy: dx[n] = col2im(w[g]ᵀ·dy[n, g] per group), + b[c] over the input channels (none when b is empty; Deconvolution's forward)"""
+    _batch(_mode(_BACKWARD_DATA, num), dy, w, b, dx, col, col[:0], num, channels, num_output, group,
+           shape, kernel, pad, stride, dilation, force_nd, nchunks)
+
+
+@njit(cache=True)
+def conv_backward_weight(x, dy, dw, col, part, num, channels, num_output, group, shape, kernel, pad,
+                         stride, dilation, force_nd, nchunks):
+    """dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates); part: 2·nchunks·dw.size workspace of per-run sums (the GPU adds into dw directly), col as conv_forward"""
+    _batch(_mode(_BACKWARD_WEIGHT, num), dy, x, x[:0], dw, col, part, num, channels, num_output,
+           group, shape, kernel, pad, stride, dilation, force_nd, nchunks)
+
+
+# --------------------------------------------------------------------------- depthwise (direct)
+# group == channels == num_output (MobileNet's depthwise layers), 2-D: each (n, c) plane is
+# convolved with its own kh×kw filter. The GEMM path would run channels tiny (1 × kh·kw)·(kh·kw ×
+# out) products on an im2col copy kh·kw times the image; these kernels work on the plane itself.
+# A plane is first copied into a zero-padded plane xp (rows of wp = width + 2·pad_w, plus a tail
+# of zeros), so no tap needs a bounds test. With stride 1 the output is computed "wide": row oh of
+# the wide output has wp entries, the first out_w of them real, and tap (ki, kj) adds
+# tap·xp[ki·dh·wp + kj·dw + i] to entry i, one long loop per tap over the whole plane (entries
+# past out_w in a row read the next row's start and are dropped). Other strides go row by row.
+# Workspace per run of planes: depthwise_workspace(...) elements.
+@njit(cache=True)
+def _depthwise_sizes(shape, kernel, pad, stride, dilation):
+    """(out_h, out_w, hp, wp, padded, wide): output and padded sizes, the padded plane's length
+    with its tail, and the wide output's length (out_h·wp)."""
+    out_h = _out_size(shape[0], kernel[0], pad[0], stride[0], dilation[0])
+    out_w = _out_size(shape[1], kernel[1], pad[1], stride[1], dilation[1])
+    hp = shape[0] + 2 * pad[0]
+    wp = shape[1] + 2 * pad[1]
+    padded = hp * wp + (kernel[1] - 1) * dilation[1] + 1
+    return out_h, out_w, hp, wp, padded, out_h * wp
+
+
+@njit(cache=True)
+def depthwise_workspace(shape, kernel, pad, stride, dilation):
+    """Workspace elements one run of the depthwise kernels needs (on the CPU a padded plane and a wide output plane; the GPU kernels need none)"""
+    _, _, _, _, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    return padded + wide
+
+
+@njit(cache=True)
+def _pad_plane(x, height, width, ph, pw, wp, xp):
+    """xp = x (height × width) placed at (ph, pw) in a zeroed plane of row length wp."""
+    xp[:] = 0
+    for h in range(height):
+        dst = xp[(h + ph) * wp + pw:(h + ph) * wp + pw + width]
+        src = x[h * width:(h + 1) * width]
+        for j in range(width):
+            dst[j] = src[j]
+
+
+@njit(cache=True)
+def _widen(y, out_h, out_w, wp, yw):
+    """yw = the out_h × out_w plane y in rows of wp entries, the entries past out_w zero."""
+    yw[:] = 0
+    for oh in range(out_h):
+        src = y[oh * out_w:(oh + 1) * out_w]
+        dst = yw[oh * wp:oh * wp + out_w]
+        for j in range(out_w):
+            dst[j] = src[j]
+
+
+@njit(cache=True)
+def _depthwise_plane(x, w, bias, y, work, shape, kernel, pad, stride, dilation, forward):
+    """forward: y = x ⋆ w + bias for one plane; else x = the adjoint applied to y, + bias."""
+    out_h, out_w, hp, wp, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    kh, kw, sh, sw, dh, dw = kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1]
+    height, width = shape[0], shape[1]
+    xp = work[:padded]
+    if forward:
+        _pad_plane(x, height, width, pad[0], pad[1], wp, xp)
+    else:
+        xp[:] = 0
+    if sh == 1 and sw == 1:
+        yw = work[padded:padded + wide]
+        if forward:
+            yw[:] = bias
+        else:
+            _widen(y, out_h, out_w, wp, yw)
+        for ki in range(kh):
+            for kj in range(kw):
+                tap = w[ki * kw + kj]
+                off = ki * dh * wp + kj * dw
+                seg = xp[off:off + wide]
+                if forward:
+                    for i in range(wide):
+                        yw[i] += tap * seg[i]
+                else:
+                    for i in range(wide):
+                        seg[i] += tap * yw[i]
+        if forward:
+            for oh in range(out_h):
+                src = yw[oh * wp:oh * wp + out_w]
+                dst = y[oh * out_w:(oh + 1) * out_w]
+                for j in range(out_w):
+                    dst[j] = src[j]
+    else:
+        for oh in range(out_h):
+            row = y[oh * out_w:(oh + 1) * out_w]
+            if forward:
+                row[:] = bias
+            for ki in range(kh):
+                for kj in range(kw):
+                    tap = w[ki * kw + kj]
+                    start = (oh * sh + ki * dh) * wp + kj * dw
+                    seg = xp[start:start + (out_w - 1) * sw + 1]
+                    if forward:
+                        for j in range(out_w):
+                            row[j] += tap * seg[j * sw]
+                    else:
+                        for j in range(out_w):
+                            seg[j * sw] += tap * row[j]
+    if not forward:
+        for h in range(height):
+            src = xp[(h + pad[0]) * wp + pad[1]:(h + pad[0]) * wp + pad[1] + width]
+            dst = x[h * width:(h + 1) * width]
+            for j in range(width):
+                dst[j] = src[j] + bias
+
+
+@njit(cache=True, fastmath=True)
+def _dot_strided(a, b, stride, n):
+    """Σ_{j<n} a[j]·b[j·stride] in float64 (fastmath: the sum may be reordered, so it vectorizes)."""
+    s = 0.0
+    if stride == 1:
+        for j in range(n):
+            s += np.float64(a[j]) * np.float64(b[j])
+    else:
+        for j in range(n):
+            s += np.float64(a[j]) * np.float64(b[j * stride])
+    return s
+
+
+@njit(cache=True)
+def _depthwise_weight_channel(x, dy, dw, work, c, num, channels, shape, kernel, pad, stride,
+                              dilation):
+    """dw[c] += Σ_n the taps' correlations of dy[n, c] with x[n, c] (float64 sums)."""
+    out_h, out_w, hp, wp, padded, wide = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    kh, kw, sh, sw, dh, dwl = kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1]
+    image = shape[0] * shape[1]
+    out_image = out_h * out_w
+    taps = kh * kw
+    xp = work[:padded]
+    yw = work[padded:padded + wide]
+    wide_ok = sh == 1 and sw == 1
+    acc = np.zeros(taps, dtype=np.float64)
+    for n in range(num):
+        p = n * channels + c
+        _pad_plane(x[p * image:(p + 1) * image], shape[0], shape[1], pad[0], pad[1], wp, xp)
+        g = dy[p * out_image:(p + 1) * out_image]
+        if wide_ok:
+            _widen(g, out_h, out_w, wp, yw)
+            for ki in range(kh):
+                for kj in range(kw):
+                    off = ki * dh * wp + kj * dwl
+                    acc[ki * kw + kj] += _dot_strided(yw, xp[off:off + wide], 1, wide)
+        else:
+            for oh in range(out_h):
+                row = g[oh * out_w:(oh + 1) * out_w]
+                for ki in range(kh):
+                    for kj in range(kw):
+                        start = (oh * sh + ki * dh) * wp + kj * dwl
+                        acc[ki * kw + kj] += _dot_strided(row, xp[start:start + (out_w - 1) * sw + 1],
+                                                          sw, out_w)
+    for t in range(taps):
+        dw[c * taps + t] += acc[t]
+
+
+@njit(cache=True)
+def _depthwise_run(mode, a, w, b, c, work, lo, hi, num, channels, shape, kernel, pad, stride,
+                   dilation):
+    """Units [lo, hi) of a depthwise driver: _FORWARD, planes: c = a ⋆ w + b; _BACKWARD_DATA,
+    planes: c = the adjoint applied to a, + b; _BACKWARD_WEIGHT, channels: c[ch] += the
+    correlations of a = dy with w = x (a plane is the (n, ch) pair n·channels + ch)."""
+    out_h, out_w, _, _, _, _ = _depthwise_sizes(shape, kernel, pad, stride, dilation)
+    image, out_image = shape[0] * shape[1], out_h * out_w
+    taps = kernel[0] * kernel[1]
+    if mode == _BACKWARD_WEIGHT:
+        for ch in range(lo, hi):
+            _depthwise_weight_channel(w, a, c, work, ch, num, channels, shape, kernel, pad, stride,
+                                      dilation)
+        return
+    for p in range(lo, hi):
+        ch = p % channels
+        bias = b[ch] if b.size > 0 else 0
+        forward = mode == _FORWARD
+        x, y = (a, c) if forward else (c, a)           # the plane's input and output sides
+        _depthwise_plane(x[p * image:(p + 1) * image], w[ch * taps:(ch + 1) * taps], bias,
+                         y[p * out_image:(p + 1) * out_image], work, shape, kernel, pad, stride,
+                         dilation, forward)
+
+
+@njit(cache=True, parallel=True)
+def _depthwise_batch(mode, a, w, b, c, work, num, channels, shape, kernel, pad, stride, dilation,
+                     nchunks):
+    """Every depthwise driver: its units (the num·channels planes, or the channels for the
+    weight gradient) split into nchunks runs, run k with its own slice k of work."""
+    size = depthwise_workspace(shape, kernel, pad, stride, dilation)
+    units = channels if mode == _BACKWARD_WEIGHT else num * channels
+    if nchunks <= 1:
+        _depthwise_run(mode, a, w, b, c, work[:size], 0, units, num, channels, shape, kernel, pad,
+                       stride, dilation)
+    else:
+        for k in prange(nchunks):
+            lo, hi = _run(k, units, nchunks)
+            _depthwise_run(mode, a, w, b, c, work[k * size:(k + 1) * size], lo, hi, num, channels,
+                           shape, kernel, pad, stride, dilation)
+
+
+@njit(cache=True)
+def depthwise_forward(x, w, b, y, work, num, channels, shape, kernel, pad, stride, dilation, nchunks):
+    """y[n, c] = Σ_{ki,kj} w[c, ki, kj]·x[n, c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw] + b[c] (0 in the padding; no bias when b is empty); 2-D, group == channels == num_output; work: nchunks·depthwise_workspace(...)"""
+    _depthwise_batch(_mode(_FORWARD, num), x, w, b, y, work, num, channels, shape, kernel, pad, stride,
+                     dilation, nchunks)
+
+
+@njit(cache=True)
+def depthwise_backward_data(dy, w, b, dx, work, num, channels, shape, kernel, pad, stride, dilation,
+                            nchunks):
+    """dx = depthwise_forward's adjoint applied to dy, + b[c] (none when b is empty; a depthwise Deconvolution's forward); shape is dx's spatial shape"""
+    _depthwise_batch(_mode(_BACKWARD_DATA, num), dy, w, b, dx, work, num, channels, shape, kernel, pad,
+                     stride, dilation, nchunks)
+
+
+@njit(cache=True)
+def depthwise_backward_weight(x, dy, dw, work, num, channels, shape, kernel, pad, stride, dilation,
+                              nchunks):
+    """dw[c, ki, kj] += Σ_{n, oh, ow} dy[n, c, oh, ow]·x[n, c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw] (accumulates; float64 sums per channel); work as depthwise_forward"""
+    _depthwise_batch(_mode(_BACKWARD_WEIGHT, num), dy, x, x[:0], dw, work, num, channels, shape, kernel,
+                     pad, stride, dilation, nchunks)
