@@ -14,6 +14,7 @@ import jitnet
 from jitnet.layer import layer_type_list
 from jitnet.planner import filter_layers
 from jitnet.proto import io as proto_io
+from jitnet.proto import pb
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 if not MODELS.is_dir():
@@ -62,11 +63,85 @@ def _nets():
     return params
 
 
-def _phases(net_param):
-    """TEST, and TRAIN too where layers are phase-specific (train_val files)."""
-    rules = [r.phase for layer in net_param.layer for r in list(layer.include) + list(layer.exclude)
-             if r.HasField("phase")]
-    return [jitnet.TEST, jitnet.TRAIN] if rules else [jitnet.TEST]
+# Train/val nets read databases that are not in the folder: their data layers become Input
+# layers of the documented sample shape (batch 2), with labels (or similarity flags) of shape (2,).
+SAMPLES = {
+    "lenet_mnist/lenet_train_test.prototxt": (1, 28, 28),
+    "lenet_v1_caffe_rc/lenet_train_test.prototxt": (1, 28, 28),
+    "mnist_autoencoder/mnist_autoencoder.prototxt": (1, 28, 28),
+    "mnist_siamese/mnist_siamese_train_test.prototxt": (2, 28, 28),
+    "cifar10_quick/cifar10_quick_train_test.prototxt": (3, 32, 32),
+    "cifar10_full/cifar10_full_train_test.prototxt": (3, 32, 32),
+    "cifar10_full/cifar10_full_sigmoid_train_test_bn.prototxt": (3, 32, 32),
+    "cifar10_quick_v1_2015/prediction_example.prototxt": (3, 32, 32),
+    "bvlc_alexnet/train_val.prototxt": (3, 227, 227),
+    "bvlc_reference_caffenet/train_val.prototxt": (3, 227, 227),
+    "bvlc_googlenet/train_val.prototxt": (3, 224, 224),
+    "squeezenet_v1.1/train_val.prototxt": (3, 227, 227),
+    "nin_imagenet_v1/train_val.prototxt": (3, 224, 224),
+}
+DATA_TYPES = {"Data", "ImageData", "WindowData", "HDF5Data"}
+CLASSIFIER_TRAIN = {"TRAIN": {"loss": ()}, "TEST": {"accuracy": (), "loss": ()}}
+# Outputs of the train/val nets in each state they are meant for: the losses and accuracies.
+EXPECTED_TRAIN = {
+    "lenet_mnist/lenet_train_test.prototxt": CLASSIFIER_TRAIN,
+    "lenet_v1_caffe_rc/lenet_train_test.prototxt": CLASSIFIER_TRAIN,
+    "cifar10_quick/cifar10_quick_train_test.prototxt": CLASSIFIER_TRAIN,
+    "cifar10_full/cifar10_full_train_test.prototxt": CLASSIFIER_TRAIN,
+    "cifar10_full/cifar10_full_sigmoid_train_test_bn.prototxt": CLASSIFIER_TRAIN,
+    "bvlc_alexnet/train_val.prototxt": CLASSIFIER_TRAIN,
+    "bvlc_reference_caffenet/train_val.prototxt": CLASSIFIER_TRAIN,
+    "nin_imagenet_v1/train_val.prototxt": CLASSIFIER_TRAIN,
+    "mnist_autoencoder/mnist_autoencoder.prototxt": {
+        "TRAIN": {"cross_entropy_loss": (), "l2_error": ()},
+        "TEST test-on-train": {"cross_entropy_loss": (), "l2_error": ()},
+        "TEST test-on-test": {"cross_entropy_loss": (), "l2_error": ()}},
+    "mnist_siamese/mnist_siamese_train_test.prototxt": {"TRAIN": {"loss": ()}, "TEST": {"loss": ()}},
+    "squeezenet_v1.1/train_val.prototxt": {
+        "TRAIN": {"loss": ()}, "TEST": {"accuracy": (), "accuracy_top5": (), "loss": ()}},
+    "bvlc_googlenet/train_val.prototxt": {
+        "TRAIN": {"loss1/loss1": (), "loss2/loss1": (), "loss3/loss3": ()},
+        "TEST": {"loss1/loss1": (), "loss1/top-1": (), "loss1/top-5": (), "loss2/loss1": (),
+                 "loss2/top-1": (), "loss2/top-5": (), "loss3/loss3": (), "loss3/top-1": (),
+                 "loss3/top-5": ()}},
+    "cifar10_quick_v1_2015/prediction_example.prototxt": {"TEST": {"accuracy": (), "loss": ()}},
+}
+SLOW |= {"bvlc_googlenet/train_val.prototxt", "nin_imagenet_v1/train_val.prototxt"}
+
+
+def _states(net_param):
+    """(label, phase, stages) for each state a file is meant for: TEST alone for deploy nets;
+    TRAIN and TEST (once per test stage its rules name) for train/val nets."""
+    rules = [r for layer in net_param.layer for r in list(layer.include) + list(layer.exclude)]
+    if not any(r.HasField("phase") for r in rules):
+        return [("TEST", jitnet.TEST, ())]
+    stages = sorted({s for r in rules if r.phase == jitnet.TEST for s in r.stage})
+    tests = [(f"TEST {s}", jitnet.TEST, (s,)) for s in stages] or [("TEST", jitnet.TEST, ())]
+    return [("TRAIN", jitnet.TRAIN, ())] + tests
+
+
+def _with_inputs_for_data(net_param, sample):
+    """The net with its data layers replaced by Input layers of batch 2 (tops: the sample shape
+    for the first, (2,) for labels), keeping their names, tops and include rules."""
+    out = pb.NetParameter()
+    out.CopyFrom(net_param)
+    for layer in out.layer:
+        if layer.type in DATA_TYPES:
+            replacement = pb.LayerParameter(name=layer.name, type="Input", top=layer.top,
+                                            include=layer.include, exclude=layer.exclude)
+            for k, _ in enumerate(layer.top):
+                replacement.input_param.shape.add().dim.extend((2,) + sample if k == 0 else (2,))
+            layer.CopyFrom(replacement)
+    return out
+
+
+def _random_inputs(net, rng):
+    inputs = {}
+    for name in net.inputs:
+        shape = net.blobs[name].shape
+        # labels: class indices (0 or 1, valid for every classifier and similarity flag)
+        inputs[name] = rng.integers(0, 2, shape) if len(shape) == 1 else rng.uniform(0, 1, shape)
+    return inputs
 
 
 @pytest.mark.parametrize("rel", _nets())
@@ -75,24 +150,33 @@ def test_model_builds_and_gives_the_documented_outputs(rel):
         pytest.skip(NEEDS_USER_CODE[rel])
     path = MODELS / rel
     net_param = proto_io.read_net(str(path))
-    known = set(layer_type_list())
-    for phase in _phases(net_param):
-        missing = sorted({layer.type for layer in filter_layers(net_param, phase)} - known)
+    known = set(layer_type_list()) | DATA_TYPES
+    states = _states(net_param)
+    for _, phase, stages in states:
+        missing = sorted({layer.type for layer in filter_layers(net_param, phase, 0, stages)} - known)
         if missing:
             pytest.skip(f"needs layer types not built yet: {', '.join(missing)}")
-    assert rel in EXPECTED, f"{rel} builds now: add its documented outputs to EXPECTED"
-    jitnet.set_random_seed(0)
-    net = jitnet.Net(str(path), jitnet.TEST)
     rng = np.random.default_rng(0)
-    for name in net.inputs:
-        blob = net.blobs[name]
-        blob.reshape((1,) + blob.shape[1:])
-    net.reshape()
-    inputs = {name: rng.uniform(-1, 1, net.blobs[name].shape) for name in net.inputs}
-    out = net.forward(**inputs)
-    assert {name: array.shape for name, array in out.items()} == EXPECTED[rel]
-    for name, array in out.items():
-        assert np.isfinite(array).all(), name
+    if rel in SAMPLES:
+        net_param = _with_inputs_for_data(net_param, SAMPLES[rel])
+        expected = EXPECTED_TRAIN.get(rel)
+        assert expected, f"{rel} builds now: add its documented outputs to EXPECTED_TRAIN"
+    else:
+        assert rel in EXPECTED, f"{rel} builds now: add its documented outputs to EXPECTED"
+        expected = {"TEST": EXPECTED[rel]}
+    assert set(expected) == {label for label, _, _ in states}
+    for label, phase, stages in states:
+        jitnet.set_random_seed(0)
+        net = jitnet.Net(net_param, phase, stages=stages)
+        if rel not in SAMPLES:                     # deploy nets: batch 1
+            for name in net.inputs:
+                blob = net.blobs[name]
+                blob.reshape((1,) + blob.shape[1:])
+            net.reshape()
+        out = net.forward(**_random_inputs(net, rng))
+        assert {name: array.shape for name, array in out.items()} == expected[label], label
+        for name, array in out.items():
+            assert np.isfinite(array).all(), (label, name)
 
 
 @pytest.mark.parametrize("rel,why", sorted(NOT_CAFFE.items()))
