@@ -52,28 +52,36 @@ def layer_benches():
 
 
 def bench_layer(type_name, spec, repeat, device):
+    """One row: a bottom per shape (named x, or x0, x1, ... when there are several), the tops
+    named in the row's params text plus "y"; PyTorch gets the bottom tensor, or the list of
+    them, and may return one tensor or a list (one per top)."""
     rng = np.random.default_rng(0)
-    param = text_format.Parse(f'name: "bench" type: "{type_name}" {spec.params} bottom: "x" top: "y"',
-                              pb.LayerParameter())
+    names = ["x"] if len(spec.shapes) == 1 else [f"x{k}" for k in range(len(spec.shapes))]
+    param = text_format.Parse(f'name: "bench" type: "{type_name}" {spec.params} '
+                              + " ".join(f'bottom: "{n}"' for n in names) + ' top: "y"', pb.LayerParameter())
     layer = create_layer(param, spec.phase)
     bottoms = [Blob(s) for s in spec.shapes]
     for b in bottoms:
         b.data[...] = rng.standard_normal(b.shape)
-    tops = [Blob()]
+    tops = [Blob() for _ in param.top]
     layer.setup_layer(bottoms, tops)
-    tops[0].diff[...] = rng.standard_normal(tops[0].shape)
+    for t in tops:
+        t.diff[...] = rng.standard_normal(t.shape)
+    down = [k not in layer.no_gradient_bottoms for k in range(len(bottoms))]
     sync = _sync if device == "gpu" else (lambda: None)
     result = {"case": spec.label,
               "jitnet_forward_ms": median_ms(lambda: layer.run_forward(bottoms, tops), repeat, sync),
-              "jitnet_backward_ms": median_ms(lambda: layer.run_backward(tops, [True], bottoms), repeat, sync)}
+              "jitnet_backward_ms": median_ms(lambda: layer.run_backward(tops, down, bottoms), repeat, sync)}
     if torch is not None and device == "cpu":
-        x = torch.tensor(bottoms[0].data, requires_grad=True)
+        xs = [torch.tensor(b.data, requires_grad=True) for b in bottoms]
+        x = xs[0] if len(xs) == 1 else xs
         params = [torch.tensor(b.data, requires_grad=True) for b in layer.blobs]
-        dy = torch.tensor(tops[0].diff)
+        dys = [torch.tensor(t.diff) for t in tops]
         result["torch_forward_ms"] = median_ms(lambda: spec.torch(F, x, params), repeat)
         y = spec.torch(F, x, params)
+        ys = list(y) if isinstance(y, (list, tuple)) else [y]
         result["torch_backward_ms"] = median_ms(
-            lambda: torch.autograd.backward(y, dy, retain_graph=True), repeat)
+            lambda: torch.autograd.backward(ys, dys, retain_graph=True), repeat)
     return result
 
 
