@@ -569,6 +569,18 @@ def _tops(n, name="y"):
     return [f"{name}{k}" for k in range(n)]
 
 
+def _bad_with(type_name, message, bottoms=("x",), tops=("y",), **fields):
+    """A LayerParameter named "bad" with ``fields`` set in its parameter ``message``
+    (lists extend repeated fields)."""
+    lp = _bad(type_name, bottoms, tops)
+    for name, value in fields.items():
+        if isinstance(value, list):
+            getattr(getattr(lp, message), name).extend(value)
+        else:
+            setattr(getattr(lp, message), name, value)
+    return lp
+
+
 def draw_concat(draw, ctx):
     n = draw(st.integers(2 if ctx.purpose == "parity" else 1, 3))
     base = _shape(draw, ctx, max_side=3, max_size=ctx.max_size // n)
@@ -591,12 +603,9 @@ def concat_big():
 
 
 def concat_errors():
-    both = _bad("Concat", bottoms=("a", "b"))
-    both.concat_param.axis, both.concat_param.concat_dim = 1, 1
-    legacy = _bad("Concat", bottoms=("a", "b"))
-    legacy.concat_param.concat_dim = 2
-    axis = _bad("Concat", bottoms=("a", "b"))
-    axis.concat_param.axis = -3
+    def concat(**fields):
+        return _bad_with("Concat", "concat_param", bottoms=("a", "b"), **fields)
+    both, legacy, axis = concat(axis=1, concat_dim=1), concat(concat_dim=2), concat(axis=-3)
     return [("shapes-differ", _bad("Concat", bottoms=("a", "b")), [np.ones((2, 3)), np.ones((3, 3))]),
             ("axes-differ", _bad("Concat", bottoms=("a", "b")), [np.ones((2, 3)), np.ones((2, 3, 1))]),
             ("axis-and-concat_dim", both, [np.ones((2, 3)), np.ones((2, 3))]),
@@ -634,11 +643,7 @@ def slice_big():
 
 def slice_errors():
     def slicer(points=(), tops=2, **fields):
-        lp = _bad("Slice", tops=_tops(tops))
-        lp.slice_param.slice_point.extend(points)
-        for name, value in fields.items():
-            setattr(lp.slice_param, name, value)
-        return lp
+        return _bad_with("Slice", "slice_param", tops=_tops(tops), slice_point=list(points), **fields)
     x = [np.ones((2, 4))]
     return [("points-not-increasing", slicer([3, 2], 3), x),
             ("point-zero", slicer([0]), x),
@@ -694,11 +699,9 @@ def eltwise_big():
 
 
 def eltwise_errors():
-    coeff = _bad("Eltwise", bottoms=("a", "b"))
-    coeff.eltwise_param.coeff.extend([1.0, 2.0, 3.0])
-    prod = _bad("Eltwise", bottoms=("a", "b"))
-    prod.eltwise_param.operation = pb.EltwiseParameter.PROD
-    prod.eltwise_param.coeff.extend([1.0, 2.0])
+    coeff = _bad_with("Eltwise", "eltwise_param", bottoms=("a", "b"), coeff=[1.0, 2.0, 3.0])
+    prod = _bad_with("Eltwise", "eltwise_param", bottoms=("a", "b"), coeff=[1.0, 2.0],
+                     operation=pb.EltwiseParameter.PROD)
     return [("shapes-differ", _bad("Eltwise", bottoms=("a", "b")), [np.ones((2, 3)), np.ones((3, 2))]),
             ("coeff-count", coeff, [np.ones(3), np.ones(3)]),
             ("coeff-with-prod", prod, [np.ones(3), np.ones(3)])]
@@ -722,14 +725,9 @@ def tile_big():
 
 
 def tile_errors():
-    def tiler(**fields):
-        lp = _bad("Tile")
-        for name, value in fields.items():
-            setattr(lp.tile_param, name, value)
-        return lp
-    return [("axis-out-of-range", tiler(axis=2, tiles=2), [np.ones((2, 3))]),
-            ("no-tiles", tiler(), [np.ones((2, 3))]),
-            ("tiles-0", tiler(tiles=0), [np.ones((2, 3))])]
+    return [("axis-out-of-range", _bad_with("Tile", "tile_param", axis=2, tiles=2), [np.ones((2, 3))]),
+            ("no-tiles", _bad_with("Tile", "tile_param"), [np.ones((2, 3))]),
+            ("tiles-0", _bad_with("Tile", "tile_param", tiles=0), [np.ones((2, 3))])]
 
 
 _REDUCTION_OPS = {"SUM": pb.ReductionParameter.SUM, "ASUM": pb.ReductionParameter.ASUM,
@@ -763,9 +761,7 @@ def reduction_big():
 
 
 def reduction_errors():
-    lp = _bad("Reduction")
-    lp.reduction_param.axis = 2
-    return [("axis-out-of-range", lp, [np.ones((2, 3))]),
+    return [("axis-out-of-range", _bad_with("Reduction", "reduction_param", axis=2), [np.ones((2, 3))]),
             ("0-D-bottom", _bad("Reduction"), [np.array(1.0)])]
 
 
@@ -803,10 +799,7 @@ def argmax_big():
 
 def argmax_errors():
     def argmax(**fields):
-        lp = _bad("ArgMax")
-        for name, value in fields.items():
-            setattr(lp.argmax_param, name, value)
-        return lp
+        return _bad_with("ArgMax", "argmax_param", **fields)
     return [("top_k-above-count", argmax(top_k=7), [np.ones((2, 3, 2))]),
             ("top_k-above-axis", argmax(top_k=4, axis=1), [np.ones((2, 3, 2))]),
             ("top_k-0", argmax(top_k=0), [np.ones((2, 3))]),
@@ -924,9 +917,7 @@ def embed_big():
 
 def embed_errors():
     def embed(input_dim=4, num_output=3):
-        lp = _bad("Embed")
-        lp.embed_param.input_dim, lp.embed_param.num_output = input_dim, num_output
-        return lp
+        return _bad_with("Embed", "embed_param", input_dim=input_dim, num_output=num_output)
     return [("index-too-large", embed(), [np.array([0.0, 4.0])]),
             ("index-negative", embed(), [np.array([-1.0, 2.0])]),
             ("index-not-integer", embed(), [np.array([1.5])]),

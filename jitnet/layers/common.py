@@ -301,7 +301,7 @@ class Concat(Layer):
         K, d = self.kernels("utility"), self.device
         y, stride = top[0].mutable_data_on(d), top[0].shape[self.axis] * self.inner
         for k, width, offset in self._slabs(bottom):
-            K.copy_block(bottom[k].data_on(d), width, 0, y, stride, offset, self.outer, width)
+            K.copy_block(bottom[k].data_on(d), width, 0, y, stride, offset, self.outer, width, 1)
 
     def backward(self, top, propagate_down, bottom):
         if len(bottom) == 1:
@@ -310,7 +310,7 @@ class Concat(Layer):
         dy, stride = top[0].diff_on(d), top[0].shape[self.axis] * self.inner
         for k, width, offset in self._slabs(bottom):
             if propagate_down[k]:
-                K.copy_block(dy, stride, offset, bottom[k].mutable_diff_on(d), width, 0, self.outer, width)
+                K.copy_block(dy, stride, offset, bottom[k].mutable_diff_on(d), width, 0, self.outer, width, 1)
 
 
 @register("Slice")
@@ -368,7 +368,7 @@ class Slice(Layer):
         K, d = self.kernels("utility"), self.device
         x, stride = bottom[0].data_on(d), bottom[0].shape[self.axis] * self.inner
         for k, width, offset in self._slabs():
-            K.copy_block(x, stride, offset, top[k].mutable_data_on(d), width, 0, self.outer, width)
+            K.copy_block(x, stride, offset, top[k].mutable_data_on(d), width, 0, self.outer, width, 1)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0] or len(top) == 1:
@@ -376,7 +376,7 @@ class Slice(Layer):
         K, d = self.kernels("utility"), self.device
         dx, stride = bottom[0].mutable_diff_on(d), bottom[0].shape[self.axis] * self.inner
         for k, width, offset in self._slabs():
-            K.copy_block(top[k].diff_on(d), width, 0, dx, stride, offset, self.outer, width)
+            K.copy_block(top[k].diff_on(d), width, 0, dx, stride, offset, self.outer, width, 1)
 
 
 _PROD, _SUM, _MAX = pb.EltwiseParameter.PROD, pb.EltwiseParameter.SUM, pb.EltwiseParameter.MAX
@@ -508,9 +508,10 @@ class Tile(Layer):
         top[0].reshape(shape)
         self.dims = (bottom[0].count_range(0, axis), bottom[0].count_range(axis), p.tiles)
 
-    def forward(self, bottom, top):
-        d = self.device
-        self.kernels("utility").tile_forward(bottom[0].data_on(d), top[0].mutable_data_on(d), *self.dims)
+    def forward(self, bottom, top):                # each block of `inner` copied to `tiles` rows
+        d, (outer, inner, tiles) = self.device, self.dims
+        self.kernels("utility").copy_block(bottom[0].data_on(d), inner, 0, top[0].mutable_data_on(d), inner, 0,
+                                           outer, inner, tiles)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:

@@ -62,27 +62,31 @@ def _backward_plane(y, dy, s, dx, normalize_variance):
 
 
 @njit(cache=True, parallel=True)
+def _each_plane(backward, a, b, scale, out, planes, size, normalize_variance, eps):
+    """_forward_plane (a = x, out = y) or _backward_plane (a = y, b = dy, out = dx) on every
+    plane, in parallel tasks of whole planes"""
+    tasks = min(max(planes * size // _PLANE_ITEMS, 1), max(planes, 1))
+    for k in prange(tasks):
+        for p in range(k * planes // tasks, (k + 1) * planes // tasks):
+            lo, hi = p * size, (p + 1) * size
+            if backward:
+                s = np.float64(scale[p]) if normalize_variance else 1.0
+                _backward_plane(a[lo:hi], b[lo:hi], s, out[lo:hi], normalize_variance)
+            else:
+                s = _forward_plane(a[lo:hi], out[lo:hi], normalize_variance, eps)
+                if normalize_variance:
+                    scale[p] = s
+
+
+@njit(cache=True)
 def mvn_forward(x, y, scale, planes, size, normalize_variance, eps):
     """Per plane p of size items: y = (x − μ_p)·scale[p] with scale[p] = 1/(σ_p + eps), σ the biased deviation (scale untouched and y = x − μ without normalize_variance)"""
-    if planes == 0 or size == 0:
-        return
-    tasks = min(max(planes * size // _PLANE_ITEMS, 1), max(planes, 1))
-    for k in prange(tasks):
-        for p in range(k * planes // tasks, (k + 1) * planes // tasks):
-            lo = p * size
-            s = _forward_plane(x[lo:lo + size], y[lo:lo + size], normalize_variance, eps)
-            if normalize_variance:
-                scale[p] = s
+    if planes and size:
+        _each_plane(False, x, x, scale, y, planes, size, normalize_variance, eps)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def mvn_backward(y, dy, scale, dx, planes, size, normalize_variance):
     """Per plane p: dx = (dy − mean(dy) − y·mean(y·dy))·scale[p] (Caffe's MVN backward), or dy − mean(dy) without normalize_variance"""
-    if planes == 0 or size == 0:
-        return
-    tasks = min(max(planes * size // _PLANE_ITEMS, 1), max(planes, 1))
-    for k in prange(tasks):
-        for p in range(k * planes // tasks, (k + 1) * planes // tasks):
-            lo = p * size
-            s = np.float64(scale[p]) if normalize_variance else 1.0
-            _backward_plane(y[lo:lo + size], dy[lo:lo + size], s, dx[lo:lo + size], normalize_variance)
+    if planes and size:
+        _each_plane(True, y, dy, scale, dx, planes, size, normalize_variance, 0.0)

@@ -1,12 +1,14 @@
-"""CPU kernels of the utility layers: block copies between strided rows (Concat, Slice), tiling
-(Tile), per-row reductions (Reduction), row gathers and ordered row sums (BatchReindex, Filter, Embed), Eltwise's MAX with its
-winner mask, and ArgMax's top-k selection. Flat contiguous arrays; index arrays are integer
-arrays the layer has checked. GPU twins: kernels/gpu/utility.py.
+"""CPU kernels of the utility layers: block copies between strided rows (Concat, Slice, and
+Tile's repeated rows) and the sum over Tile's copies, per-row reductions (Reduction), row
+gathers and ordered row sums (BatchReindex, Filter, Embed), Eltwise's MAX with its winner mask,
+and ArgMax's top-k selection. Flat contiguous arrays; index arrays are integer arrays the layer
+has checked. GPU twins: kernels/gpu/utility.py.
 
 The row kernels cut their rows × width items into blocks of rows (and of columns, when there
-are fewer rows than threads) of at least _CHUNK_MIN items, one block per parallel task. Sums run
-in a fixed order that depends on the inputs only, as on the GPU (and as in Caffe's CPU code), so
-the results do not depend on the thread count.
+are fewer rows than threads) of at least _CHUNK_MIN items, one block per parallel task. Their
+sums (Tile's copies, repeated rows) run in a fixed order, the GPU twins' and Caffe's; the
+Reduction sums are float64, reassociated so that they vectorize. Nothing depends on the thread
+count.
 """
 import numpy as np
 from numba import njit, prange
@@ -16,9 +18,10 @@ _CHUNK_MIN = 8192      # smallest block worth a thread
 
 
 @njit(cache=True)
-def _grid(rows, width):
-    """(row parts, column parts): rows × width items cut into about n / _CHUNK_MIN blocks, by rows first."""
-    blocks = min(max(rows * width // _CHUNK_MIN, 1), _MAX_CHUNKS)
+def _grid(rows, width, repeat=1):
+    """(row parts, column parts): rows × width items (each written repeat times) cut into about
+    rows·width·repeat / _CHUNK_MIN blocks, by rows first."""
+    blocks = min(max(rows * width * repeat // _CHUNK_MIN, 1), _MAX_CHUNKS)
     row_parts = max(min(rows, blocks), 1)
     return row_parts, max(blocks // row_parts, 1)
 
@@ -37,42 +40,29 @@ def _block(k, rows, width, row_parts, col_parts):
 # wraparound and LLVM vectorizes, also for rows a few items wide (a helper call per row, or a
 # view per row, costs more than a narrow row's copy).
 @njit(cache=True, parallel=True)
-def copy_block(src, src_stride, src_offset, dst, dst_stride, dst_offset, rows, width):
-    """dst[r·dst_stride + dst_offset + j] = src[r·src_stride + src_offset + j] for r < rows, j < width"""
-    row_parts, col_parts = _grid(rows, width)
+def copy_block(src, src_stride, src_offset, dst, dst_stride, dst_offset, rows, width, repeat):
+    """dst[(r·repeat + t)·dst_stride + dst_offset + j] = src[r·src_stride + src_offset + j] for r < rows, t < repeat, j < width: each of rows source rows copied into repeat consecutive destination rows"""
+    row_parts, col_parts = _grid(rows, width, repeat)
     for k in prange(row_parts * col_parts):
         r0, r1, j0, j1 = _block(k, rows, width, row_parts, col_parts)
         for r in range(r0, r1):
             s = np.uint64(r * src_stride + src_offset)
-            d = np.uint64(r * dst_stride + dst_offset)
-            for j in range(np.uint64(j0), np.uint64(j1)):
-                dst[d + j] = src[s + j]
-
-
-@njit(cache=True, parallel=True)
-def tile_forward(x, y, outer, inner, tiles):
-    """y[(o·tiles + t)·inner + j] = x[o·inner + j]: each block of inner items repeated tiles times"""
-    row_parts, col_parts = _grid(outer, inner)
-    for k in prange(row_parts * col_parts):
-        o0, o1, j0, j1 = _block(k, outer, inner, row_parts, col_parts)
-        for o in range(o0, o1):
-            if inner == 1:                    # one value per block: a run of tiles copies
-                v = x[o]
-                d = np.uint64(o * tiles)
-                for t in range(np.uint64(tiles)):
-                    y[d + t] = v
+            if width == 1 and dst_stride == 1:      # one value repeated: a run of stores
+                v = src[s]
+                d = np.uint64(r * repeat + dst_offset)
+                for t in range(np.uint64(repeat)):
+                    dst[d + t] = v
                 continue
-            s = np.uint64(o * inner)
-            for t in range(tiles):
-                d = np.uint64((o * tiles + t) * inner)
+            for t in range(repeat):
+                d = np.uint64((r * repeat + t) * dst_stride + dst_offset)
                 for j in range(np.uint64(j0), np.uint64(j1)):
-                    y[d + j] = x[s + j]
+                    dst[d + j] = src[s + j]
 
 
 @njit(cache=True, parallel=True)
 def tile_backward(dy, dx, outer, inner, tiles):
     """dx[o·inner + j] = Σ_t dy[(o·tiles + t)·inner + j], added in t order"""
-    row_parts, col_parts = _grid(outer, inner)
+    row_parts, col_parts = _grid(outer, inner, tiles)
     for k in prange(row_parts * col_parts):
         o0, o1, j0, j1 = _block(k, outer, inner, row_parts, col_parts)
         for o in range(o0, o1):

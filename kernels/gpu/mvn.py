@@ -21,63 +21,55 @@ def _block_sum(sm, tid, value):
 
 
 @cuda.jit
-def _mvn_forward(x, y, scale, planes, size, normalize_variance, eps):
-    """Kernel (block per plane): y = (x − μ)·s, s = 1/(σ + eps) stored in scale"""
+def _each_plane(backward, a, b, scale, out, planes, size, normalize_variance, eps):
+    """Kernel (block per plane): the forward (a = x, out = y: y = (x − μ)·s, s = 1/(σ + eps) stored
+    in scale) or the backward (a = y, b = dy, out = dx: dx = (dy − mean(dy) − y·mean(y·dy))·scale,
+    or dy − mean(dy))"""
     sm = cuda.shared.array(MAX_THREADS, float64)
     tid = cuda.threadIdx.x
     step = cuda.blockDim.x
     for p in range(cuda.blockIdx.x, planes, cuda.gridDim.x):
         lo = p * size
+        if backward:
+            t = 0.0
+            u = 0.0
+            for j in range(tid, size, step):
+                g = float64(b[lo + j])
+                t += g
+                u += g * float64(a[lo + j])
+            m = _block_sum(sm, tid, t) / size
+            u = _block_sum(sm, tid, u) / size
+            s = float64(scale[p]) if normalize_variance else 1.0
+            for j in range(tid, size, step):
+                g = float64(b[lo + j]) - m
+                out[lo + j] = (g - float64(a[lo + j]) * u) * s if normalize_variance else g
+            continue
         t = 0.0
         for j in range(tid, size, step):
-            t += float64(x[lo + j])
+            t += float64(a[lo + j])
         m = _block_sum(sm, tid, t) / size
         s = 1.0
         if normalize_variance:
             t = 0.0
             for j in range(tid, size, step):
-                d = float64(x[lo + j]) - m
+                d = float64(a[lo + j]) - m
                 t += d * d
             s = 1.0 / (math.sqrt(_block_sum(sm, tid, t) / size) + eps)
             if tid == 0:
                 scale[p] = s
         for j in range(tid, size, step):
-            y[lo + j] = (float64(x[lo + j]) - m) * s
-
-
-@cuda.jit
-def _mvn_backward(y, dy, scale, dx, planes, size, normalize_variance):
-    """Kernel (block per plane): dx = (dy − mean(dy) − y·mean(y·dy))·scale, or dy − mean(dy)"""
-    sm = cuda.shared.array(MAX_THREADS, float64)
-    tid = cuda.threadIdx.x
-    step = cuda.blockDim.x
-    for p in range(cuda.blockIdx.x, planes, cuda.gridDim.x):
-        lo = p * size
-        a = 0.0
-        b = 0.0
-        for j in range(tid, size, step):
-            g = float64(dy[lo + j])
-            a += g
-            b += g * float64(y[lo + j])
-        a = _block_sum(sm, tid, a) / size
-        b = _block_sum(sm, tid, b) / size
-        if normalize_variance:
-            s = float64(scale[p])
-            for j in range(tid, size, step):
-                dx[lo + j] = (float64(dy[lo + j]) - a - float64(y[lo + j]) * b) * s
-        else:
-            for j in range(tid, size, step):
-                dx[lo + j] = float64(dy[lo + j]) - a
+            out[lo + j] = (float64(a[lo + j]) - m) * s
 
 
 def mvn_forward(x, y, scale, planes, size, normalize_variance, eps):
     """Per plane p of size items: y = (x − μ_p)·scale[p] with scale[p] = 1/(σ_p + eps), σ the biased deviation (scale untouched and y = x − μ without normalize_variance)"""
     if planes and size:
-        launch_blocks(_mvn_forward, planes, size)(x, y, scale, planes, size, bool(normalize_variance),
-                                                  float(eps))
+        launch_blocks(_each_plane, planes, size)(False, x, x, scale, y, planes, size, bool(normalize_variance),
+                                                 float(eps))
 
 
 def mvn_backward(y, dy, scale, dx, planes, size, normalize_variance):
     """Per plane p: dx = (dy − mean(dy) − y·mean(y·dy))·scale[p] (Caffe's MVN backward), or dy − mean(dy) without normalize_variance"""
     if planes and size:
-        launch_blocks(_mvn_backward, planes, size)(y, dy, scale, dx, planes, size, bool(normalize_variance))
+        launch_blocks(_each_plane, planes, size)(True, y, dy, scale, dx, planes, size, bool(normalize_variance),
+                                                 0.0)

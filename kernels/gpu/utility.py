@@ -1,33 +1,25 @@
-"""GPU kernels of the utility layers: block copies between strided rows (Concat, Slice), tiling
-(Tile), per-row reductions (Reduction), row gathers and ordered row sums (BatchReindex, Filter, Embed), Eltwise's MAX with its
-winner mask, and ArgMax's top-k selection. One thread per output item (per (o, i) position for
-ArgMax), grid-stride; sums run in the CPU twins' order, without atomics. Mirrors
-kernels/cpu/utility.py."""
-import numpy as np
-from numba import cuda, float64
+"""GPU kernels of the utility layers: block copies between strided rows (Concat, Slice, and
+Tile's repeated rows) and the sum over Tile's copies, per-row reductions (Reduction, through the
+math vocabulary's channel sums), row gathers and ordered row sums (BatchReindex, Filter, Embed),
+Eltwise's MAX with its winner mask, and ArgMax's top-k selection. One thread per output item
+(per (o, i) position for ArgMax), grid-stride; the row sums run in the CPU twins' order,
+without atomics. Mirrors kernels/cpu/utility.py."""
+from numba import cuda
 
-from ._launch import MAX_BLOCKS, MAX_THREADS, grid_stride, threads_for
-from ._reduce import tree_sum
+from . import blas as blas_k
+from . import math as math_k
+from ._launch import grid_stride
 
 
 # --------------------------------------------------------------------------- row copies
-@grid_stride(lambda rows, width: rows * width)
+@grid_stride(lambda rows, width, repeat: rows * repeat * width)
 @cuda.jit
-def copy_block(src, src_stride, src_offset, dst, dst_stride, dst_offset, rows, width):
-    """dst[r·dst_stride + dst_offset + j] = src[r·src_stride + src_offset + j] for r < rows, j < width"""
-    for e in range(cuda.grid(1), rows * width, cuda.gridsize(1)):
-        r = e // width
-        j = e - r * width
-        dst[r * dst_stride + dst_offset + j] = src[r * src_stride + src_offset + j]
-
-
-@grid_stride("y")
-@cuda.jit
-def tile_forward(x, y, outer, inner, tiles):
-    """y[(o·tiles + t)·inner + j] = x[o·inner + j]: each block of inner items repeated tiles times"""
-    for e in range(cuda.grid(1), outer * tiles * inner, cuda.gridsize(1)):
-        r = e // inner
-        y[e] = x[(r // tiles) * inner + e - r * inner]
+def copy_block(src, src_stride, src_offset, dst, dst_stride, dst_offset, rows, width, repeat):
+    """dst[(r·repeat + t)·dst_stride + dst_offset + j] = src[r·src_stride + src_offset + j] for r < rows, t < repeat, j < width: each of rows source rows copied into repeat consecutive destination rows"""
+    for e in range(cuda.grid(1), rows * repeat * width, cuda.gridsize(1)):
+        q = e // width                    # destination row r·repeat + t
+        j = e - q * width
+        dst[q * dst_stride + dst_offset + j] = src[(q // repeat) * src_stride + src_offset + j]
 
 
 @grid_stride("dx")
@@ -71,55 +63,19 @@ def sum_rows_into(src, order, starts, targets, dst, inner):
 
 # --------------------------------------------------------------------------- Reduction
 # op: Caffe's ReductionOp numbers, SUM 1, ASUM 2, SUMSQ 3, MEAN 4 (MEAN is SUM with coeff/dim).
-# Forward in two passes whose order depends on the sizes only: blocks (r, s) sum every splits-th
-# stretch of row r into part[r·splits + s], then one thread per row adds its partials in order.
-_ITEMS_PER_THREAD = 8      # a split is worth a block when each thread gets about this many items
-
-
-@cuda.jit
-def _reduction_partials(x, num, dim, op, splits, part):
-    """Kernel (block per (row, split), block-stride): part[r·splits + s] = Σ f(x) over split s of row r"""
-    sm = cuda.shared.array(MAX_THREADS, float64)
-    tid = cuda.threadIdx.x
-    step = splits * cuda.blockDim.x
-    for blk in range(cuda.blockIdx.x, num * splits, cuda.gridDim.x):
-        r = blk // splits
-        t = 0.0
-        for j in range((blk - r * splits) * cuda.blockDim.x + tid, dim, step):
-            v = float64(x[r * dim + j])
-            if op == 2:
-                t += abs(v)
-            elif op == 3:
-                t += v * v
-            else:
-                t += v
-        sm[tid] = t
-        tree_sum(sm, tid)
-        if tid == 0:
-            part[blk] = sm[0]
-        cuda.syncthreads()                 # sm is written again for the next block index
-
-
-@grid_stride("y")
-@cuda.jit
-def _reduction_finish(part, splits, coeff, y):
-    """Kernel (grid-stride over rows): y[r] = coeff·Σ_s part[r·splits + s]"""
-    for r in range(cuda.grid(1), y.size, cuda.gridsize(1)):
-        t = 0.0
-        for s in range(splits):
-            t += part[r * splits + s]
-        y[r] = coeff * t
-
-
 def reduction_forward(x, y, num, dim, op, coeff):
     """y[r] = coeff·Σ_j f(x[r·dim + j]), f = x (op 1 SUM, 4 MEAN), |x| (2 ASUM), x² (3 SUMSQ); float64 sums"""
-    if num == 0:
-        return
-    threads = threads_for(dim)
-    splits = max(1, min(dim // (threads * _ITEMS_PER_THREAD), max(1, MAX_BLOCKS // num)))
-    part = cuda.device_array(num * splits, dtype=np.float64)
-    _reduction_partials[max(1, min(num * splits, MAX_BLOCKS)), threads](x, num, dim, int(op), splits, part)
-    _reduction_finish(part, splits, float(coeff), y)
+    # the rows as the channels of a (1, num, dim) array: the math vocabulary's channel sums
+    if op == 2:
+        absolute = cuda.device_array(x.size, dtype=x.dtype)
+        math_k.abs(x, absolute)
+        x = absolute
+    if op == 3:
+        math_k.channel_dot(x, x, 0.0, y, 1, num, dim)
+    else:
+        math_k.channel_sum(x, 0.0, y, 1, num, dim)
+    if coeff != 1:
+        blas_k.scale(coeff, y)
 
 
 @grid_stride(lambda num, dim: num * dim)
