@@ -351,6 +351,61 @@ def test_mvn_constant_plane_gives_zero():
     assert not run.tops[0][0, 0].any() and not run.bottom_diffs[0][0, 0].any()
 
 
+# =========================================================================== in a net
+def _net(text, **kwargs):
+    return jitnet.Net(text_format.Parse(text, pb.NetParameter()), jitnet.TRAIN, **kwargs)
+
+
+def test_slices_sums_and_concats_in_a_net():
+    """x → Slice (a, b) → Slice b (c, d) → s = a − c + d/2 → Concat (s, a) along axis 2 → loss
+    = Reduction SUMSQ × 0.5; 'a' fans out through a Split; ArgMax → Silence sits on the side."""
+    net = _net("""
+        force_backward: true
+        layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 6 dim: 3 } } }
+        layer { name: "s1" type: "Slice" bottom: "x" top: "a" top: "b" slice_param { slice_point: 2 } }
+        layer { name: "s2" type: "Slice" bottom: "b" top: "c" top: "d" }
+        layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "c" bottom: "d" top: "s"
+                eltwise_param { coeff: 1 coeff: -1 coeff: 0.5 } }
+        layer { name: "cat" type: "Concat" bottom: "s" bottom: "a" top: "cat" concat_param { axis: 2 } }
+        layer { name: "loss" type: "Reduction" bottom: "cat" top: "loss" loss_weight: 1
+                reduction_param { operation: SUMSQ coeff: 0.5 } }
+        layer { name: "best" type: "ArgMax" bottom: "x" top: "best" }
+        layer { name: "quiet" type: "Silence" bottom: "best" }""")
+    x = _rng(12).normal(size=(2, 6, 3))
+    net.blobs["x"].data[...] = x
+    loss = net.forward()["loss"]
+    x = net.blobs["x"].data.astype(np.float64)
+    a, c, d = x[:, :2], x[:, 2:4], x[:, 4:]
+    s = a - c + 0.5 * d
+    assert loss == pytest.approx(0.5 * ((s ** 2).sum() + (a ** 2).sum()), rel=1e-6)
+    net.backward()
+    np.testing.assert_allclose(net.blobs["x"].diff, np.concatenate([a + s, -s, 0.5 * s], 1),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_force_backward_leaves_index_bottoms_alone():
+    """Caffe would die here (force_backward asks every bottom for a gradient); jitnet does
+    not ask the index bottoms of Embed and BatchReindex."""
+    net = _net("""
+        force_backward: true
+        layer { name: "in" type: "Input" top: "idx" top: "rows" top: "t"
+                input_param { shape { dim: 3 } shape { dim: 2 } shape { dim: 2 dim: 8 } } }
+        layer { name: "emb" type: "Embed" bottom: "idx" top: "e"
+                embed_param { input_dim: 5 num_output: 4 weight_filler { type: "gaussian" } } }
+        layer { name: "pick" type: "BatchReindex" bottom: "e" bottom: "rows" top: "p" }
+        layer { name: "tile" type: "Tile" bottom: "p" top: "q" tile_param { tiles: 2 } }
+        layer { name: "loss" type: "EuclideanLoss" bottom: "q" bottom: "t" top: "loss" }""")
+    net.blobs["idx"].data[...] = [4, 0, 4]
+    net.blobs["rows"].data[...] = [2, 2]                  # both rows pick e[2] = W[4]
+    net.blobs["t"].data[...] = _rng(13).normal(size=(2, 8))
+    net.forward()
+    net.backward()
+    w, t = net.params["emb"][0].data.astype(np.float64), net.blobs["t"].data.reshape(2, 2, 4)
+    expected = np.zeros((5, 4))
+    expected[4] = (w[4] - t).sum((0, 1)) / 2              # ∂(Σ (q − t)² / 2N)/∂q, N = 2
+    np.testing.assert_allclose(net.params["emb"][0].diff, expected, rtol=1e-5, atol=1e-6)
+
+
 # =========================================================================== CPU kernels at sizes past one task
 # (The layer table's shapes are small: these reach the parallel blocks, the column splits of a
 # few long rows, and the narrow-row paths.)
