@@ -1081,7 +1081,6 @@ LAYER_CASES = [
               lambda s: [ref.embed(s.bottoms[0], s.params[0], s.params[1] if len(s.params) > 1 else None)],
               check_params=True, big=embed_big, errors=embed_errors),
     LayerCase("MVN", draw_mvn, ref_mvn, grad_bottoms=(0,), big=mvn_big, errors=mvn_errors,
-              forward_tol={np.float32: (1e-4, 1e-5)},
               bench=(Bench("MVN 32x64x28x28 (per plane)", "", ((32, 64, 28, 28),), _torch_mvn),)),
 
 ]

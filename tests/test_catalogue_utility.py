@@ -214,6 +214,13 @@ def test_embed_index_check_runs_in_gpu_mode_too():
 
 
 # =========================================================================== Filter
+def test_filter_gradients_reach_every_data_bottom():
+    rng = _rng(14)
+    xs = [rng.normal(size=(4, 2)), rng.normal(size=(4, 1, 3))]
+    check_gradients(_lp("Filter", bottoms=("a", "b", "s"), tops=("ya", "yb")),
+                    xs + [np.array([1.0, 0.0, 3.0, 1.0])], check_bottoms=[0, 1])
+
+
 def test_filter_first_reshape_keeps_every_row_then_the_selection():
     """Caffe sizes the tops at setup with all N rows (no selector data yet); every forward
     reshapes them to the selected rows."""
@@ -428,7 +435,7 @@ def test_copy_block_into_a_strided_slab(dt, rows, width):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-@pytest.mark.parametrize("outer,inner,tiles", [(20000, 1, 3), (3, 7001, 4), (500, 3, 11)])
+@pytest.mark.parametrize("outer,inner,tiles", [(20000, 1, 3), (3, 7001, 4), (500, 3, 11), (2, 1, 50000)])
 def test_tile_kernels(dt, outer, inner, tiles):
     rng = _rng(21)
     x = rng.normal(size=outer * inner).astype(dt)

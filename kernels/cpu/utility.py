@@ -45,6 +45,8 @@ def copy_block(src, src_stride, src_offset, dst, dst_stride, dst_offset, rows, w
     row_parts, col_parts = _grid(rows, width, repeat)
     for k in prange(row_parts * col_parts):
         r0, r1, j0, j1 = _block(k, rows, width, row_parts, col_parts)
+        if j0 == j1:                                 # (a column block of a 1-wide row: empty)
+            continue
         for r in range(r0, r1):
             s = np.uint64(r * src_stride + src_offset)
             if width == 1 and dst_stride == 1:      # one value repeated: a run of stores
@@ -65,6 +67,8 @@ def tile_backward(dy, dx, outer, inner, tiles):
     row_parts, col_parts = _grid(outer, inner, tiles)
     for k in prange(row_parts * col_parts):
         o0, o1, j0, j1 = _block(k, outer, inner, row_parts, col_parts)
+        if j0 == j1:                          # (a column block of a 1-wide row: empty)
+            continue
         for o in range(o0, o1):
             if inner == 1:                    # one value per block: a run of tiles summed
                 s = np.uint64(o * tiles)
