@@ -28,11 +28,13 @@ def _grid(rows, width, repeat=1):
 
 @njit(cache=True)
 def _block(k, rows, width, row_parts, col_parts):
-    """Rows [r0, r1) and columns [j0, j1) of block k of the _grid."""
+    """Rows [r0, r1) and columns [j0, j1) of block k of the _grid; no rows when it has no
+    columns (so that the narrow-row paths, which ignore the columns, never run twice)."""
     a = k // col_parts
     b = k - a * col_parts
-    return (a * rows // row_parts, (a + 1) * rows // row_parts,
-            b * width // col_parts, (b + 1) * width // col_parts)
+    j0, j1 = b * width // col_parts, (b + 1) * width // col_parts
+    r0 = a * rows // row_parts
+    return r0, r0 if j0 == j1 else (a + 1) * rows // row_parts, j0, j1
 
 
 # --------------------------------------------------------------------------- row copies
@@ -45,8 +47,6 @@ def copy_block(src, src_stride, src_offset, dst, dst_stride, dst_offset, rows, w
     row_parts, col_parts = _grid(rows, width, repeat)
     for k in prange(row_parts * col_parts):
         r0, r1, j0, j1 = _block(k, rows, width, row_parts, col_parts)
-        if j0 == j1:                                 # (a column block of a 1-wide row: empty)
-            continue
         for r in range(r0, r1):
             s = np.uint64(r * src_stride + src_offset)
             if width == 1 and dst_stride == 1:      # one value repeated: a run of stores
@@ -67,8 +67,6 @@ def tile_backward(dy, dx, outer, inner, tiles):
     row_parts, col_parts = _grid(outer, inner, tiles)
     for k in prange(row_parts * col_parts):
         o0, o1, j0, j1 = _block(k, outer, inner, row_parts, col_parts)
-        if j0 == j1:                          # (a column block of a 1-wide row: empty)
-            continue
         for o in range(o0, o1):
             if inner == 1:                    # one value per block: a run of tiles summed
                 s = np.uint64(o * tiles)
