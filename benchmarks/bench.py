@@ -103,35 +103,41 @@ def layer_benches():
 
 
 def bench_layer(type_name, spec, repeat, device):
+    """One row: a bottom per shape (named x, or x0, x1, ... when there are several), the tops
+    named in the row's params text plus "y"; PyTorch gets the bottom tensor, or the list of
+    them, and may return one tensor or a list (one per top)."""
     rng = np.random.default_rng(0)
-    bottom_names = " ".join(f'bottom: "x{i}"' for i in range(len(spec.shapes)))
-    param = text_format.Parse(f'name: "bench" type: "{type_name}" {spec.params} {bottom_names} top: "y"',
-                              pb.LayerParameter())
+    names = ["x"] if len(spec.shapes) == 1 else [f"x{k}" for k in range(len(spec.shapes))]
+    param = text_format.Parse(f'name: "bench" type: "{type_name}" {spec.params} '
+                              + " ".join(f'bottom: "{n}"' for n in names) + ' top: "y"', pb.LayerParameter())
     layer = create_layer(param, spec.phase)
     bottoms = [Blob(s) for s in spec.shapes]
     for b in bottoms:
         b.data[...] = rng.standard_normal(b.shape)
-    tops = [Blob()]
+    tops = [Blob() for _ in param.top]
     layer.setup_layer(bottoms, tops)
     for blob, spec_ in zip(layer.blobs, type(layer).param_specs(layer.param)):
         if spec_.lr_mult != 0 and not np.any(blob.data):     # learned weights: random, not the 0 filler
             blob.data[...] = rng.standard_normal(blob.shape) * 0.1
     layer.run_forward(bottoms, tops)
-    tops[0].diff[...] = rng.standard_normal(tops[0].shape)
-    propagate = [True] + [False] * (len(bottoms) - 1)
+    for t in tops:
+        t.diff[...] = rng.standard_normal(t.shape)
+    down = [k not in layer.no_gradient_bottoms for k in range(len(bottoms))]
     sync = _sync if device == "gpu" else (lambda: None)
     fns_f = {"jitnet": lambda: layer.run_forward(bottoms, tops)}
-    fns_b = {"jitnet": lambda: layer.run_backward(tops, propagate, bottoms)}
+    fns_b = {"jitnet": lambda: layer.run_backward(tops, down, bottoms)}
     row = {"section": "layers", "case": spec.label}
     if torch is not None and device == "cpu":
-        x = [torch.tensor(b.data, requires_grad=(i == 0)) for i, b in enumerate(bottoms)]
+        xs = [torch.tensor(b.data, requires_grad=down[k]) for k, b in enumerate(bottoms)]
+        x = xs[0] if len(xs) == 1 else xs
         params = [torch.tensor(b.data, requires_grad=True) for b in layer.blobs]
-        y = spec.torch(F, x[0] if len(x) == 1 else x, params)
-        dy = torch.tensor(tops[0].diff)
+        y = spec.torch(F, x, params)
+        ys = list(y) if isinstance(y, (list, tuple)) else [y]
+        dys = [torch.tensor(t.diff) for t in tops]
         if spec.same_outputs:
-            row["valid"] = _close(y.detach().numpy(), tops[0].data)
-        fns_f["torch"] = lambda: spec.torch(F, x[0] if len(x) == 1 else x, params)
-        fns_b["torch"] = lambda: torch.autograd.backward(y, dy, retain_graph=True)
+            row["valid"] = all(_close(a.detach().numpy(), t.data) for a, t in zip(ys, tops))
+        fns_f["torch"] = lambda: spec.torch(F, x, params)
+        fns_b["torch"] = lambda: torch.autograd.backward(ys, dys, retain_graph=True)
     forward = interleaved(fns_f, repeat, sync=sync)
     backward = interleaved(fns_b, repeat, sync=sync)
     row.update(jitnet_forward_ms=forward["jitnet"], jitnet_backward_ms=backward["jitnet"],

@@ -1387,6 +1387,416 @@ def contrastive_loss_errors():
 
 
 # --------------------------------------------------------------------------- catalogue: utility layers and MVN
+def _tops(n, name="y"):
+    return [f"{name}{k}" for k in range(n)]
+
+
+def _bad_with(type_name, message, bottoms=("x",), tops=("y",), **fields):
+    """A LayerParameter named "bad" with ``fields`` set in its parameter ``message``
+    (lists extend repeated fields)."""
+    lp = _bad(type_name, bottoms, tops)
+    for name, value in fields.items():
+        if isinstance(value, list):
+            getattr(getattr(lp, message), name).extend(value)
+        else:
+            setattr(getattr(lp, message), name, value)
+    return lp
+
+
+def draw_concat(draw, ctx):
+    n = draw(st.integers(2 if ctx.purpose == "parity" else 1, 3))
+    base = _shape(draw, ctx, max_side=3, max_size=ctx.max_size // n)
+    axis = draw(st.integers(0, len(base) - 1))
+    shapes = [base[:axis] + (draw(st.integers(1, base[axis])),) + base[axis + 1:] for _ in range(n)]
+    lp = _lp("Concat", bottoms=_tops(n, "x"))
+    how = draw(st.sampled_from(["axis", "concat_dim", "default"] if axis == 1 else ["axis", "concat_dim"]))
+    if how == "axis":
+        lp.concat_param.axis = _as_negative(draw, axis, len(base))
+    elif how == "concat_dim":
+        lp.concat_param.concat_dim = axis
+    return Sample(lp, [_array(draw, ctx, s) for s in shapes], propagate_down=(True,) * n,
+                  extra={"axis": axis})
+
+
+def concat_big():
+    rng = _rng()
+    lp = _lp("Concat", bottoms=("a", "b", "c"))
+    return [Big(lp, [rng.normal(size=(3, k, 4, 7)) for k in (2, 5, 1)], propagate_down=(True, True, True))]
+
+
+def concat_errors():
+    def concat(**fields):
+        return _bad_with("Concat", "concat_param", bottoms=("a", "b"), **fields)
+    both, legacy, axis = concat(axis=1, concat_dim=1), concat(concat_dim=2), concat(axis=-3)
+    return [("shapes-differ", _bad("Concat", bottoms=("a", "b")), [np.ones((2, 3)), np.ones((3, 3))]),
+            ("axes-differ", _bad("Concat", bottoms=("a", "b")), [np.ones((2, 3)), np.ones((2, 3, 1))]),
+            ("axis-and-concat_dim", both, [np.ones((2, 3)), np.ones((2, 3))]),
+            ("concat_dim-out-of-range", legacy, [np.ones((2, 3)), np.ones((2, 3))]),
+            ("axis-out-of-range", axis, [np.ones((2, 3)), np.ones((2, 3))])]
+
+
+def draw_slice(draw, ctx):
+    lo = 2 if ctx.purpose == "parity" else 1              # one top only shares the bottom
+    shape = draw(jst.shapes(min_side=lo, max_side=4, max_size=ctx.max_size))
+    axis = draw(st.integers(0, len(shape) - 1))
+    dim = shape[axis]
+    points = []
+    if draw(st.booleans()):
+        ntops = draw(st.sampled_from([k for k in range(lo, 4) if dim % k == 0] or [1]))
+    else:
+        ntops = draw(st.integers(lo, min(dim, 3)))
+        points = sorted(draw(st.lists(st.integers(1, dim), min_size=ntops - 1, max_size=ntops - 1,
+                                      unique=True)))
+    lp = _lp("Slice", tops=_tops(ntops))
+    p = lp.slice_param
+    p.slice_point.extend(points)
+    if draw(st.booleans()):
+        p.slice_dim = axis
+    elif axis != 1 or draw(st.booleans()):
+        p.axis = _as_negative(draw, axis, len(shape))
+    return Sample(lp, [_array(draw, ctx, shape)], extra={"axis": axis, "points": points})
+
+
+def slice_big():
+    lp = _lp("Slice", tops=("y0", "y1", "y2"))
+    lp.slice_param.slice_point.extend([2, 7])
+    return [Big(lp, [_rng().normal(size=(4, 9, 10))], propagate_down=(True,))]
+
+
+def slice_errors():
+    def slicer(points=(), tops=2, **fields):
+        return _bad_with("Slice", "slice_param", tops=_tops(tops), slice_point=list(points), **fields)
+    x = [np.ones((2, 4))]
+    return [("points-not-increasing", slicer([3, 2], 3), x),
+            ("point-zero", slicer([0]), x),
+            ("point-beyond-axis", slicer([5]), x),
+            ("points-for-other-tops", slicer([1, 2], 2), x),
+            ("more-tops-than-axis", slicer([1, 2, 3, 4], 5), x),
+            ("uneven-parts", slicer(tops=3), x),
+            ("axis-and-slice_dim", slicer(axis=1, slice_dim=1), x),
+            ("slice_dim-out-of-range", slicer(slice_dim=2), x)]
+
+
+_ELTWISE_OPS = {"PROD": pb.EltwiseParameter.PROD, "SUM": pb.EltwiseParameter.SUM,
+                "MAX": pb.EltwiseParameter.MAX}
+
+
+def draw_eltwise(draw, ctx):
+    n = draw(st.integers(2, 3))
+    shape = _shape(draw, ctx, max_size=ctx.max_size // n)
+    op = draw(st.sampled_from(sorted(_ELTWISE_OPS)))
+    lp = _lp("Eltwise", bottoms=_tops(n, "x"))
+    p = lp.eltwise_param
+    if op != "SUM" or draw(st.booleans()):
+        p.operation = _ELTWISE_OPS[op]
+    coeffs = None
+    if op == "SUM" and draw(st.booleans()):
+        coeffs = [draw(st.floats(-2.0, 2.0, width=32)) for _ in range(n)]
+        p.coeff.extend(coeffs)
+    if op == "PROD":
+        p.stable_prod_grad = draw(st.booleans())
+    bottoms = [_array(draw, ctx, shape) for _ in range(n)]
+    if op == "MAX" and ctx.purpose != "gradient" and draw(st.booleans()):
+        bottoms = [np.round(b) for b in bottoms]          # ties: the winner decides the backward
+    return Sample(lp, bottoms, propagate_down=(True,) * n, extra={"op": op, "coeffs": list(p.coeff) or None})
+
+
+def eltwise_big():
+    rng, cases = _rng(), []
+    for op, fields in (("SUM", {}), ("PROD", {"stable_prod_grad": True}),
+                       ("PROD", {"stable_prod_grad": False}), ("MAX", {})):
+        lp = _lp("Eltwise", bottoms=("a", "b", "c"), name=f"eltwise_{op}_{len(cases)}")
+        lp.eltwise_param.operation = _ELTWISE_OPS[op]
+        for name, value in fields.items():
+            setattr(lp.eltwise_param, name, value)
+        if op == "SUM":
+            lp.eltwise_param.coeff.extend([0.5, -1.0, 2.0])
+        bottoms = [rng.uniform(0.5, 1.5, size=(3, 110)) * rng.choice([-1, 1], size=(3, 110))
+                   for _ in range(3)]
+        if op == "MAX":
+            bottoms[1][:, :20] = bottoms[0][:, :20]          # ties between bottoms 0 and 1
+            bottoms[2][:, 10:30] = np.maximum(bottoms[0], bottoms[1])[:, 10:30]
+        cases.append(Big(lp, bottoms, propagate_down=(True, True, True), id=lp.name))
+    return cases
+
+
+def eltwise_errors():
+    coeff = _bad_with("Eltwise", "eltwise_param", bottoms=("a", "b"), coeff=[1.0, 2.0, 3.0])
+    prod = _bad_with("Eltwise", "eltwise_param", bottoms=("a", "b"), coeff=[1.0, 2.0],
+                     operation=pb.EltwiseParameter.PROD)
+    return [("shapes-differ", _bad("Eltwise", bottoms=("a", "b")), [np.ones((2, 3)), np.ones((3, 2))]),
+            ("coeff-count", coeff, [np.ones(3), np.ones(3)]),
+            ("coeff-with-prod", prod, [np.ones(3), np.ones(3)])]
+
+
+def draw_tile(draw, ctx):
+    tiles = draw(st.integers(1, 3))
+    shape = _shape(draw, ctx, max_size=ctx.max_size // tiles)
+    axis = draw(st.integers(0, len(shape) - 1))
+    lp = _lp("Tile")
+    lp.tile_param.tiles = tiles
+    if axis != 1 or draw(st.booleans()):
+        lp.tile_param.axis = _as_negative(draw, axis, len(shape))
+    return Sample(lp, [_array(draw, ctx, shape)], extra={"axis": axis})
+
+
+def tile_big():
+    lp = _lp("Tile")
+    lp.tile_param.axis, lp.tile_param.tiles = 1, 3
+    return [Big(lp, [_rng().normal(size=(4, 5, 6))], propagate_down=(True,))]
+
+
+def tile_errors():
+    return [("axis-out-of-range", _bad_with("Tile", "tile_param", axis=2, tiles=2), [np.ones((2, 3))]),
+            ("no-tiles", _bad_with("Tile", "tile_param"), [np.ones((2, 3))]),
+            ("tiles-0", _bad_with("Tile", "tile_param", tiles=0), [np.ones((2, 3))])]
+
+
+_REDUCTION_OPS = {"SUM": pb.ReductionParameter.SUM, "ASUM": pb.ReductionParameter.ASUM,
+                  "SUMSQ": pb.ReductionParameter.SUMSQ, "MEAN": pb.ReductionParameter.MEAN}
+
+
+def draw_reduction(draw, ctx):
+    shape = _shape(draw, ctx)
+    axis = draw(st.integers(0, len(shape) - 1))
+    op = draw(st.sampled_from(sorted(_REDUCTION_OPS)))
+    lp = _lp("Reduction")
+    p = lp.reduction_param
+    if op != "SUM" or draw(st.booleans()):
+        p.operation = _REDUCTION_OPS[op]
+    if axis != 0 or draw(st.booleans()):
+        p.axis = _as_negative(draw, axis, len(shape))
+    if draw(st.booleans()):
+        p.coeff = draw(st.sampled_from([-0.5, 2.0, 0.3]))
+    return Sample(lp, [_array(draw, ctx, shape)], extra={"op": op, "axis": axis})
+
+
+def reduction_big():
+    rng, cases = _rng(), []
+    # SUMSQ over 4100 values: a row in two splits (two blocks, then the finishing pass)
+    for op, axis, shape in (("ASUM", 1, (3, 110)), ("SUMSQ", 0, (41, 100)), ("MEAN", 2, (2, 3, 50))):
+        lp = _lp("Reduction", name=f"reduction_{op}")
+        p = lp.reduction_param
+        p.operation, p.axis, p.coeff = _REDUCTION_OPS[op], axis, 0.75
+        cases.append(Big(lp, [rng.normal(size=shape)], propagate_down=(True,), id=lp.name))
+    return cases
+
+
+def reduction_errors():
+    return [("axis-out-of-range", _bad_with("Reduction", "reduction_param", axis=2), [np.ones((2, 3))]),
+            ("0-D-bottom", _bad("Reduction"), [np.array(1.0)])]
+
+
+def draw_argmax(draw, ctx):
+    shape = _shape(draw, ctx)
+    lp = _lp("ArgMax")
+    p = lp.argmax_param
+    p.out_max_val = draw(st.booleans())
+    if draw(st.booleans()):
+        axis = draw(st.integers(0, len(shape) - 1))
+        p.axis = _as_negative(draw, axis, len(shape))
+        dim = shape[axis]
+    else:
+        dim = math.prod(shape[1:])
+    k = draw(st.integers(1, dim))
+    if k != 1 or draw(st.booleans()):
+        p.top_k = k
+    x = _array(draw, ctx, shape)
+    if draw(st.booleans()):
+        x = np.round(x)                  # ties: the larger index ranks first
+    return Sample(lp, [x])
+
+
+def argmax_big():
+    rng, cases = _rng(), []
+    for name, axis in (("argmax_flat", None), ("argmax_axis", 1)):
+        lp = _lp("ArgMax", name=name)
+        lp.argmax_param.top_k, lp.argmax_param.out_max_val = 3, True
+        if axis is not None:
+            lp.argmax_param.axis = axis
+        cases.append(Big(lp, [np.round(rng.normal(size=(4, 30, 10)) * 2)], propagate_down=(False,),
+                         id=name))
+    return cases
+
+
+def argmax_errors():
+    def argmax(**fields):
+        return _bad_with("ArgMax", "argmax_param", **fields)
+    return [("top_k-above-count", argmax(top_k=7), [np.ones((2, 3, 2))]),
+            ("top_k-above-axis", argmax(top_k=4, axis=1), [np.ones((2, 3, 2))]),
+            ("top_k-0", argmax(top_k=0), [np.ones((2, 3))]),
+            ("axis-out-of-range", argmax(axis=3), [np.ones((2, 3))]),
+            ("0-D-bottom", argmax(), [np.array(1.0)])]
+
+
+def draw_batch_reindex(draw, ctx):
+    shape = _shape(draw, ctx, max_size=ctx.max_size // 2)
+    n = draw(st.integers(0 if ctx.purpose == "forward" else 1, 5))
+    rows = draw(st.lists(st.integers(0, shape[0] - 1), min_size=n, max_size=n))
+    indices = np.array(rows, dtype=np.float64)
+    if ctx.purpose == "forward" and draw(st.booleans()):
+        indices += 0.5                   # Caffe truncates (static_cast<int>)
+    lp = _lp("BatchReindex", bottoms=("x", "idx"))
+    return Sample(lp, [_array(draw, ctx, shape), indices], propagate_down=(True, False))
+
+
+def batch_reindex_big():
+    rng = _rng()
+    indices = np.array([5, 0, 5, 2, 2, 2, 1, 4, 5], dtype=np.float64)
+    return [Big(_lp("BatchReindex", bottoms=("x", "idx")), [rng.normal(size=(6, 5, 11)), indices],
+                propagate_down=(True, False))]
+
+
+def batch_reindex_errors():
+    x = np.ones((3, 2))
+    return [("index-too-large", _bad("BatchReindex", bottoms=("x", "i")), [x, np.array([0.0, 3.0])]),
+            ("index-negative", _bad("BatchReindex", bottoms=("x", "i")), [x, np.array([-1.0])]),
+            ("index-nan", _bad("BatchReindex", bottoms=("x", "i")), [x, np.array([np.nan])]),
+            ("indices-2-D", _bad("BatchReindex", bottoms=("x", "i")), [x, np.zeros((2, 1))])]
+
+
+def draw_filter(draw, ctx):
+    n = draw(st.integers(1, 2))
+    rows = draw(st.integers(1, 4))
+    shapes = [(rows,) + _shape(draw, ctx, min_dims=0, max_dims=2, max_side=3,
+                               max_size=ctx.max_size // (rows * n)) for _ in range(n)]
+    selector_shape = (rows,) + (1,) * draw(st.integers(0, 2))
+    selector = np.array(draw(st.lists(st.sampled_from([0.0, 1.0, -2.0]), min_size=rows, max_size=rows)))
+    lp = _lp("Filter", bottoms=_tops(n, "x") + ["selector"], tops=_tops(n))
+    return Sample(lp, [_array(draw, ctx, s) for s in shapes] + [selector.reshape(selector_shape)],
+                  propagate_down=(True,) * n + (False,))
+
+
+def filter_big():
+    rng = _rng()
+    selector = (np.arange(12) % 3 != 1).astype(np.float64).reshape(12, 1)
+    lp = _lp("Filter", bottoms=("a", "b", "sel"), tops=("ya", "yb"))
+    return [Big(lp, [rng.normal(size=(12, 30)), rng.normal(size=(12, 2, 3)), selector],
+                propagate_down=(True, True, False))]
+
+
+def filter_errors():
+    return [("tops-not-bottoms-minus-1", _bad("Filter", bottoms=("a", "s"), tops=("y", "z")),
+             [np.ones((2, 3)), np.ones(2)]),
+            ("selector-not-singleton", _bad("Filter", bottoms=("a", "s")), [np.ones((2, 3)), np.ones((2, 2))]),
+            ("first-dims-differ", _bad("Filter", bottoms=("a", "s")), [np.ones((3, 3)), np.ones(2)])]
+
+
+def draw_silence(draw, ctx):
+    n = draw(st.integers(1, 3))
+    lp = _lp("Silence", bottoms=_tops(n, "x"), tops=())
+    return Sample(lp, [_array(draw, ctx, _shape(draw, ctx, max_size=ctx.max_size // n)) for _ in range(n)],
+                  propagate_down=(True,) * n)
+
+
+def silence_big():
+    rng = _rng()
+    return [Big(_lp("Silence", bottoms=("a", "b"), tops=()), [rng.normal(size=300), rng.normal(size=(2, 3))],
+                propagate_down=(True, False))]
+
+
+def draw_parameter(draw, ctx):
+    shape = _shape(draw, ctx, min_dims=0)
+    lp = _lp("Parameter", bottoms=())
+    lp.parameter_param.shape.dim.extend(shape)
+    return Sample(lp, [], params=[_array(draw, ctx, shape)])
+
+
+def parameter_big():
+    lp = _lp("Parameter", bottoms=())
+    lp.parameter_param.shape.dim.extend([20, 15])
+    return [Big(lp, [], params=[_rng().normal(size=(20, 15))])]
+
+
+def parameter_errors():
+    lp = _bad("Parameter", bottoms=())
+    lp.parameter_param.shape.dim.extend([2, -1])
+    return [("negative-dim", lp, [])]
+
+
+def draw_embed(draw, ctx):
+    shape = _shape(draw, ctx, min_dims=0, max_dims=3, max_size=8)
+    vocab, n = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    indices = draw(jst.labels(vocab, shape))
+    lp = _lp("Embed")
+    p = lp.embed_param
+    p.input_dim, p.num_output = vocab, n
+    p.bias_term = draw(st.booleans())
+    params = [draw(jst.arrays((vocab, n), low=-1.5, high=1.5))]
+    if p.bias_term:
+        params.append(draw(jst.arrays((n,), low=-1.5, high=1.5)))
+    return Sample(lp, [indices], params=params, propagate_down=(False,))
+
+
+def embed_big():
+    rng = _rng()
+    lp = _lp("Embed")
+    lp.embed_param.input_dim, lp.embed_param.num_output = 7, 9
+    indices = rng.integers(0, 5, size=(12, 3)).astype(np.float64)      # rows 5, 6 unused
+    return [Big(lp, [indices], params=[rng.normal(size=(7, 9)), rng.normal(size=9)],
+                propagate_down=(False,))]
+
+
+def embed_errors():
+    def embed(input_dim=4, num_output=3):
+        return _bad_with("Embed", "embed_param", input_dim=input_dim, num_output=num_output)
+    return [("index-too-large", embed(), [np.array([0.0, 4.0])]),
+            ("index-negative", embed(), [np.array([-1.0, 2.0])]),
+            ("index-not-integer", embed(), [np.array([1.5])]),
+            ("index-nan", embed(), [np.array([np.nan])]),
+            ("num_output-0", embed(num_output=0), [np.zeros(2)]),
+            ("input_dim-0", embed(input_dim=0), [np.zeros(2)])]
+
+
+def draw_mvn(draw, ctx):
+    shape = _shape(draw, ctx)
+    lp = _lp("MVN")
+    p = lp.mvn_param
+    if draw(st.booleans()):
+        p.normalize_variance = draw(st.booleans())
+    if draw(st.booleans()):
+        p.across_channels = draw(st.booleans())
+    if ctx.purpose != "gradient" and draw(st.booleans()):
+        # (Caffe's backward is exact only for eps ≪ σ: test_catalogue_utility checks it with these)
+        p.eps = draw(st.sampled_from([1e-3, 0.1]))
+    # a fixed spread in every plane: a plane of (nearly) equal values has σ ≈ 0, where y
+    # jumps between −1 and 1 (a kink for the gradient check, cancellation for float32)
+    spread = (np.arange(math.prod(shape)) % 5 * 0.45).reshape(shape)
+    return Sample(lp, [_array(draw, ctx, shape, -1.0, 1.0) + spread])
+
+
+def mvn_big():
+    rng, cases = _rng(), []
+    for across in (False, True):
+        lp = _lp("MVN", name=f"mvn_across_{across}")
+        lp.mvn_param.across_channels = across
+        cases.append(Big(lp, [rng.normal(size=(2, 3, 7, 7))], propagate_down=(True,), id=lp.name))
+    return cases
+
+
+def mvn_errors():
+    return [("5-D-bottom", _bad("MVN"), [np.ones((1, 2, 1, 2, 2))])]
+
+
+def ref_mvn(s):
+    p = s.layer_param.mvn_param
+    return [ref.mvn(s.bottoms[0], p.normalize_variance, p.across_channels, p.eps)]
+
+
+def _torch_mvn(F, x, p):
+    return F.instance_norm(x, eps=1e-9)
+
+
+def _torch_concat(F, xs, p):
+    import torch
+    return torch.cat(xs, 1)
+
+
+def _torch_slice(F, x, p):
+    return [t.contiguous() for t in x.split([64, 128, 32, 32], 1)]
+
+
+_GOOGLENET_3A = ((10, 64, 28, 28), (10, 128, 28, 28), (10, 32, 28, 28), (10, 32, 28, 28))
 
 
 # --------------------------------------------------------------------------- data pipeline (issue 12)
@@ -1796,6 +2206,52 @@ LAYER_CASES = [
               grad_tol=(1e-3, 1e-6), big=contrastive_loss_big, errors=contrastive_loss_errors),
 
     # -- catalogue: utility layers and MVN
+    LayerCase("Concat", draw_concat,
+              lambda s: [ref.concat(s.bottoms, s.extra["axis"])],
+              grad_bottoms=(0,), big=concat_big, errors=concat_errors,
+              bench=(Bench("Concat GoogLeNet 3a (b10, 4 bottoms)", "", _GOOGLENET_3A, _torch_concat),)),
+    LayerCase("Slice", draw_slice,
+              lambda s: ref.slice_blob(s.bottoms[0], s.extra["axis"], s.extra["points"],
+                                       len(s.layer_param.top)),
+              grad_bottoms=(0,), big=slice_big, errors=slice_errors,
+              bench=(Bench("Slice 10x256x28x28 -> 4 tops", 'top: "y1" top: "y2" top: "y3" slice_param { slice_point: 64 '
+                           'slice_point: 192 slice_point: 224 }', ((10, 256, 28, 28),), _torch_slice),)),
+    LayerCase("Eltwise", draw_eltwise,
+              lambda s: [ref.eltwise(s.bottoms, s.extra["op"], s.extra["coeffs"])[0]],
+              grad_bottoms=(0, 1), kinks=(0.0,), big=eltwise_big, errors=eltwise_errors,
+              bench=(Bench("Eltwise SUM ResNet (b8 256x56x56)", "", ((8, 256, 56, 56),) * 2,
+                           lambda F, xs, p: xs[0] + xs[1]),)),
+    LayerCase("Tile", draw_tile,
+              lambda s: [ref.tile(s.bottoms[0], s.extra["axis"], s.layer_param.tile_param.tiles)],
+              grad_bottoms=(0,), big=tile_big, errors=tile_errors,
+              bench=(Bench("Tile 64x256x1x1 axis 2 x49", "tile_param { axis: 2 tiles: 49 }",
+                           ((64, 256, 1, 1),), lambda F, x, p: x.repeat(1, 1, 49, 1)),)),
+    LayerCase("Reduction", draw_reduction,
+              lambda s: [ref.reduction(s.bottoms[0], s.extra["op"], s.extra["axis"],
+                                       s.layer_param.reduction_param.coeff)],
+              grad_bottoms=(0,), kinks=(0.0,), big=reduction_big, errors=reduction_errors,
+              bench=(Bench("Reduction SUM 256x4096 axis 1", "reduction_param { axis: 1 }",
+                           ((256, 4096),), lambda F, x, p: x.sum(1)),)),
+    LayerCase("ArgMax", draw_argmax,
+              lambda s: [ref.argmax(s.bottoms[0], s.layer_param.argmax_param.top_k,
+                                    s.layer_param.argmax_param.out_max_val,
+                                    s.layer_param.argmax_param.axis
+                                    if s.layer_param.argmax_param.HasField("axis") else None)],
+              big=argmax_big, errors=argmax_errors),
+    LayerCase("BatchReindex", draw_batch_reindex,
+              lambda s: [ref.batch_reindex(s.bottoms[0], s.bottoms[1])],
+              grad_bottoms=(0,), big=batch_reindex_big, errors=batch_reindex_errors),
+    LayerCase("Filter", draw_filter,
+              lambda s: ref.filter_rows(s.bottoms[:-1], s.bottoms[-1]),
+              grad_bottoms=(0,), big=filter_big, errors=filter_errors),
+    LayerCase("Silence", draw_silence, lambda s: [], grad_bottoms=(0,), big=silence_big),
+    LayerCase("Parameter", draw_parameter, lambda s: [np.asarray(s.params[0], np.float64)],
+              check_params=True, big=parameter_big, errors=parameter_errors),
+    LayerCase("Embed", draw_embed,
+              lambda s: [ref.embed(s.bottoms[0], s.params[0], s.params[1] if len(s.params) > 1 else None)],
+              check_params=True, big=embed_big, errors=embed_errors),
+    LayerCase("MVN", draw_mvn, ref_mvn, grad_bottoms=(0,), big=mvn_big, errors=mvn_errors,
+              bench=(Bench("MVN 32x64x28x28 (per plane)", "", ((32, 64, 28, 28),), _torch_mvn),)),
 
     # -- data pipeline (issue 12)
     LayerCase("Data", draw_data, ref_data, gpu_kernels=False, errors=data_errors),

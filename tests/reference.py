@@ -631,3 +631,143 @@ def window_warp(image, box, crop_size, context_pad=0, square=False, mirror=False
         region -= np.broadcast_to(_f64(mean_values), (channels,))[:, None, None]
     out[:, pad_h:pad_h + size_h, pad_w:pad_w + size_w] = region * scale
     return out
+
+
+# (Concat, Slice, Eltwise, Tile, Reduction, ArgMax, BatchReindex, Filter, Parameter, Embed, MVN;
+# Silence has no tops.) Written from Caffe's layer sources: loops over the documented index maps.
+def concat(xs, axis=1):
+    """The bottoms side by side along ``axis``."""
+    xs = [_f64(x) for x in xs]
+    axis = _canonical(axis, xs[0].ndim)
+    shape = list(xs[0].shape)
+    shape[axis] = sum(x.shape[axis] for x in xs)
+    y = np.empty(shape)
+    offset = 0
+    for x in xs:
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(offset, offset + x.shape[axis])
+        y[tuple(index)] = x
+        offset += x.shape[axis]
+    return y
+
+
+def slice_blob(x, axis=1, points=(), tops=1):
+    """Pieces of x along ``axis`` cut at ``points`` (or ``tops`` equal pieces)."""
+    x = _f64(x)
+    axis = _canonical(axis, x.ndim)
+    dim = x.shape[axis]
+    cuts = [0] + list(points) + [dim] if points else [k * dim // tops for k in range(tops + 1)]
+    out = []
+    for a, b in zip(cuts, cuts[1:]):
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(a, b)
+        out.append(x[tuple(index)].copy())
+    return out
+
+
+def eltwise(xs, operation="SUM", coeffs=None):
+    """SUM: Σ c_k·x_k; PROD: Π x_k; MAX: element by element, bottom 1 winning a tie with
+    bottom 0 and later bottoms only when strictly greater. Returns (y, winner)."""
+    xs = [_f64(x) for x in xs]
+    if operation == "SUM":
+        coeffs = coeffs or [1.0] * len(xs)
+        return sum(c * x for c, x in zip(coeffs, xs)), None
+    if operation == "PROD":
+        y = xs[0].copy()
+        for x in xs[1:]:
+            y = y * x
+        return y, None
+    y = np.empty(xs[0].shape)
+    winner = np.empty(xs[0].shape, dtype=int)
+    for i in np.ndindex(*xs[0].shape):
+        best, k = (xs[0][i], 0) if xs[0][i] > xs[1][i] else (xs[1][i], 1)
+        for j in range(2, len(xs)):
+            if xs[j][i] > best:
+                best, k = xs[j][i], j
+        y[i], winner[i] = best, k
+    return y, winner
+
+
+def tile(x, axis=1, tiles=1):
+    """The block from ``axis`` on repeated ``tiles`` times along ``axis``."""
+    x = _f64(x)
+    axis = _canonical(axis, x.ndim)
+    reps = [1] * x.ndim
+    reps[axis] = tiles
+    return np.tile(x, reps)
+
+
+def reduction(x, operation="SUM", axis=0, coeff=1.0):
+    """coeff·(Σ, Σ|·|, Σ(·)², or mean) over all axes from ``axis`` on."""
+    x = _f64(x)
+    axis = _canonical(axis, x.ndim)
+    rows = x.reshape(math.prod(x.shape[:axis]), -1)
+    f = {"SUM": lambda r: r.sum(), "ASUM": lambda r: np.abs(r).sum(),
+         "SUMSQ": lambda r: (r * r).sum(), "MEAN": lambda r: r.sum() / r.size}[operation]
+    return np.array([coeff * f(r) for r in rows]).reshape(x.shape[:axis])
+
+
+def _ranked(values):
+    """Positions of ``values`` best first: larger value first, the larger index between equals
+    (std::partial_sort with std::greater on (value, index) pairs)."""
+    return sorted(range(len(values)), key=lambda c: (values[c], c), reverse=True)
+
+
+def argmax(x, top_k=1, out_max_val=False, axis=None):
+    x = _f64(x)
+    if axis is None:
+        rows = x.reshape(x.shape[0], -1)
+        shape = [1] * max(x.ndim, 3)
+        shape[0], shape[1], shape[2] = x.shape[0], 2 if out_max_val else 1, top_k
+        y = np.empty((x.shape[0], 2 if out_max_val else 1, top_k))
+        for n, row in enumerate(rows):
+            best = _ranked(row)[:top_k]
+            y[n, 0] = best
+            if out_max_val:
+                y[n, 1] = row[best]
+        return y.reshape(shape)
+    axis = _canonical(axis, x.ndim)
+    moved = np.moveaxis(x, axis, -1)
+    y = np.empty(moved.shape[:-1] + (top_k,))
+    for i in np.ndindex(*moved.shape[:-1]):
+        best = _ranked(moved[i])[:top_k]
+        y[i] = moved[i][best] if out_max_val else best
+    return np.moveaxis(y, -1, axis)
+
+
+def batch_reindex(x, indices):
+    """y[n] = x[int(indices[n])]"""
+    x = _f64(x)
+    return np.stack([x[int(i)] for i in _f64(indices)]) if len(indices) else np.empty((0,) + x.shape[1:])
+
+
+def filter_rows(xs, selector):
+    """The rows of each x whose selector is not zero."""
+    keep = [n for n, s in enumerate(_f64(selector).reshape(len(selector), -1)[:, 0]) if s != 0]
+    return [_f64(x)[keep] for x in xs]
+
+
+def embed(indices, weight, bias=None):
+    """y[..., :] = W[indices[...], :] (+ b)"""
+    w = _f64(weight)
+    idx = _f64(indices)
+    y = np.array([w[int(k)] for k in idx.ravel()]).reshape(idx.shape + (w.shape[1],))
+    return y + _f64(bias) if bias is not None else y
+
+
+def mvn(x, normalize_variance=True, across_channels=False, eps=1e-9):
+    """Per (n, c) plane, or per n with across_channels: (x − mean) / (std + eps) with the
+    biased std, or x − mean; the top is 4-D (N, C, H, W) with missing axes 1."""
+    x = _f64(x)
+    shape = tuple(x.shape) + (1,) * (4 - x.ndim)
+    x4 = x.reshape(shape)
+    y = np.empty(shape)
+    groups = [(n, slice(None)) for n in range(shape[0])] if across_channels else \
+        [(n, c) for n in range(shape[0]) for c in range(shape[1])]
+    for n, c in groups:
+        block = x4[n, c]
+        centred = block - block.mean()
+        if normalize_variance:
+            centred = centred / (np.sqrt((centred ** 2).mean()) + eps)
+        y[n, c] = centred
+    return y

@@ -1,8 +1,9 @@
-"""Normalization layers: BatchNorm (and, later, MVN).
+"""Normalization layers: BatchNorm and MVN.
 
 Kernels: ``kernels/{cpu,gpu}/normalization.py`` for BatchNorm's passes over the data (two each
 way, measured 3x faster or more than the same layer in the math vocabulary: see that module),
-the math vocabulary for the per-channel vectors.
+the math vocabulary for the per-channel vectors; ``kernels/{cpu,gpu}/mvn.py`` for MVN's fused
+passes.
 """
 from ..blob import Blob
 from ..common import CPU, TEST
@@ -140,3 +141,48 @@ class BatchNorm(Layer):
         mean_dy, mean_dy_x_norm = self.mean_dy.mutable_data_on(d), self.mean_dy_x_norm.mutable_data_on(d)
         K.batch_norm_backward_sums(dy, x_norm, mean_dy, mean_dy_x_norm, *self._dims())
         K.batch_norm_backward(dy, x_norm, mean_dy, mean_dy_x_norm, inv_std, dx, *self._dims())
+
+
+@register("MVN")
+class MVN(Layer):
+    """Mean-variance normalization (Caffe's mvn_layer.cpp), per (n, c) plane, or per sample
+    n over (c, h, w) with ``across_channels``; d = the plane's size:
+
+    y = (x − μ) / (σ + eps) with σ = √(Σ (x − μ)² / d) (the biased deviation; eps, 1e-9 by
+    default, is added to σ as Caffe does), or y = x − μ without ``normalize_variance``;
+    ∂E/∂x = (∂E/∂y − mean(∂E/∂y) − y·mean(y·∂E/∂y)) / (σ + eps), or ∂E/∂y − mean(∂E/∂y)
+    (Caffe's backward: it leaves out the factor σ / (σ + eps) on the last term).
+
+    As in Caffe the bottom is read through the legacy (num, channels, height, width): at
+    most 4 axes, and the top is 4-D with the missing axes 1 (a 2-D (N, C) bottom gives an
+    (N, C, 1, 1) top). Kernels: kernels/{cpu,gpu}/mvn.py (a fused pair: one pass per statistic).
+    """
+
+    exact_bottoms = exact_tops = 1
+
+    def setup(self, bottom, top):
+        self.scale = Blob(0, dtype=self.dtype)         # 1 / (σ + eps) per plane
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) > 4:
+            raise self.error(f"MVN reads its bottom as (num, channels, height, width): at most 4 "
+                             f"axes, got shape {shape}")
+        n, c, h, w = tuple(shape) + (1,) * (4 - len(shape))
+        top[0].reshape((n, c, h, w))
+        p = self.param.mvn_param
+        self.planes, self.size = (n, c * h * w) if p.across_channels else (n * c, h * w)
+        self.scale.reshape(self.planes)
+
+    def forward(self, bottom, top):
+        d, p = self.device, self.param.mvn_param
+        self.kernels("mvn").mvn_forward(bottom[0].data_on(d), top[0].mutable_data_on(d),
+                                        self.scale.mutable_data_on(d), self.planes, self.size,
+                                        p.normalize_variance, p.eps)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            d = self.device
+            self.kernels("mvn").mvn_backward(top[0].data_on(d), top[0].diff_on(d), self.scale.data_on(d),
+                                             bottom[0].mutable_diff_on(d), self.planes, self.size,
+                                             self.param.mvn_param.normalize_variance)
