@@ -625,7 +625,8 @@ def draw_pooling(draw, ctx):
         x = _array(draw, ctx, shape, 0.1, 2.0)               # stochastic pooling samples activations
     phase = jitnet.TRAIN
     if method == 2:
-        phase = jitnet.TEST if ctx.purpose == "forward" else draw(st.sampled_from([jitnet.TRAIN, jitnet.TEST]))
+        phases = [jitnet.TEST] if ctx.purpose == "forward" else [jitnet.TRAIN, jitnet.TEST]
+        phase = draw(st.sampled_from(phases))
     return Sample(lp, [x], phase=phase, check_tops=(0,))
 
 
@@ -792,8 +793,8 @@ def _pooling_benches():
         else:
             def torch(F, x, p, k=k):
                 return F.avg_pool2d(x, k, 2, ceil_mode=True, count_include_pad=True)
-        benches.append(Bench(f"Pooling {label}", f"pooling_param {{ pool: {pool} kernel_size: {k} stride: 2 }}",
-                             (shape,), torch))
+        params = f"pooling_param {{ pool: {pool} kernel_size: {k} stride: 2 }}"
+        benches.append(Bench(f"Pooling {label}", params, (shape,), torch))
     return tuple(benches)
 
 

@@ -96,7 +96,8 @@ def test_max_takes_the_first_maximum_in_scan_order(device):
                   [7.0, 7.0, 2.0, 2.0],
                   [3.0, 3.0, 5.0, 5.0],
                   [3.0, 3.0, 5.0, 5.0]]).reshape(1, 1, 4, 4)
-    run = _pool("kernel_size: 2 stride: 2", x, tops=("y", "mask"), device=device, dy=np.full((1, 1, 2, 2), 2.0))
+    run = _pool("kernel_size: 2 stride: 2", x, tops=("y", "mask"), device=device,
+                dy=np.full((1, 1, 2, 2), 2.0))
     np.testing.assert_array_equal(run.tops[0][0, 0], [[7, 7], [3, 5]])
     np.testing.assert_array_equal(run.tops[1][0, 0], [[1, 2], [8, 10]])
     expected = np.zeros((4, 4))
@@ -143,7 +144,8 @@ def test_backward_reads_the_mask_top():
     """With a second top, backward routes by that top's values (Caffe reads top[1])."""
     lp = _lp("Pooling", "kernel_size: 2 stride: 2", tops=("y", "mask"))
     layer = jitnet.layer.create_layer(lp, jitnet.TRAIN)
-    bottom, top = [jitnet.Blob((1, 1, 2, 2), dtype=np.float64)], [jitnet.Blob(dtype=np.float64) for _ in range(2)]
+    bottom = [jitnet.Blob((1, 1, 2, 2), dtype=np.float64)]
+    top = [jitnet.Blob(dtype=np.float64) for _ in range(2)]
     bottom[0].data[...] = [[[[1.0, 4.0], [2.0, 3.0]]]]
     layer.setup_layer(bottom, top)
     layer.run_forward(bottom, top)
@@ -324,6 +326,8 @@ def test_parallel_path_matches_the_serial_path(type_name, text, phase):
     dy = rng.normal(size=(8,) + shape[1:])
     whole = run_layer_on("cpu", lp, [x], phase=phase, top_diffs=[dy], propagate_down=[True])
     for i in range(8):
-        part = run_layer_on("cpu", lp, [x[i:i + 1]], phase=phase, top_diffs=[dy[i:i + 1]], propagate_down=[True])
+        part = run_layer_on("cpu", lp, [x[i:i + 1]], phase=phase, top_diffs=[dy[i:i + 1]],
+                            propagate_down=[True])
         np.testing.assert_allclose(whole.tops[0][i:i + 1], part.tops[0], rtol=1e-13, atol=0)
-        np.testing.assert_allclose(whole.bottom_diffs[0][i:i + 1], part.bottom_diffs[0], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(whole.bottom_diffs[0][i:i + 1], part.bottom_diffs[0], rtol=1e-12,
+                                   atol=1e-15)

@@ -11,19 +11,19 @@ built on it), ``kernels/{cpu,gpu}/pooling.py`` and ``kernels/{cpu,gpu}/lrn.py``.
 
 # =========================================================================== pooling, SPP, LRN
 # Pooling (MAX, AVE, STOCHASTIC), SPP (pyramid pooling with the same kernels) and LRN.
-# Kernels: kernels/{cpu,gpu}/pooling.py and kernels/{cpu,gpu}/lrn.py. (Imports are kept in this
-# section so that the family's sections merge cleanly.)
-import math as _math                                                    # noqa: E402
+# Kernels: kernels/{cpu,gpu}/pooling.py and kernels/{cpu,gpu}/lrn.py. (The imports sit in this
+# section so that the family's three sections merge cleanly; they belong at the top of the file.)
+import math  # noqa: E402
 
-import numpy as _np                                                     # noqa: E402
+import numpy as np  # noqa: E402
 
-from .. import common as _common                                        # noqa: E402
-from ..blob import Blob as _Blob                                        # noqa: E402
-from ..errors import NetDefinitionError as _NetDefinitionError          # noqa: E402
-from ..layer import Layer as _Layer, register as _register              # noqa: E402
-from ..proto import pb as _pb                                           # noqa: E402
+from .. import common  # noqa: E402
+from ..blob import Blob  # noqa: E402
+from ..errors import NetDefinitionError  # noqa: E402
+from ..layer import Layer, register  # noqa: E402
+from ..proto import pb  # noqa: E402
 
-_POOL = _pb.PoolingParameter
+_POOL = pb.PoolingParameter
 
 
 def pooled_extent(size, kernel, pad, stride, ceil=True):
@@ -59,8 +59,8 @@ def _pair(p, name, default, square=None):
     return value, value
 
 
-@_register("Pooling")
-class Pooling(_Layer):
+@register("Pooling")
+class Pooling(Layer):
     """Caffe's PoolingLayer over the last two axes of an (N, C, H, W) bottom.
 
     Output (oh, ow) pools the window of rows oh·stride_h − pad_h .. + kernel_h and columns
@@ -70,7 +70,8 @@ class Pooling(_Layer):
     * MAX: y = the window's first maximum in row-major order; ∂E/∂x goes to that position only.
       A second top receives the argmax as Caffe stores it: h·W + w within the plane, as a float.
     * AVE: y = Σ of the window's image values / pool_size, pool_size counting the padding (the
-      window clipped to H + pad_h, W + pad_w); ∂E/∂x = Σ over the windows holding x of ∂E/∂y / pool_size.
+      window clipped to H + pad_h, W + pad_w); ∂E/∂x = Σ over the windows holding x of
+      ∂E/∂y / pool_size.
     * STOCHASTIC (no padding): in TRAIN, y = x[i] with i drawn per window with probability
       x_i / Σ x (one uniform u per output from jitnet's seeded generator, i = the first position
       where the running sum reaches u·Σ x), ∂E/∂x goes to i; in TEST, y = Σ x² / (FLT_MIN + Σ x),
@@ -90,7 +91,7 @@ class Pooling(_Layer):
     def check_arity(cls, layer_param):
         super().check_arity(layer_param)
         if len(layer_param.top) == 2 and layer_param.pooling_param.pool != _POOL.MAX:
-            raise _NetDefinitionError(
+            raise NetDefinitionError(
                 f"layer '{layer_param.name}' (type Pooling) takes a second top (the argmax mask) "
                 f"only with pool: MAX, not {_POOL.PoolMethod.Name(layer_param.pooling_param.pool)}")
 
@@ -118,9 +119,9 @@ class Pooling(_Layer):
         if self.pad != (0, 0) and self.method == _POOL.STOCHASTIC:
             raise self.error(f"Padding implemented only for average and max pooling (pool: "
                              f"STOCHASTIC with pad (h, w) = {self.pad})")
-        self.mask = _Blob(dtype=_np.int32)          # MAX's argmax when there is no second top
-        self.index = _Blob(dtype=_np.int32)         # STOCHASTIC's sampled positions (TRAIN)
-        self.uniforms = _Blob(dtype=self.dtype)     # STOCHASTIC's draws, one per output
+        self.mask = Blob(dtype=np.int32)          # MAX's argmax (copied to the second top, if any)
+        self.index = Blob(dtype=np.int32)         # STOCHASTIC's sampled positions (TRAIN)
+        self.uniforms = Blob(dtype=self.dtype)     # STOCHASTIC's draws, one per output
 
     def reshape(self, bottom, top):
         n, c, h, w = _four_axes(self, bottom[0])
@@ -142,7 +143,7 @@ class Pooling(_Layer):
                          self.stride[1], self.pad[0], self.pad[1])
         for blob in top:
             blob.reshape((n, c) + out)
-        if self.method == _POOL.MAX and len(top) == 1:
+        if self.method == _POOL.MAX:
             self.mask.reshape((n, c) + out)
         if self.method == _POOL.STOCHASTIC:
             self.index.reshape((n, c) + out)
@@ -152,20 +153,19 @@ class Pooling(_Layer):
         n, c, h, w, oh, ow, kh, kw, sh, sw, _, _ = self.geometry
         return n * c, h, w, oh, ow, kh, kw, sh, sw
 
-    def _mask(self, top):
-        return top[1] if len(top) > 1 else self.mask
-
     def forward(self, bottom, top):
         K, d = self.kernels("pooling"), self.device
         x, y = bottom[0].data_on(d), top[0].mutable_data_on(d)
         top_stride = top[0].count_range(1)
         if self.method == _POOL.MAX:
-            K.max_pool_forward(x, *self.geometry, top_stride, 0, y, self._mask(top).mutable_data_on(d))
+            K.max_pool_forward(x, *self.geometry, top_stride, 0, y, self.mask.mutable_data_on(d))
+            if len(top) > 1:                     # Caffe's mask top: the indices as floats
+                self.kernels("blas").copy(self.mask.data_on(d), top[1].mutable_data_on(d))
         elif self.method == _POOL.AVE:
             K.ave_pool_forward(x, *self.geometry, top_stride, 0, y)
-        elif self.phase == _common.TRAIN:
-            u = self.uniforms.mutable_data_on(_common.CPU)
-            u[:] = _common.rng().random(u.size, dtype=u.dtype)
+        elif self.phase == common.TRAIN:
+            u = self.uniforms.mutable_data_on(common.CPU)
+            u[:] = common.rng().random(u.size, dtype=u.dtype)
             K.stochastic_pool_forward_train(x, self.uniforms.data_on(d), *self._stochastic_geometry(),
                                             y, self.index.mutable_data_on(d))
         else:
@@ -178,17 +178,19 @@ class Pooling(_Layer):
         dy, dx = top[0].diff_on(d), bottom[0].mutable_diff_on(d)
         top_stride = top[0].count_range(1)
         if self.method == _POOL.MAX:
-            K.max_pool_backward(dy, self._mask(top).data_on(d), *self.geometry, top_stride, 0, False, dx)
+            if len(top) > 1:                     # Caffe routes by the mask top as it is now
+                self.kernels("blas").copy(top[1].data_on(d), self.mask.mutable_data_on(d))
+            K.max_pool_backward(dy, self.mask.data_on(d), *self.geometry, top_stride, 0, False, dx)
         elif self.method == _POOL.AVE:
             K.ave_pool_backward(dy, *self.geometry, top_stride, 0, False, dx)
-        elif self.phase == _common.TRAIN:
-            K.stochastic_pool_backward(dy, self.index.data_on(d), *self._stochastic_geometry(), dx)
+        elif self.phase == common.TRAIN:        # to the sampled positions, as MAX to its argmax
+            K.max_pool_backward(dy, self.index.data_on(d), *self.geometry, top_stride, 0, False, dx)
         else:
             K.stochastic_pool_backward_test(bottom[0].data_on(d), dy, *self._stochastic_geometry(), dx)
 
 
-@_register("SPP")
-class SPP(_Layer):
+@register("SPP")
+class SPP(Layer):
     """Caffe's SPPLayer: spatial pyramid pooling of an (N, C, H, W) bottom.
 
     Level l = 0 .. pyramid_height − 1 pools with 2^l bins per side: kernel = ceil(H / 2^l), pad =
@@ -209,11 +211,11 @@ class SPP(_Layer):
         p = self.param.spp_param
         if p.pyramid_height < 1:
             raise self.error(f"pyramid_height must be at least 1, got {p.pyramid_height}")
-        if p.pool == _pb.SPPParameter.STOCHASTIC:
+        if p.pool == pb.SPPParameter.STOCHASTIC:
             raise self.error("pool: STOCHASTIC is not supported by SPP (Caffe's CPU pooling does not "
                              "implement it, its GPU pooling refuses padded levels); use MAX or AVE")
         self.levels, self.method = p.pyramid_height, p.pool
-        self.mask = _Blob(dtype=_np.int32)
+        self.mask = Blob(dtype=np.int32)
 
     def reshape(self, bottom, top):
         n, c, h, w = _four_axes(self, bottom[0])
@@ -222,7 +224,7 @@ class SPP(_Layer):
         self.geometry, offset = [], 0
         for level in range(self.levels):
             bins = 2 ** level
-            kernel = (_math.ceil(h / bins), _math.ceil(w / bins))
+            kernel = (math.ceil(h / bins), math.ceil(w / bins))
             pad = ((kernel[0] * bins - h + 1) // 2, (kernel[1] * bins - w + 1) // 2)
             if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
                 raise self.error(f"pyramid level {level} ({bins} × {bins} bins) of a {h} × {w} bottom "
@@ -233,14 +235,14 @@ class SPP(_Layer):
             offset += c * out[0] * out[1]
         self.top_stride = offset
         top[0].reshape((n, c, 1, 1) if self.levels == 1 else (n, offset))
-        if self.method == _pb.SPPParameter.MAX:
+        if self.method == pb.SPPParameter.MAX:
             self.mask.reshape(top[0].shape)
 
     def forward(self, bottom, top):
         K, d = self.kernels("pooling"), self.device
         x, y = bottom[0].data_on(d), top[0].mutable_data_on(d)
         for geometry, offset in self.geometry:
-            if self.method == _pb.SPPParameter.MAX:
+            if self.method == pb.SPPParameter.MAX:
                 K.max_pool_forward(x, *geometry, self.top_stride, offset, y, self.mask.mutable_data_on(d))
             else:
                 K.ave_pool_forward(x, *geometry, self.top_stride, offset, y)
@@ -251,21 +253,22 @@ class SPP(_Layer):
         K, d = self.kernels("pooling"), self.device
         dy, dx = top[0].diff_on(d), bottom[0].mutable_diff_on(d)
         for level, (geometry, offset) in enumerate(self.geometry):
-            if self.method == _pb.SPPParameter.MAX:
+            if self.method == pb.SPPParameter.MAX:
                 K.max_pool_backward(dy, self.mask.data_on(d), *geometry, self.top_stride, offset,
                                     level > 0, dx)
             else:
                 K.ave_pool_backward(dy, *geometry, self.top_stride, offset, level > 0, dx)
 
 
-@_register("LRN")
-class LRN(_Layer):
+@register("LRN")
+class LRN(Layer):
     """Caffe's LRNLayer (local response normalization) of an (N, C, H, W) bottom: y = x·scale^(−β).
 
     * ACROSS_CHANNELS: scale = k + (α/n)·Σ x² over the n = local_size channels centred on the
-      value's (zero-padded); ∂E/∂x = ∂E/∂y·scale^(−β) − (2αβ/n)·x·Σ_window(∂E/∂y·y/scale).
-    * WITHIN_CHANNEL: scale = 1 + α·(Σ x² over the n × n window centred on the value, zero-padded)/n²
-      (k is not used, as in Caffe, whose version is AVE pooling then Power);
+      value's (zero-padded);
+      ∂E/∂x = ∂E/∂y·scale^(−β) − (2αβ/n)·x·Σ_window(∂E/∂y·y/scale).
+    * WITHIN_CHANNEL: scale = 1 + α·(Σ x² over the n × n window centred on the value, zero-
+      padded)/n² (k is not used, as in Caffe, whose version is AVE pooling then Power);
       ∂E/∂x = ∂E/∂y·scale^(−β) − (2αβ/n²)·x·Σ_window(∂E/∂y·y/scale).
 
     The scale buffer is kept from forward for backward (Caffe's scale_), as is a workspace for
@@ -279,9 +282,9 @@ class LRN(_Layer):
         if p.local_size % 2 != 1:
             raise self.error(f"LRN only supports odd values for local_size, got {p.local_size}")
         self.size, self.alpha, self.beta, self.k = p.local_size, p.alpha, p.beta, p.k
-        self.across = p.norm_region == _pb.LRNParameter.ACROSS_CHANNELS
-        self.scale = _Blob(dtype=self.dtype)
-        self.ratio = _Blob(dtype=self.dtype)
+        self.across = p.norm_region == pb.LRNParameter.ACROSS_CHANNELS
+        self.scale = Blob(dtype=self.dtype)
+        self.ratio = Blob(dtype=self.dtype)
 
     def reshape(self, bottom, top):
         shape = _four_axes(self, bottom[0])

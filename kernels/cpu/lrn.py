@@ -47,9 +47,8 @@ def _across_blocks(num, spatial):
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _across_step(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta, has_head, has_tail):
-    """scale[c] = scale[c − 1] + alpha/size·(x[c + half]² − x[c − half − 1]²) and y[c] over pixels
-    j0..j1 (cur, prev, head, tail: offsets of those channels). Inlined with literal has_head and
-    has_tail, so each case is one branch-free loop."""
+    """scale[c] = scale[c − 1] + alpha/size·(x[c + half]² − x[c − half − 1]²) (the terms whose
+    channel exists) and y[c], over pixels j0..j1; cur, prev, head, tail: offsets of those channels."""
     for j in range(j0, j1):
         s = scale[U(prev + j)]
         if has_head:
@@ -66,29 +65,20 @@ def _across_step(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, be
             y[U(cur + j)] = x[U(cur + j)] * s ** -beta
 
 
-# One compiled function per (head, tail) case: numba inlines a function well once per caller,
-# not several times into one (measured 30x slower with the four cases inlined into one caller).
+# The body above compiled twice: with literal flags for the channels that have both window ends
+# inside (most of them; LLVM then vectorizes the loop) and with runtime flags for the first and
+# last few. (numba optimizes poorly a caller into which a body is inlined several times.)
 @njit(cache=True, error_model="numpy")
-def _across_step_both(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta):
+def _across_inner(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta):
     _across_step(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta, True, True)
 
 
 @njit(cache=True, error_model="numpy")
-def _across_step_head(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta):
-    _across_step(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta, True, False)
+def _across_edge(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta, has_head, has_tail):
+    _across_step(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta, has_head, has_tail)
 
 
-@njit(cache=True, error_model="numpy")
-def _across_step_tail(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta):
-    _across_step(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta, False, True)
-
-
-@njit(cache=True, error_model="numpy")
-def _across_step_none(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta):
-    _across_step(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta, False, False)
-
-
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def _across_forward_block(x, base, channels, spatial, j0, j1, size, alpha_over_size, k, beta, scale, y):
     half = (size - 1) // 2
     for j in range(j0, j1):
@@ -104,14 +94,23 @@ def _across_forward_block(x, base, channels, spatial, j0, j1, size, alpha_over_s
         prev = cur - spatial
         head = base + (c + half) * spatial
         tail = base + (c - half - 1) * spatial
-        if c + half < channels and c - half - 1 >= 0:
-            _across_step_both(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta)
-        elif c + half < channels:
-            _across_step_head(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta)
-        elif c - half - 1 >= 0:
-            _across_step_tail(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta)
+        has_head, has_tail = c + half < channels, c - half - 1 >= 0
+        if has_head and has_tail:
+            _across_inner(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta)
         else:
-            _across_step_none(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta)
+            _across_edge(x, scale, y, cur, prev, head, tail, j0, j1, alpha_over_size, beta, has_head,
+                         has_tail)
+
+
+@njit(cache=True, error_model="numpy")
+def _across_forward_blocks(x, b0, b1, per_image, channels, spatial, size, alpha_over_size, k, beta, scale,
+                           y):
+    """Blocks b0..b1: block b is the pixels [part·_PIXELS, (part + 1)·_PIXELS) of image n = b // per_image."""
+    for b in range(b0, b1):
+        n, part = b // per_image, b % per_image
+        _across_forward_block(x, n * channels * spatial, channels, spatial, part * _PIXELS,
+                              min((part + 1) * _PIXELS, spatial), size, alpha_over_size, k, beta,
+                              scale, y)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -120,17 +119,12 @@ def lrn_across_forward(x, num, channels, spatial, size, alpha, beta, k, scale, y
     per_image, blocks = _across_blocks(num, spatial)
     alpha_over_size = scale.dtype.type(alpha / size)
     if num * channels * spatial < _CHUNK_MIN:
-        for b in range(blocks):
-            n, part = b // per_image, b % per_image
-            _across_forward_block(x, n * channels * spatial, channels, spatial, part * _PIXELS,
-                                  min((part + 1) * _PIXELS, spatial), size, alpha_over_size, k, beta,
-                                  scale, y)
+        _across_forward_blocks(x, 0, blocks, per_image, channels, spatial, size, alpha_over_size, k, beta,
+                               scale, y)
     else:
         for b in prange(blocks):
-            n, part = b // per_image, b % per_image
-            _across_forward_block(x, n * channels * spatial, channels, spatial, part * _PIXELS,
-                                  min((part + 1) * _PIXELS, spatial), size, alpha_over_size, k, beta,
-                                  scale, y)
+            _across_forward_blocks(x, b, b + 1, per_image, channels, spatial, size, alpha_over_size, k, beta,
+                                   scale, y)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -142,7 +136,7 @@ def _ratio(y, scale, dy, i):
 def _across_backward_step(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, has_cur,
                           has_head, has_tail, dx):
     """Over pixels j0..j1: A_c = A_(c−1) + r[c + half] − r[c − half − 1] into dx[c] (r = dy·y/scale;
-    when has_cur), then dx[c − 1] = dy·scale^(−beta) − cache_ratio·x·A_(c−1). Inlined with literal flags."""
+    when channel c exists), then dx[c − 1] = dy·scale^(−beta) − cache_ratio·x·A_(c−1)."""
     for j in range(j0, j1):
         i = prev + j
         a = dx[U(i)]
@@ -161,36 +155,19 @@ def _across_backward_step(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_
 
 
 @njit(cache=True, error_model="numpy")
-def _across_backward_both(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx):
+def _across_backward_inner(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx):
     _across_backward_step(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, True, True,
                           True, dx)
 
 
 @njit(cache=True, error_model="numpy")
-def _across_backward_head(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx):
-    _across_backward_step(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, True, True,
-                          False, dx)
+def _across_backward_edge(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, has_cur,
+                          has_head, has_tail, dx):
+    _across_backward_step(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, has_cur,
+                          has_head, has_tail, dx)
 
 
-@njit(cache=True, error_model="numpy")
-def _across_backward_tail(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx):
-    _across_backward_step(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, True, False,
-                          True, dx)
-
-
-@njit(cache=True, error_model="numpy")
-def _across_backward_none(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx):
-    _across_backward_step(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, True, False,
-                          False, dx)
-
-
-@njit(cache=True, error_model="numpy")
-def _across_backward_last(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx):
-    _across_backward_step(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, False, False,
-                          False, dx)
-
-
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def _across_backward_block(x, y, scale, dy, base, channels, spatial, j0, j1, size, cache_ratio, beta, dx):
     """dx[c] holds the window sum A_c = Σ dy·y/scale over channels c − half .. c + half until A_(c+1)
     is made from it; then it becomes dy·scale^(−beta) − cache_ratio·x·A_c."""
@@ -206,17 +183,23 @@ def _across_backward_block(x, y, scale, dy, base, channels, spatial, j0, j1, siz
         cur = prev + spatial
         head = base + (c + half) * spatial
         tail = base + (c - half - 1) * spatial
-        with_head, with_tail = c + half < channels, c - half - 1 >= 0
-        if c == channels:
-            _across_backward_last(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx)
-        elif with_head and with_tail:
-            _across_backward_both(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx)
-        elif with_head:
-            _across_backward_head(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx)
-        elif with_tail:
-            _across_backward_tail(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx)
+        has_cur, has_head, has_tail = c < channels, c + half < channels, c - half - 1 >= 0
+        if has_cur and has_head and has_tail:
+            _across_backward_inner(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx)
         else:
-            _across_backward_none(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, dx)
+            _across_backward_edge(x, y, scale, dy, cur, prev, head, tail, j0, j1, cache_ratio, beta, has_cur,
+                                  has_head, has_tail, dx)
+
+
+@njit(cache=True, error_model="numpy")
+def _across_backward_blocks(x, y, scale, dy, b0, b1, per_image, channels, spatial, size, cache_ratio, beta,
+                            dx):
+    """Blocks b0..b1: block b is the pixels [part·_PIXELS, (part + 1)·_PIXELS) of image n = b // per_image."""
+    for b in range(b0, b1):
+        n, part = b // per_image, b % per_image
+        _across_backward_block(x, y, scale, dy, n * channels * spatial, channels, spatial, part * _PIXELS,
+                              min((part + 1) * _PIXELS, spatial), size, cache_ratio,
+                              beta, dx)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -225,17 +208,12 @@ def lrn_across_backward(x, y, scale, dy, num, channels, spatial, size, alpha, be
     per_image, blocks = _across_blocks(num, spatial)
     cache_ratio = dx.dtype.type(2.0 * alpha * beta / size)
     if num * channels * spatial < _CHUNK_MIN:
-        for b in range(blocks):
-            n, part = b // per_image, b % per_image
-            _across_backward_block(x, y, scale, dy, n * channels * spatial, channels, spatial,
-                                   part * _PIXELS, min((part + 1) * _PIXELS, spatial), size,
-                                   cache_ratio, beta, dx)
+        _across_backward_blocks(x, y, scale, dy, 0, blocks, per_image, channels, spatial, size, cache_ratio,
+                                beta, dx)
     else:
         for b in prange(blocks):
-            n, part = b // per_image, b % per_image
-            _across_backward_block(x, y, scale, dy, n * channels * spatial, channels, spatial,
-                                   part * _PIXELS, min((part + 1) * _PIXELS, spatial), size,
-                                   cache_ratio, beta, dx)
+            _across_backward_blocks(x, y, scale, dy, b, b + 1, per_image, channels, spatial, size,
+                                    cache_ratio, beta, dx)
 
 
 # =========================================================================== WITHIN_CHANNEL

@@ -7,8 +7,7 @@ ws = ow·stride_w − pad_w .. ws + kernel_w, clipped to the image (padding hold
 
 * MAX: the first maximum in row-major scan order, starting from −FLT_MAX with a strict ">" as
   Caffe does (a window holding no value gives −FLT_MAX and index −1, which gets no gradient);
-  ``mask`` gets the flat index h·width + w within the plane (an int array, or a float array as
-  Caffe's second top).
+  ``mask`` (int32) gets the flat index h·width + w within the plane.
 * AVE: the sum of the image values over pool_size, the window clipped to the *padded* extent
   (rows hs .. min(hs + kernel_h, height + pad_h)), so padding counts in the divisor.
 * STOCHASTIC (no padding): TRAIN picks, with one uniform u per output, the first index where the
@@ -62,15 +61,13 @@ def _inside_range(pad, stride, kernel, size, pooled):
 
 @njit(cache=True)
 def _fast_shape(kernel_h, kernel_w, stride_h, stride_w):
-    """1: 2×2 stride 2, 2: 3×3 stride 2, 3: 3×3 stride 1 (the unrolled paths); 0: the general loop."""
-    if kernel_h != kernel_w or stride_h != stride_w:
+    """1: 2×2 windows with stride 2, 2: 3×3 with stride 2 (the unrolled paths); 0: the general loop."""
+    if kernel_h != kernel_w or stride_h != stride_w or stride_w != 2:
         return 0
-    if kernel_w == 2 and stride_w == 2:
+    if kernel_w == 2:
         return 1
-    if kernel_w == 3 and stride_w == 2:
+    if kernel_w == 3:
         return 2
-    if kernel_w == 3 and stride_w == 1:
-        return 3
     return 0
 
 
@@ -118,11 +115,11 @@ def _max_output(x, xo, height, width, hs, ws, kernel_h, kernel_w):
     return best, idx
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _max_border(x, xo, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w,
                 pad_h, pad_w, y, mask, yo, oh_lo, oh_hi, lo, hi):
-    """Every output outside the inner block [oh_lo, oh_hi) × [lo, hi) (all of them when the block
-    is empty). Inlined, with literal kernel and stride where the caller has them."""
+    """Every output of the plane outside the inner block [oh_lo, oh_hi) × [lo, hi) (all of them
+    when the block is empty)."""
     for oh in range(pooled_h):
         row = yo + oh * pooled_w
         inner = oh_lo <= oh < oh_hi
@@ -139,47 +136,40 @@ def _max_border(x, xo, height, width, pooled_h, pooled_w, kernel_h, kernel_w, st
 
 
 @njit(cache=True, inline="always")
-def _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h,
-             stride_w, pad_h, pad_w, top_stride, top_offset, y, mask, fast):
-    """Planes p0..p1, each in two parts: the inner block of windows wholly inside the image (when
-    ``fast``), then the outputs around it. Inlined by _max_planes once per window shape, with
-    literal kernel and stride, so that each plane loop is compiled for one shape."""
-    oh_lo, oh_hi = _inside_range(pad_h, stride_h, kernel_h, height, pooled_h)
-    lo, hi = _inside_range(pad_w, stride_w, kernel_w, width, pooled_w)
-    if not fast:
-        oh_lo, oh_hi, lo, hi = 0, 0, 0, 0
+def _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel, stride, pad_h, pad_w,
+             top_stride, top_offset, y, mask):
+    """Planes p0..p1 with kernel × kernel windows, stride ``stride``: the inner block of windows
+    wholly inside the image, then the outputs around it. Inlined by _max_planes with literal
+    kernel and stride."""
+    oh_lo, oh_hi = _inside_range(pad_h, stride, kernel, height, pooled_h)
+    lo, hi = _inside_range(pad_w, stride, kernel, width, pooled_w)
     border = oh_lo > 0 or oh_hi < pooled_h or lo > 0 or hi < pooled_w
     n, c = p0 // channels, p0 % channels
     for p in range(p0, p1):
-        xo = p * height * width
-        yo = n * top_stride + top_offset + c * pooled_h * pooled_w
-        _max_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel_h, stride_h, pad_h, pad_w, y,
-                   mask, yo)
+        xo, yo = p * height * width, n * top_stride + top_offset + c * pooled_h * pooled_w
+        _max_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel, stride, pad_h, pad_w, y, mask, yo)
         if border:
-            _max_border(x, xo, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w,
-                        pad_h, pad_w, y, mask, yo, oh_lo, oh_hi, lo, hi)
-        c += 1
-        if c == channels:
-            n, c = n + 1, 0
+            _max_border(x, xo, height, width, pooled_h, pooled_w, kernel, kernel, stride, stride, pad_h,
+                        pad_w, y, mask, yo, oh_lo, oh_hi, lo, hi)
+        n, c = (n + 1, 0) if c + 1 == channels else (n, c + 1)
 
 
 @njit(cache=True)
 def _max_planes(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
                 stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, y, mask):
-    """Planes p0..p1 (one thread's share), by _max_run compiled for the window shape."""
+    """Planes p0..p1 (one thread's share)."""
     fast = _fast_shape(kernel_h, kernel_w, stride_h, stride_w)
     if fast == 1:
-        _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 2, 2, 2, 2, pad_h, pad_w,
-                 top_stride, top_offset, y, mask, True)
+        _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 2, 2, pad_h, pad_w, top_stride,
+                 top_offset, y, mask)
     elif fast == 2:
-        _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 3, 2, 2, pad_h, pad_w,
-                 top_stride, top_offset, y, mask, True)
-    elif fast == 3:
-        _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 3, 1, 1, pad_h, pad_w,
-                 top_stride, top_offset, y, mask, True)
+        _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 2, pad_h, pad_w, top_stride,
+                 top_offset, y, mask)
     else:
-        _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                 top_stride, top_offset, y, mask, False)
+        for p in range(p0, p1):
+            yo = (p // channels) * top_stride + top_offset + (p % channels) * pooled_h * pooled_w
+            _max_border(x, p * height * width, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                        stride_h, stride_w, pad_h, pad_w, y, mask, yo, 0, 0, 0, 0)
 
 
 @njit(cache=True, parallel=True)
@@ -267,11 +257,11 @@ def _ave_output(x, xo, height, width, hs, ws, kernel_h, kernel_w, pad_h, pad_w):
     return s / pool_size if n > 0 else 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _ave_border(x, xo, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w,
                 pad_h, pad_w, y, yo, oh_lo, oh_hi, lo, hi):
-    """Every output outside the inner block [oh_lo, oh_hi) × [lo, hi) (all of them when the block
-    is empty). Inlined, with literal kernel and stride where the caller has them."""
+    """Every output of the plane outside the inner block [oh_lo, oh_hi) × [lo, hi) (all of them
+    when the block is empty)."""
     for oh in range(pooled_h):
         row = yo + oh * pooled_w
         inner = oh_lo <= oh < oh_hi
@@ -286,46 +276,39 @@ def _ave_border(x, xo, height, width, pooled_h, pooled_w, kernel_h, kernel_w, st
 
 
 @njit(cache=True, inline="always")
-def _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h,
-             stride_w, pad_h, pad_w, top_stride, top_offset, y, fast):
-    """Planes p0..p1, each in two parts: the inner block of windows wholly inside the image (when
-    ``fast``), then the outputs around it. Inlined by _ave_planes once per window shape, with
-    literal kernel and stride, so that each plane loop is compiled for one shape."""
-    oh_lo, oh_hi = _inside_range(pad_h, stride_h, kernel_h, height, pooled_h)
-    lo, hi = _inside_range(pad_w, stride_w, kernel_w, width, pooled_w)
-    if not fast:
-        oh_lo, oh_hi, lo, hi = 0, 0, 0, 0
+def _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel, stride, pad_h, pad_w,
+             top_stride, top_offset, y):
+    """Planes p0..p1 with kernel × kernel windows, stride ``stride``: the inner block, then the
+    outputs around it. Inlined by _ave_planes with literal kernel and stride."""
+    oh_lo, oh_hi = _inside_range(pad_h, stride, kernel, height, pooled_h)
+    lo, hi = _inside_range(pad_w, stride, kernel, width, pooled_w)
     border = oh_lo > 0 or oh_hi < pooled_h or lo > 0 or hi < pooled_w
     n, c = p0 // channels, p0 % channels
     for p in range(p0, p1):
-        xo = p * height * width
-        yo = n * top_stride + top_offset + c * pooled_h * pooled_w
-        _ave_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel_h, stride_h, pad_h, pad_w, y, yo)
+        xo, yo = p * height * width, n * top_stride + top_offset + c * pooled_h * pooled_w
+        _ave_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel, stride, pad_h, pad_w, y, yo)
         if border:
-            _ave_border(x, xo, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w,
-                        pad_h, pad_w, y, yo, oh_lo, oh_hi, lo, hi)
-        c += 1
-        if c == channels:
-            n, c = n + 1, 0
+            _ave_border(x, xo, height, width, pooled_h, pooled_w, kernel, kernel, stride, stride, pad_h,
+                        pad_w, y, yo, oh_lo, oh_hi, lo, hi)
+        n, c = (n + 1, 0) if c + 1 == channels else (n, c + 1)
 
 
 @njit(cache=True)
 def _ave_planes(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
                 stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, y):
-    """Planes p0..p1 (one thread's share), by _ave_run compiled for the window shape."""
+    """Planes p0..p1 (one thread's share)."""
     fast = _fast_shape(kernel_h, kernel_w, stride_h, stride_w)
     if fast == 1:
-        _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 2, 2, 2, 2, pad_h, pad_w,
-                 top_stride, top_offset, y, True)
+        _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 2, 2, pad_h, pad_w, top_stride,
+                 top_offset, y)
     elif fast == 2:
-        _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 3, 2, 2, pad_h, pad_w,
-                 top_stride, top_offset, y, True)
-    elif fast == 3:
-        _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 3, 1, 1, pad_h, pad_w,
-                 top_stride, top_offset, y, True)
+        _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 2, pad_h, pad_w, top_stride,
+                 top_offset, y)
     else:
-        _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                 top_stride, top_offset, y, False)
+        for p in range(p0, p1):
+            yo = (p // channels) * top_stride + top_offset + (p % channels) * pooled_h * pooled_w
+            _ave_border(x, p * height * width, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                        stride_h, stride_w, pad_h, pad_w, y, yo, 0, 0, 0, 0)
 
 
 @njit(cache=True, parallel=True)
@@ -390,12 +373,9 @@ def _ave_backward_planes(dy, p0, p1, channels, height, width, pooled_h, pooled_w
     elif fast == 2:
         _ave_backward_run(dy, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 3, 2, 2, pad_h,
                           pad_w, top_stride, top_offset, accumulate, dx)
-    elif fast == 3:
-        _ave_backward_run(dy, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 3, 1, 1, pad_h,
-                          pad_w, top_stride, top_offset, accumulate, dx)
     else:
-        _ave_backward_run(dy, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, pad_h,
-                          pad_w, top_stride, top_offset, accumulate, dx)
+        _ave_backward_run(dy, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                          stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, accumulate, dx)
 
 
 @njit(cache=True, parallel=True)
@@ -416,6 +396,7 @@ def ave_pool_backward(dy, num, channels, height, width, pooled_h, pooled_w, kern
 
 
 # =========================================================================== STOCHASTIC (no padding)
+# TRAIN's backward routes dy to the sampled positions as MAX's does to its argmax: max_pool_backward.
 @njit(cache=True)
 def _stochastic_train_planes(x, uniforms, p0, p1, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
                              stride_h, stride_w, y, index):
@@ -433,20 +414,20 @@ def _stochastic_train_planes(x, uniforms, p0, p1, height, width, pooled_h, poole
                 total = 0.0
                 for h in range(hs, he):
                     for w in range(ws, we):
-                        total += x[xo + h * width + w]
-                threshold = uniforms[o] * total
+                        total += x[U(xo + h * width + w)]
+                threshold = uniforms[U(o)] * total
                 pick = -1
                 cumsum = 0.0
                 for h in range(hs, he):
                     for w in range(ws, we):
                         if pick < 0:
-                            cumsum += x[xo + h * width + w]
+                            cumsum += x[U(xo + h * width + w)]
                             if cumsum >= threshold:
                                 pick = h * width + w
                 if pick < 0 and he > hs and we > ws:
                     pick = (he - 1) * width + we - 1     # negative inputs: the window's last value
-                index[o] = pick
-                y[o] = x[xo + pick] if pick >= 0 else 0
+                index[U(o)] = pick
+                y[U(o)] = x[U(xo + pick)] if pick >= 0 else 0
 
 
 @njit(cache=True, parallel=True)
@@ -463,27 +444,46 @@ def stochastic_pool_forward_train(x, uniforms, planes, height, width, pooled_h, 
                                      pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, y, index)
 
 
-@njit(cache=True)
-def _stochastic_test_planes(x, p0, p1, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                            stride_h, stride_w, y):
+@njit(cache=True, inline="always")
+def _weights(x, xo, width, hs, he, ws, we):
+    """(S, Q) = (FLT_MIN + Σ x, Σ x²) over rows hs..he, columns ws..we of the plane at xo."""
+    total = FLT_MIN
+    squares = 0.0
+    for h in range(hs, he):
+        for w in range(ws, we):
+            v = x[U(xo + h * width + w)]
+            total += v
+            squares += v * v
+    return total, squares
+
+
+@njit(cache=True, error_model="numpy")
+def _stochastic_test_planes(x, dy, p0, p1, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                            stride_h, stride_w, forward, out):
+    """forward: out = y = Q / S per window; else out = dx = Σ dy·(2x·S − Q)/S² over the windows."""
     size = height * width
     count = pooled_h * pooled_w
     for p in range(p0, p1):
         xo = p * size
+        if not forward:
+            for i in range(size):
+                out[U(xo + i)] = 0
         for oh in range(pooled_h):
             hs = oh * stride_h
             he = min(hs + kernel_h, height)
             for ow in range(pooled_w):
                 ws = ow * stride_w
                 we = min(ws + kernel_w, width)
-                total = FLT_MIN
-                squares = 0.0
+                o = p * count + oh * pooled_w + ow
+                total, squares = _weights(x, xo, width, hs, he, ws, we)
+                if forward:
+                    out[U(o)] = squares / total
+                    continue
+                g = dy[U(o)] / (total * total)
                 for h in range(hs, he):
                     for w in range(ws, we):
-                        v = x[xo + h * width + w]
-                        total += v
-                        squares += v * v
-                y[p * count + oh * pooled_w + ow] = squares / total
+                        i = xo + h * width + w
+                        out[U(i)] += g * (2 * x[U(i)] * total - squares)
 
 
 @njit(cache=True, parallel=True)
@@ -492,67 +492,12 @@ def stochastic_pool_forward_test(x, planes, height, width, pooled_h, pooled_w, k
     """y = Σ x² / (FLT_MIN + Σ x) over each window (the activation-weighted average)"""
     nc = _nchunks(planes, planes * height * width)
     if nc == 1:
-        _stochastic_test_planes(x, 0, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                                stride_h, stride_w, y)
+        _stochastic_test_planes(x, y, 0, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                                stride_h, stride_w, True, y)
     else:
         for k in prange(nc):
-            _stochastic_test_planes(x, k * planes // nc, (k + 1) * planes // nc, height, width, pooled_h,
-                                    pooled_w, kernel_h, kernel_w, stride_h, stride_w, y)
-
-
-@njit(cache=True)
-def _stochastic_backward_planes(dy, index, p0, p1, height, width, pooled_h, pooled_w, dx):
-    size = height * width
-    count = pooled_h * pooled_w
-    for p in range(p0, p1):
-        xo = p * size
-        for i in range(size):
-            dx[xo + i] = 0
-        for o in range(p * count, (p + 1) * count):
-            i = index[o]
-            if i >= 0:
-                dx[xo + i] += dy[o]
-
-
-@njit(cache=True, parallel=True)
-def stochastic_pool_backward(dy, index, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                             stride_h, stride_w, dx):
-    """dx = dy routed to each window's sampled position index[o] (TRAIN)"""
-    nc = _nchunks(planes, planes * height * width)
-    if nc == 1:
-        _stochastic_backward_planes(dy, index, 0, planes, height, width, pooled_h, pooled_w, dx)
-    else:
-        for k in prange(nc):
-            _stochastic_backward_planes(dy, index, k * planes // nc, (k + 1) * planes // nc, height, width,
-                                        pooled_h, pooled_w, dx)
-
-
-@njit(cache=True)
-def _stochastic_test_backward_planes(x, dy, p0, p1, height, width, pooled_h, pooled_w, kernel_h,
-                                     kernel_w, stride_h, stride_w, dx):
-    size = height * width
-    count = pooled_h * pooled_w
-    for p in range(p0, p1):
-        xo = p * size
-        for i in range(size):
-            dx[xo + i] = 0
-        for oh in range(pooled_h):
-            hs = oh * stride_h
-            he = min(hs + kernel_h, height)
-            for ow in range(pooled_w):
-                ws = ow * stride_w
-                we = min(ws + kernel_w, width)
-                total = FLT_MIN
-                squares = 0.0
-                for h in range(hs, he):
-                    for w in range(ws, we):
-                        v = x[xo + h * width + w]
-                        total += v
-                        squares += v * v
-                g = dy[p * count + oh * pooled_w + ow] / (total * total)
-                for h in range(hs, he):
-                    for w in range(ws, we):
-                        dx[xo + h * width + w] += g * (2 * x[xo + h * width + w] * total - squares)
+            _stochastic_test_planes(x, y, k * planes // nc, (k + 1) * planes // nc, height, width,
+                                    pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, True, y)
 
 
 @njit(cache=True, parallel=True)
@@ -561,10 +506,9 @@ def stochastic_pool_backward_test(x, dy, planes, height, width, pooled_h, pooled
     """dx = Σ over the windows holding each pixel of dy·(2x·S − Q)/S², S = FLT_MIN + Σ x, Q = Σ x² (TEST's gradient)"""
     nc = _nchunks(planes, planes * height * width)
     if nc == 1:
-        _stochastic_test_backward_planes(x, dy, 0, planes, height, width, pooled_h, pooled_w, kernel_h,
-                                         kernel_w, stride_h, stride_w, dx)
+        _stochastic_test_planes(x, dy, 0, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                                stride_h, stride_w, False, dx)
     else:
         for k in prange(nc):
-            _stochastic_test_backward_planes(x, dy, k * planes // nc, (k + 1) * planes // nc, height,
-                                             width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h,
-                                             stride_w, dx)
+            _stochastic_test_planes(x, dy, k * planes // nc, (k + 1) * planes // nc, height, width,
+                                    pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, False, dx)

@@ -19,6 +19,28 @@ def _windows(pos, pad, kernel, stride, pooled):
     return first, end
 
 
+@cuda.jit(device=True)
+def _position(e, channels, rows, cols):
+    """(n, c, row, col, plane) of element e of a flat (num, channels, rows, cols) array."""
+    col = e % cols
+    row = (e // cols) % rows
+    plane = e // (cols * rows)
+    return plane // channels, plane % channels, row, col, plane
+
+
+@cuda.jit(device=True)
+def _weights(x, xo, width, hs, he, ws, we):
+    """(S, Q) = (FLT_MIN + Σ x, Σ x²) over rows hs..he, columns ws..we of the plane at xo."""
+    total = FLT_MIN
+    squares = 0.0
+    for h in range(hs, he):
+        for w in range(ws, we):
+            v = x[xo + h * width + w]
+            total += v
+            squares += v * v
+    return total, squares
+
+
 # =========================================================================== MAX
 @grid_stride(lambda num, channels, pooled_h, pooled_w: num * channels * pooled_h * pooled_w)
 @cuda.jit
@@ -26,10 +48,7 @@ def max_pool_forward(x, num, channels, height, width, pooled_h, pooled_w, kernel
                      stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, y, mask):
     """y = max over each window (first maximum from −FLT_MAX), mask = its index h·width + w in the plane (−1: none)"""
     for e in range(cuda.grid(1), num * channels * pooled_h * pooled_w, cuda.gridsize(1)):
-        ow = e % pooled_w
-        oh = (e // pooled_w) % pooled_h
-        plane = e // (pooled_w * pooled_h)
-        n, c = plane // channels, plane % channels
+        n, c, oh, ow, plane = _position(e, channels, pooled_h, pooled_w)
         hs = oh * stride_h - pad_h
         ws = ow * stride_w - pad_w
         he = min(hs + kernel_h, height)
@@ -54,10 +73,7 @@ def max_pool_backward(dy, mask, num, channels, height, width, pooled_h, pooled_w
                       stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, accumulate, dx):
     """dx = (accumulate ? dx : 0) + dy routed to each window's argmax, mask[o] (none where it is −1)"""
     for e in range(cuda.grid(1), num * channels * height * width, cuda.gridsize(1)):
-        w = e % width
-        h = (e // width) % height
-        plane = e // (width * height)
-        n, c = plane // channels, plane % channels
+        n, c, h, w, _ = _position(e, channels, height, width)
         oh0, oh1 = _windows(h, pad_h, kernel_h, stride_h, pooled_h)
         ow0, ow1 = _windows(w, pad_w, kernel_w, stride_w, pooled_w)
         yo = n * top_stride + top_offset + c * pooled_h * pooled_w
@@ -77,10 +93,7 @@ def ave_pool_forward(x, num, channels, height, width, pooled_h, pooled_w, kernel
                      stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, y):
     """y = Σ window / pool_size, the window clipped to the padded extent for the divisor and to the image for the sum"""
     for e in range(cuda.grid(1), num * channels * pooled_h * pooled_w, cuda.gridsize(1)):
-        ow = e % pooled_w
-        oh = (e // pooled_w) % pooled_h
-        plane = e // (pooled_w * pooled_h)
-        n, c = plane // channels, plane % channels
+        n, c, oh, ow, plane = _position(e, channels, pooled_h, pooled_w)
         hs = oh * stride_h - pad_h
         ws = ow * stride_w - pad_w
         pool_size = (min(hs + kernel_h, height + pad_h) - hs) * (min(ws + kernel_w, width + pad_w) - ws)
@@ -103,10 +116,7 @@ def ave_pool_backward(dy, num, channels, height, width, pooled_h, pooled_w, kern
                       stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, accumulate, dx):
     """dx = (accumulate ? dx : 0) + Σ over the windows holding each pixel of dy / pool_size"""
     for e in range(cuda.grid(1), num * channels * height * width, cuda.gridsize(1)):
-        w = e % width
-        h = (e // width) % height
-        plane = e // (width * height)
-        n, c = plane // channels, plane % channels
+        n, c, h, w, _ = _position(e, channels, height, width)
         oh0, oh1 = _windows(h, pad_h, kernel_h, stride_h, pooled_h)
         ow0, ow1 = _windows(w, pad_w, kernel_w, stride_w, pooled_w)
         yo = n * top_stride + top_offset + c * pooled_h * pooled_w
@@ -121,6 +131,7 @@ def ave_pool_backward(dy, num, channels, height, width, pooled_h, pooled_w, kern
 
 
 # =========================================================================== STOCHASTIC (no padding)
+# TRAIN's backward routes dy to the sampled positions as MAX's does to its argmax: max_pool_backward.
 @grid_stride(lambda planes, pooled_h, pooled_w: planes * pooled_h * pooled_w)
 @cuda.jit
 def stochastic_pool_forward_train(x, uniforms, planes, height, width, pooled_h, pooled_w, kernel_h,
@@ -162,34 +173,9 @@ def stochastic_pool_forward_test(x, planes, height, width, pooled_h, pooled_w, k
         ow = o % pooled_w
         oh = (o // pooled_w) % pooled_h
         xo = (o // (pooled_w * pooled_h)) * height * width
-        total = FLT_MIN
-        squares = 0.0
-        for h in range(oh * stride_h, min(oh * stride_h + kernel_h, height)):
-            for w in range(ow * stride_w, min(ow * stride_w + kernel_w, width)):
-                v = x[xo + h * width + w]
-                total += v
-                squares += v * v
+        total, squares = _weights(x, xo, width, oh * stride_h, min(oh * stride_h + kernel_h, height),
+                                  ow * stride_w, min(ow * stride_w + kernel_w, width))
         y[o] = squares / total
-
-
-@grid_stride(lambda planes, height, width: planes * height * width)
-@cuda.jit
-def stochastic_pool_backward(dy, index, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                             stride_h, stride_w, dx):
-    """dx = dy routed to each window's sampled position index[o] (TRAIN)"""
-    for e in range(cuda.grid(1), planes * height * width, cuda.gridsize(1)):
-        w = e % width
-        h = (e // width) % height
-        yo = (e // (width * height)) * pooled_h * pooled_w
-        oh0, oh1 = _windows(h, 0, kernel_h, stride_h, pooled_h)
-        ow0, ow1 = _windows(w, 0, kernel_w, stride_w, pooled_w)
-        g = 0.0
-        for oh in range(oh0, oh1):
-            for ow in range(ow0, ow1):
-                o = yo + oh * pooled_w + ow
-                if index[o] == h * width + w:
-                    g += dy[o]
-        dx[e] = g
 
 
 @grid_stride(lambda planes, height, width: planes * height * width)
@@ -208,12 +194,7 @@ def stochastic_pool_backward_test(x, dy, planes, height, width, pooled_h, pooled
         g = 0.0
         for oh in range(oh0, oh1):
             for ow in range(ow0, ow1):
-                total = FLT_MIN
-                squares = 0.0
-                for h in range(oh * stride_h, min(oh * stride_h + kernel_h, height)):
-                    for w in range(ow * stride_w, min(ow * stride_w + kernel_w, width)):
-                        v = x[xo + h * width + w]
-                        total += v
-                        squares += v * v
+                total, squares = _weights(x, xo, width, oh * stride_h, min(oh * stride_h + kernel_h, height),
+                                          ow * stride_w, min(ow * stride_w + kernel_w, width))
                 g += dy[yo + oh * pooled_w + ow] * (2 * x[e] * total - squares) / (total * total)
         dx[e] = g
