@@ -647,15 +647,19 @@ def ref_pooling(s):
     return [y, mask][:len(s.layer_param.top)]
 
 
-def _pooling_lp(text, tops=("y",), name="pool"):
-    lp = _lp("Pooling", tops=tops, name=name)
-    text_format.Merge(text, lp.pooling_param)
+_PARAM_FIELDS = {"Pooling": "pooling_param", "SPP": "spp_param", "LRN": "lrn_param"}
+
+
+def _configured(type_name, text, tops=("y",), name=None):
+    """A layer of ``type_name`` whose parameter message is ``text`` (prototxt)."""
+    lp = _lp(type_name, tops=tops, name=name)
+    text_format.Merge(text, getattr(lp, _PARAM_FIELDS[type_name]))
     return lp
 
 
 def pooling_big():
-    """Past one thread block: the unrolled 2×2/2, 3×3/2 and 3×3/1 paths with their borders, the
-    float mask top, AVE with padding, STOCHASTIC in TRAIN."""
+    """Past one thread block: the unrolled 2×2/2 and 3×3/2 paths with their borders, the general
+    loop (3×3/1, 2×3), the mask top, AVE with padding, STOCHASTIC in TRAIN."""
     rng = _rng()
     x = rng.permutation(2 * 17 * 18).reshape(1, 2, 17, 18) / 100.0 - 3.0
     rows = [("max2-mask", "kernel_size: 2 stride: 2", ("y", "mask"), x),
@@ -664,13 +668,13 @@ def pooling_big():
             ("ave3s2-pad", "pool: AVE kernel_size: 3 stride: 2 pad: 1", ("y",), x),
             ("ave-2x3", "pool: AVE kernel_h: 2 kernel_w: 3 stride: 1", ("y",), x[:, :, :14, :14]),
             ("stochastic-train", "pool: STOCHASTIC kernel_size: 3 stride: 2", ("y",), np.abs(x) + 0.1)]
-    return [Big(_pooling_lp(text, tops, name=big_id.replace("-", "_")), [bottom], propagate_down=(True,),
-                id=big_id) for big_id, text, tops, bottom in rows]
+    return [Big(_configured("Pooling", text, tops, name=big_id.replace("-", "_")), [bottom],
+                propagate_down=(True,), id=big_id) for big_id, text, tops, bottom in rows]
 
 
 def pooling_errors():
     four = np.ones((1, 2, 4, 4))
-    return [(error_id, _pooling_lp(text, name="bad"), [bottom]) for error_id, text, bottom in [
+    return [(error_id, _configured("Pooling", text, name="bad"), [bottom]) for error_id, text, bottom in [
         ("pad-ge-kernel", "kernel_size: 2 pad: 2", four),
         ("kernel-0", "kernel_size: 0", four),
         ("no-kernel", "stride: 2", four),
@@ -714,26 +718,19 @@ def draw_spp(draw, ctx):
 
 
 def spp_big():
-    rng = _rng()
-    cases = []
-    for pool in ("MAX", "AVE"):
-        lp = _lp("SPP", name=f"spp_{pool.lower()}")
-        text_format.Merge(f"pyramid_height: 3 pool: {pool}", lp.spp_param)
-        cases.append(Big(lp, [rng.permutation(2 * 3 * 11 * 13).reshape(2, 3, 11, 13) / 50.0],
-                         propagate_down=(True,), id=lp.name))
-    return cases
+    x = _rng().permutation(2 * 3 * 11 * 13).reshape(2, 3, 11, 13) / 50.0
+    return [Big(_configured("SPP", f"pyramid_height: 3 pool: {pool}", name=f"spp_{pool.lower()}"), [x],
+                propagate_down=(True,), id=f"spp_{pool.lower()}") for pool in ("MAX", "AVE")]
 
 
 def spp_errors():
-    def spp(text):
-        lp = _lp("SPP", name="bad")
-        text_format.Merge(text, lp.spp_param)
-        return lp
-    return [("pyramid-0", spp("pyramid_height: 0"), [np.ones((1, 1, 4, 4))]),
-            ("stochastic", spp("pyramid_height: 2 pool: STOCHASTIC"), [np.ones((1, 1, 4, 4))]),
-            ("pad-ge-kernel", spp("pyramid_height: 3"), [np.ones((1, 1, 3, 3))]),
-            ("empty-input", spp("pyramid_height: 1"), [np.ones((1, 1, 0, 3))]),
-            ("2-axes", spp("pyramid_height: 1"), [np.ones((3, 4))])]
+    four = np.ones((1, 1, 4, 4))
+    return [(error_id, _configured("SPP", text, name="bad"), [bottom]) for error_id, text, bottom in [
+        ("pyramid-0", "pyramid_height: 0", four),
+        ("stochastic", "pyramid_height: 2 pool: STOCHASTIC", four),
+        ("pad-ge-kernel", "pyramid_height: 3", np.ones((1, 1, 3, 3))),
+        ("empty-input", "pyramid_height: 1", np.ones((1, 1, 0, 3))),
+        ("2-axes", "pyramid_height: 1", np.ones((3, 4)))]]
 
 
 def draw_lrn(draw, ctx):
@@ -757,24 +754,20 @@ def ref_lrn(s):
 
 def lrn_big():
     rng = _rng()
-    across = _lp("LRN", name="norm_across")
-    text_format.Merge("local_size: 5 alpha: 0.5 beta: 0.75", across.lrn_param)
-    within = _lp("LRN", name="norm_within")
-    text_format.Merge("local_size: 3 alpha: 0.5 beta: 0.6 norm_region: WITHIN_CHANNEL", within.lrn_param)
-    return [Big(across, [rng.normal(size=(2, 7, 12, 12))], propagate_down=(True,), id=across.name),
-            Big(within, [rng.normal(size=(1, 3, 10, 10))], propagate_down=(True,), id=within.name)]
+    return [Big(_configured("LRN", "local_size: 5 alpha: 0.5 beta: 0.75", name="norm_across"),
+                [rng.normal(size=(2, 7, 12, 12))], propagate_down=(True,), id="norm_across"),
+            Big(_configured("LRN", "local_size: 3 alpha: 0.5 beta: 0.6 norm_region: WITHIN_CHANNEL",
+                            name="norm_within"),
+                [rng.normal(size=(1, 3, 10, 10))], propagate_down=(True,), id="norm_within")]
 
 
 def lrn_errors():
-    def lrn(text):
-        lp = _lp("LRN", name="bad")
-        text_format.Merge(text, lp.lrn_param)
-        return lp
     four = np.ones((1, 3, 2, 2))
-    return [("even-size", lrn("local_size: 4"), [four]),
-            ("size-0", lrn("local_size: 0"), [four]),
-            ("3-axes", lrn("local_size: 3"), [np.ones((3, 2, 2))]),
-            ("within-3-axes", lrn("local_size: 3 norm_region: WITHIN_CHANNEL"), [np.ones((3, 2, 2))])]
+    return [(error_id, _configured("LRN", text, name="bad"), [bottom]) for error_id, text, bottom in [
+        ("even-size", "local_size: 4", four),
+        ("size-0", "local_size: 0", four),
+        ("3-axes", "local_size: 3", np.ones((3, 2, 2))),
+        ("within-3-axes", "local_size: 3 norm_region: WITHIN_CHANNEL", np.ones((3, 2, 2)))]]
 
 
 def _pooling_benches():

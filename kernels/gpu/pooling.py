@@ -138,9 +138,8 @@ def stochastic_pool_forward_train(x, uniforms, planes, height, width, pooled_h, 
                                   kernel_w, stride_h, stride_w, y, index):
     """index = the first window position where the running sum reaches uniforms·Σ window, y = x[index]"""
     for o in range(cuda.grid(1), planes * pooled_h * pooled_w, cuda.gridsize(1)):
-        ow = o % pooled_w
-        oh = (o // pooled_w) % pooled_h
-        xo = (o // (pooled_w * pooled_h)) * height * width
+        _, _, oh, ow, plane = _position(o, 1, pooled_h, pooled_w)
+        xo = plane * height * width
         hs = oh * stride_h
         ws = ow * stride_w
         he = min(hs + kernel_h, height)
@@ -170,9 +169,8 @@ def stochastic_pool_forward_test(x, planes, height, width, pooled_h, pooled_w, k
                                  stride_h, stride_w, y):
     """y = Σ x² / (FLT_MIN + Σ x) over each window (the activation-weighted average)"""
     for o in range(cuda.grid(1), planes * pooled_h * pooled_w, cuda.gridsize(1)):
-        ow = o % pooled_w
-        oh = (o // pooled_w) % pooled_h
-        xo = (o // (pooled_w * pooled_h)) * height * width
+        _, _, oh, ow, plane = _position(o, 1, pooled_h, pooled_w)
+        xo = plane * height * width
         total, squares = _weights(x, xo, width, oh * stride_h, min(oh * stride_h + kernel_h, height),
                                   ow * stride_w, min(ow * stride_w + kernel_w, width))
         y[o] = squares / total
@@ -184,9 +182,7 @@ def stochastic_pool_backward_test(x, dy, planes, height, width, pooled_h, pooled
                                   stride_h, stride_w, dx):
     """dx = Σ over the windows holding each pixel of dy·(2x·S − Q)/S², S = FLT_MIN + Σ x, Q = Σ x² (TEST's gradient)"""
     for e in range(cuda.grid(1), planes * height * width, cuda.gridsize(1)):
-        w0 = e % width
-        h0 = (e // width) % height
-        plane = e // (width * height)
+        _, _, h0, w0, plane = _position(e, 1, height, width)
         xo = plane * height * width
         yo = plane * pooled_h * pooled_w
         oh0, oh1 = _windows(h0, 0, kernel_h, stride_h, pooled_h)
@@ -194,7 +190,8 @@ def stochastic_pool_backward_test(x, dy, planes, height, width, pooled_h, pooled
         g = 0.0
         for oh in range(oh0, oh1):
             for ow in range(ow0, ow1):
-                total, squares = _weights(x, xo, width, oh * stride_h, min(oh * stride_h + kernel_h, height),
-                                          ow * stride_w, min(ow * stride_w + kernel_w, width))
+                total, squares = _weights(x, xo, width, oh * stride_h,
+                                          min(oh * stride_h + kernel_h, height), ow * stride_w,
+                                          min(ow * stride_w + kernel_w, width))
                 g += dy[yo + oh * pooled_w + ow] * (2 * x[e] * total - squares) / (total * total)
         dx[e] = g
