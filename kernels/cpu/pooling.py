@@ -490,28 +490,29 @@ def _stochastic_test_planes(x, dy, p0, p1, height, width, pooled_h, pooled_w, ke
 
 
 @njit(cache=True, parallel=True)
-def stochastic_pool_forward_test(x, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                                 stride_h, stride_w, y):
-    """y = Σ x² / (FLT_MIN + Σ x) over each window (the activation-weighted average)"""
-    nc = _nchunks(planes, planes * height * width)
-    if nc == 1:
-        _stochastic_test_planes(x, y, 0, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                                stride_h, stride_w, True, y)
-    else:
-        for k in prange(nc):
-            _stochastic_test_planes(x, y, k * planes // nc, (k + 1) * planes // nc, height, width,
-                                    pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, True, y)
-
-
-@njit(cache=True, parallel=True)
-def stochastic_pool_backward_test(x, dy, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                                  stride_h, stride_w, dx):
-    """dx = Σ over the windows holding each pixel of dy·(2x·S − Q)/S², S = FLT_MIN + Σ x, Q = Σ x² (TEST's gradient)"""
+def _stochastic_test(x, dy, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h,
+                     stride_w, forward, out):
     nc = _nchunks(planes, planes * height * width)
     if nc == 1:
         _stochastic_test_planes(x, dy, 0, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                                stride_h, stride_w, False, dx)
+                                stride_h, stride_w, forward, out)
     else:
         for k in prange(nc):
             _stochastic_test_planes(x, dy, k * planes // nc, (k + 1) * planes // nc, height, width,
-                                    pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, False, dx)
+                                    pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, forward, out)
+
+
+@njit(cache=True)
+def stochastic_pool_forward_test(x, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                                 stride_h, stride_w, y):
+    """y = Σ x² / (FLT_MIN + Σ x) over each window (the activation-weighted average)"""
+    _stochastic_test(x, y, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h,
+                     stride_w, True, y)
+
+
+@njit(cache=True)
+def stochastic_pool_backward_test(x, dy, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                                  stride_h, stride_w, dx):
+    """dx = Σ over the windows holding each pixel of dy·(2x·S − Q)/S², S = FLT_MIN + Σ x, Q = Σ x² (TEST's gradient)"""
+    _stochastic_test(x, dy, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h,
+                     stride_w, False, dx)

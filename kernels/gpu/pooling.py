@@ -29,6 +29,17 @@ def _position(e, channels, rows, cols):
 
 
 @cuda.jit(device=True)
+def _covering(e, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w,
+              pad_h, pad_w, top_stride, top_offset):
+    """For bottom value e: (oh0, oh1, ow0, ow1) the outputs whose windows hold it, the offset of its
+    output plane in the top layout, and its position h·width + w in its plane."""
+    n, c, h, w, _ = _position(e, channels, height, width)
+    oh0, oh1 = _windows(h, pad_h, kernel_h, stride_h, pooled_h)
+    ow0, ow1 = _windows(w, pad_w, kernel_w, stride_w, pooled_w)
+    return oh0, oh1, ow0, ow1, n * top_stride + top_offset + c * pooled_h * pooled_w, h * width + w
+
+
+@cuda.jit(device=True)
 def _weights(x, xo, width, hs, he, ws, we):
     """(S, Q) = (FLT_MIN + Σ x, Σ x²) over rows hs..he, columns ws..we of the plane at xo."""
     total = FLT_MIN
@@ -73,15 +84,14 @@ def max_pool_backward(dy, mask, num, channels, height, width, pooled_h, pooled_w
                       stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, accumulate, dx):
     """dx = (accumulate ? dx : 0) + dy routed to each window's argmax, mask[o] (none where it is −1)"""
     for e in range(cuda.grid(1), num * channels * height * width, cuda.gridsize(1)):
-        n, c, h, w, _ = _position(e, channels, height, width)
-        oh0, oh1 = _windows(h, pad_h, kernel_h, stride_h, pooled_h)
-        ow0, ow1 = _windows(w, pad_w, kernel_w, stride_w, pooled_w)
-        yo = n * top_stride + top_offset + c * pooled_h * pooled_w
+        oh0, oh1, ow0, ow1, yo, at = _covering(e, channels, height, width, pooled_h, pooled_w, kernel_h,
+                                               kernel_w, stride_h, stride_w, pad_h, pad_w, top_stride,
+                                               top_offset)
         g = dx[e] if accumulate else 0.0
         for oh in range(oh0, oh1):
             for ow in range(ow0, ow1):
                 o = yo + oh * pooled_w + ow
-                if int(mask[o]) == h * width + w:
+                if mask[o] == at:
                     g += dy[o]
         dx[e] = g
 
@@ -116,10 +126,9 @@ def ave_pool_backward(dy, num, channels, height, width, pooled_h, pooled_w, kern
                       stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, accumulate, dx):
     """dx = (accumulate ? dx : 0) + Σ over the windows holding each pixel of dy / pool_size"""
     for e in range(cuda.grid(1), num * channels * height * width, cuda.gridsize(1)):
-        n, c, h, w, _ = _position(e, channels, height, width)
-        oh0, oh1 = _windows(h, pad_h, kernel_h, stride_h, pooled_h)
-        ow0, ow1 = _windows(w, pad_w, kernel_w, stride_w, pooled_w)
-        yo = n * top_stride + top_offset + c * pooled_h * pooled_w
+        oh0, oh1, ow0, ow1, yo, _ = _covering(e, channels, height, width, pooled_h, pooled_w, kernel_h,
+                                              kernel_w, stride_h, stride_w, pad_h, pad_w, top_stride,
+                                              top_offset)
         g = dx[e] if accumulate else 0.0
         for oh in range(oh0, oh1):
             hs = oh * stride_h - pad_h
