@@ -37,6 +37,8 @@ building the layer:
 
 * the arity: ``exact_bottoms``, ``min_bottoms``, ``max_bottoms`` and the same for tops;
 * ``is_loss``: a loss layer's first top gets loss_weight 1 by default;
+* ``auto_top_blobs``: a layer written with fewer tops than it needs gets anonymous ones
+  (Caffe's AutoTopBlobs, set for the loss layers);
 * ``in_place``: whether a top may be one of its bottoms (ReLU's ``top: "h"
   bottom: "h"``); the planner refuses in-place use of any other layer
   (``can_run_in_place(param)`` refines it per parameter set);
@@ -104,6 +106,7 @@ class Layer:
     exact_bottoms = min_bottoms = max_bottoms = None
     exact_tops = min_tops = max_tops = None
     is_loss = False
+    auto_top_blobs = False
     in_place = False
     host_only = False
     no_gradient_bottoms = ()
@@ -258,6 +261,7 @@ class LossLayer(Layer):
     scalar); loss_weight 1 by default. Caffe's LossLayer."""
 
     is_loss = True
+    auto_top_blobs = True        # Caffe's AutoTopBlobs: a loss layer without a top gets one
     min_bottoms, max_bottoms = 2, 2
     min_tops, max_tops = 1, 1
     no_gradient_bottoms = (1,)

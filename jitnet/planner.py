@@ -340,6 +340,24 @@ def _decide_backward(steps, force_backward):
     return blob_need
 
 
+def automatic_top_name(layer_name, index):
+    return f"{layer_name} (automatic top {index})"
+
+
+def _with_automatic_tops(layer):
+    """Caffe's AutoTopBlobs: a layer type that declares ``auto_top_blobs`` (the loss layers)
+    and names fewer tops than it needs gets anonymous ones (its loss still counts; they are
+    no net output). A copy is returned; the user's NetParameter is left alone."""
+    cls = layer_class(layer.type, layer.name)
+    needed = max(cls.min_tops or 0, cls.exact_tops or 0)
+    if not cls.auto_top_blobs or len(layer.top) >= needed:
+        return layer
+    copy = pb.LayerParameter()
+    copy.CopyFrom(layer)
+    copy.top.extend(automatic_top_name(layer.name, k) for k in range(len(layer.top), needed))
+    return copy
+
+
 def _check_in_place(layers):
     """NetDefinitionError for a layer written in place (a top that is also a bottom) whose
     type cannot run so (Caffe refuses Flatten and Reshape in place; jitnet every layer
@@ -389,6 +407,7 @@ def plan(net_param, phase=TEST, level=0, stages=()):
         level = net_param.state.level
     layers = filter_layers(net_param, phase, level, stages)
     _check_types(layers)
+    layers = [_with_automatic_tops(layer) for layer in layers]
     for layer in layers:
         layer_class(layer.type, layer.name).check_arity(layer)
     _check_in_place(layers)
@@ -407,7 +426,8 @@ def plan(net_param, phase=TEST, level=0, stages=()):
             loss_weights[top] = weight
             available[top] = True
     inputs = [top for s in steps if s.type == "Input" for top in s.tops]
-    outputs = sorted(available)           # read by nobody after; sorted, as Caffe's std::set
+    # read by nobody after, sorted as Caffe's std::set; automatic tops are no outputs
+    outputs = sorted(name for name in available if " (automatic top " not in name)
     backward = [s for s in reversed(steps) if s.need_backward]
     return Plan(net_param.name, phase, level, stages, steps, backward, blobs, inputs, outputs,
                 loss_weights, blob_need, net_param.force_backward)

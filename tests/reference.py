@@ -276,6 +276,104 @@ def im2col(x, axis=1, kernel=(), stride=(), pad=(), dilation=()):
 
 
 # --------------------------------------------------------------------------- vision: pooling, SPP, LRN
+FLT_MAX = float(np.finfo(np.float32).max)     # Caffe's MAX window starts at −FLT_MAX
+
+
+def pooled_size(size, kernel, pad, stride, round_mode="CEIL"):
+    """Caffe's pooled extent: ceil((size + 2·pad − kernel) / stride) + 1 (floor with FLOOR); with
+    padding, a last window starting in the padding is dropped, so (out − 1)·stride < size + pad."""
+    span = size + 2 * pad - kernel
+    out = (math.ceil(span / stride) if round_mode == "CEIL" else math.floor(span / stride)) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def pool(x, pool_method, kernel, stride=(1, 1), pad=(0, 0), round_mode="CEIL"):
+    """Caffe's Pooling forward on (N, C, H, W), written from pooling_layer.cpp's loops:
+    returns (top, mask). MAX: first maximum in row-major order from −FLT_MAX (strict >), mask =
+    h·W + w as a float (−1: none). AVE: sum of the image values over the window clipped to the
+    image, divided by the window clipped to the padded extent. STOCHASTIC (TEST): Σx² /
+    (FLT_MIN + Σx). ``kernel``, ``stride``, ``pad`` are (h, w) pairs. A window past the image
+    (possible with stride > kernel, CEIL rounding and no padding) gives −FLT_MAX and mask −1
+    (MAX, as Caffe) or 0 (AVE, STOCHASTIC)."""
+    x = _f64(x)
+    n, c, height, width = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    oh = pooled_size(height, kh, ph, sh, round_mode)
+    ow = pooled_size(width, kw, pw, sw, round_mode)
+    y = np.zeros((n, c, oh, ow))
+    mask = np.full((n, c, oh, ow), -1.0)
+    for i in range(n):
+        for j in range(c):
+            for a in range(oh):
+                for b in range(ow):
+                    hs, ws = a * sh - ph, b * sw - pw
+                    if pool_method == "MAX":
+                        best, idx = -FLT_MAX, -1
+                        for h in range(max(hs, 0), min(hs + kh, height)):
+                            for w in range(max(ws, 0), min(ws + kw, width)):
+                                if x[i, j, h, w] > best:
+                                    best, idx = x[i, j, h, w], h * width + w
+                        y[i, j, a, b], mask[i, j, a, b] = best, idx
+                    elif pool_method == "AVE":
+                        he, we = min(hs + kh, height + ph), min(ws + kw, width + pw)
+                        pool_size = (he - hs) * (we - ws)
+                        total, values = 0.0, 0
+                        for h in range(max(hs, 0), min(he, height)):
+                            for w in range(max(ws, 0), min(we, width)):
+                                total += x[i, j, h, w]
+                                values += 1
+                        # a window past the image (stride > kernel, CEIL, no padding) holds no
+                        # value: 0 here, where Caffe divides 0 by a pool_size of 0 or less
+                        y[i, j, a, b] = total / pool_size if values else 0.0
+                    else:
+                        window = x[i, j, max(hs, 0):min(hs + kh, height), max(ws, 0):min(ws + kw, width)]
+                        y[i, j, a, b] = (window ** 2).sum() / (FLT_MIN + window.sum())
+    return y, mask
+
+
+def spp(x, pyramid_height, pool_method):
+    """Caffe's SPP: level l pools with 2^l bins per side, kernel = ceil(H / bins), pad =
+    (kernel·bins − H + 1) // 2, stride = kernel (same for W); each level is flattened per image
+    and the levels concatenated along axis 1. pyramid_height 1 keeps the (N, C, 1, 1) top of
+    its single pooling."""
+    x = _f64(x)
+    n, c, height, width = x.shape
+    levels = []
+    for level in range(pyramid_height):
+        bins = 2 ** level
+        kh, kw = math.ceil(height / bins), math.ceil(width / bins)
+        ph, pw = (kh * bins - height + 1) // 2, (kw * bins - width + 1) // 2
+        y, _ = pool(x, pool_method, (kh, kw), (kh, kw), (ph, pw))
+        if pyramid_height == 1:
+            return y
+        levels.append(y.reshape(n, -1))
+    return np.concatenate(levels, axis=1)
+
+
+def lrn(x, local_size=5, alpha=1.0, beta=0.75, k=1.0, region="ACROSS_CHANNELS"):
+    """Caffe's LRN on (N, C, H, W). ACROSS_CHANNELS: scale = k + alpha/size · Σ x² over the channels
+    c − (size−1)/2 .. c + (size−1)/2 that exist; WITHIN_CHANNEL: scale = 1 + alpha · (Σ x² over the
+    size × size window centred on the pixel, zero-padded) / size² (k unused). y = x · scale^−beta."""
+    x = _f64(x)
+    n, c, height, width = x.shape
+    half = (local_size - 1) // 2
+    scale = np.zeros_like(x)
+    for i in range(n):
+        for j in range(c):
+            for h in range(height):
+                for w in range(width):
+                    if region == "ACROSS_CHANNELS":
+                        total = sum(x[i, q, h, w] ** 2 for q in range(max(j - half, 0), min(j + half + 1, c)))
+                        scale[i, j, h, w] = k + alpha / local_size * total
+                    else:
+                        total = 0.0
+                        for a in range(max(h - half, 0), min(h + half + 1, height)):
+                            for b in range(max(w - half, 0), min(w + half + 1, width)):
+                                total += x[i, j, a, b] ** 2
+                        scale[i, j, h, w] = 1.0 + alpha * total / local_size ** 2
+    return x * scale ** -beta
 
 
 # --------------------------------------------------------------------------- normalization, scale, bias, crop

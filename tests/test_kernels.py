@@ -945,6 +945,30 @@ GPU_CASES = [
 ]
 
 
+# -- pooling: STOCHASTIC's TEST-phase kernels (the layer table's big examples run in TRAIN)
+from jitnet.kernels.cpu import pooling  # noqa: E402
+from jitnet.kernels.gpu import pooling as gpooling  # noqa: E402
+
+CPU_MODS["pooling"], GPU_MODS["pooling"] = pooling, gpooling
+
+
+def _stochastic_test_case(backward):
+    def make(rng, dt):
+        planes, height, width, kernel, stride = 3, 5, 4, 3, 2
+        out = 2 * 2                                          # ceil((5 − 3)/2) + 1 × ceil((4 − 3)/2) + 1
+        x = _randn(rng, planes * height * width, dt, lo=0.05)
+        geometry = (planes, height, width, 2, 2, kernel, kernel, stride, stride)
+        if backward:
+            return (x, _randn(rng, planes * out, dt), *geometry, np.full(x.size, np.nan, dt))
+        return (x, *geometry, np.full(planes * out, np.nan, dt))
+    return make
+
+
+GPU_CASES += [
+    ("pooling", "stochastic_pool_forward_test", "", _stochastic_test_case(False)),
+    ("pooling", "stochastic_pool_backward_test", "", _stochastic_test_case(True)),
+]
+
 def _run_gpu_parity(mod, name, make, dt):
     args = make(_rng(zlib.crc32(f"{mod}.{name}".encode())), dt)
     # same numpy object twice -> same (aliased) array on both sides

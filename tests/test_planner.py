@@ -607,3 +607,20 @@ def test_real_autoencoder_plans_with_its_duplicate_layer_name():
     assert [s.type for s in losses] == ["SigmoidCrossEntropyLoss", "EuclideanLoss"]
     built = jitnet.Net(net, TRAIN)
     assert built.layer_dict["loss"].type == "EuclideanLoss"       # the later one, as Caffe's map
+
+
+def test_a_loss_layer_without_a_top_gets_an_automatic_one():
+    """Caffe's AutoTopBlobs (NIN's train_val writes SoftmaxWithLoss without a top): the loss
+    still counts, with loss weight 1, and the anonymous top is no net output."""
+    text = ('layer { name: "in" type: "Input" top: "x" top: "label" '
+            'input_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }\n'
+            'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "label" }')
+    p = plan(text, TRAIN)
+    step = [s for s in p.forward if s.name == "loss"][0]
+    assert len(step.tops) == 1 and step.loss_weights == [1.0]
+    assert p.outputs == []
+    net = jitnet.Net(P(text), TRAIN)
+    loss = net.forward(x=np.zeros((2, 3)), label=np.zeros(2))
+    assert loss == {} and net.forward_from_to() == pytest.approx(np.log(3.0))
+    original = P(text)
+    assert len(original.layer[1].top) == 0          # the user's NetParameter is left alone
