@@ -15,6 +15,8 @@
     jitnet upgrade_solver_proto_text IN OUT
     jitnet extract_features --model M --weights W --blobs fc7[,prob] --output F.h5|DIR
                             (--inputs LIST.txt|ARRAY.npy | --iterations N) [preprocessing]
+    jitnet export_onnx --model deploy.prototxt --weights W [--opset 17] [--batch dynamic|N]
+                       [--check] out.onnx
 
 Caffe's single-dash spellings (``-solver``, ``-weights``, ...) work too.
 """
@@ -155,6 +157,22 @@ def build_parser():
     _flag(extract, "gray", action="store_true", help="read images as one grey channel")
     _net_state_flags(extract, "TEST")
     _common_flags(extract)
+
+    export = sub.add_parser("export_onnx", help="write a deploy net and its weights as an ONNX model "
+                                                "(Caffe's semantics, checked by onnx.checker)")
+    export.add_argument("output", help="the .onnx file to write")
+    _flag(export, "model", required=True, help="the deploy net prototxt (Input layers, no data or "
+                                               "loss layers)")
+    _flag(export, "weights", default=None, help="the trained caffemodel (without it the fillers' "
+                                                "values are exported)")
+    _flag(export, "opset", type=int, default=None, help="the ONNX opset to write (default 17)")
+    _flag(export, "batch", default="dynamic",
+          help="'dynamic' (default: axis 0 of the inputs is free) or a fixed batch size")
+    _flag(export, "level", type=int, default=0, help="network level")
+    _flag(export, "stage", default="", help="comma-separated network stages")
+    _flag(export, "check", action="store_true",
+          help="run the exported model in onnxruntime on random inputs and print its largest "
+               "difference from jitnet's forward, per output")
     return parser
 
 
@@ -589,12 +607,55 @@ def extract_features(args):
     return 0
 
 
+def export_onnx(args):
+    from . import planner
+    from .export import check_layers, compare_with_onnxruntime, to_onnx
+    from .net import Net
+    from .proto import io as proto_io
+    # refuse data, loss and Python layers before building the net (which would open databases
+    # and import the user's modules)
+    net_param = proto_io.read_net(args.model)
+    kept = planner.filter_layers(net_param, TEST, args.level, _stages(args.stage))
+    check_layers(net_param.name or args.model, [(layer.name, layer.type) for layer in kept])
+    if not args.weights:
+        log.warning("no --weights given: the model holds the fillers' values, not trained weights")
+    net = Net(net_param, TEST, weights=args.weights, level=args.level, stages=_stages(args.stage))
+    batch = args.batch
+    if batch != "dynamic":                  # run the net at that batch too (--check compares there)
+        if not batch.isdigit() or int(batch) < 1:
+            raise JitnetError(f"--batch must be 'dynamic' or a positive integer, not {batch!r}")
+        batch = int(batch)
+        for name in net.inputs:
+            blob = net.blobs[name]
+            blob.reshape((batch,) + blob.shape[1:])
+        net.reshape()
+    model = to_onnx(net, args.output, opset=args.opset, batch=batch)
+
+    def described(values):
+        shapes = []
+        for v in values:
+            dims = v.type.tensor_type.shape.dim
+            shape = "x".join(d.dim_param or str(d.dim_value) if (d.dim_param or d.HasField("dim_value"))
+                             else "?" for d in dims)
+            shapes.append(f"{v.name} ({shape})")
+        return ", ".join(shapes)
+    print(f"Wrote {args.output}: net '{net.name}', opset {model.opset_import[0].version}, "
+          f"{len(model.graph.node)} nodes; inputs {described(model.graph.input)}; "
+          f"outputs {described(model.graph.output)}")
+    if args.check:
+        for name, (diff, scale) in compare_with_onnxruntime(net, model).items():
+            print(f"onnxruntime vs jitnet, output {name}: largest difference {diff:.3g} "
+                  f"(largest value {scale:.3g})")
+    return 0
+
+
 COMMANDS = {"train": train, "test": test, "time": time_net, "plot": plot, "info": info,
             "device_query": device_query, "convert_imageset": convert_imageset,
             "compute_image_mean": compute_image_mean, "draw": draw,
             "upgrade_net_proto_text": upgrade_net_proto_text,
             "upgrade_net_proto_binary": upgrade_net_proto_binary,
-            "upgrade_solver_proto_text": upgrade_solver_proto_text, "extract_features": extract_features}
+            "upgrade_solver_proto_text": upgrade_solver_proto_text, "extract_features": extract_features,
+            "export_onnx": export_onnx}
 
 
 def main(argv=None):

@@ -740,6 +740,13 @@ class Net:
                 [(blob.data, blob.diff if write_diff else None) for blob in layer.blobs]
                 for layer in self.layers], path)
 
+    def to_onnx(self, path=None, opset=None, batch="dynamic"):
+        """Write the net (TEST phase) as an ONNX model to ``path`` and return the ModelProto;
+        ``opset`` (default 17), ``batch`` "dynamic" (axis 0 of the inputs left free), a size, or
+        None (the net's shapes). Needs the onnx package. See :mod:`jitnet.export`."""
+        from .export import to_onnx
+        return to_onnx(self, path, opset=opset, batch=batch)
+
     def save_hdf5(self, path, write_diff=False):
         """pycaffe's save_hdf5: the weights in Caffe's HDF5 layout, whatever the file's name."""
         from .hdf5 import save_weights_hdf5

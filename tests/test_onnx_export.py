@@ -1,0 +1,348 @@
+"""ONNX export (jitnet.export, net.to_onnx, jitnet export_onnx): the Caffe rules that ONNX's
+operators do not share, each on a chosen case (pooling's last window and divisor, ArgMax's
+ties, BatchNorm's scale factor, Clip with min > max, in-place layers, split and view blobs),
+names carried over, dynamic and fixed batch sizes, old opsets, the command line, and the
+errors for what cannot be exported. Every graph is checked by onnx.checker (inside the
+export) and run by onnxruntime against jitnet's forward."""
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+import jitnet
+from jitnet import cli
+from jitnet.proto import pb
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+from jitnet.export import OnnxExportError, compare_with_onnxruntime  # noqa: E402
+
+from test_onnx_layers import check_against_onnxruntime  # noqa: E402
+from test_onnx_models import MODELS, run_onnxruntime  # noqa: E402
+
+LENET = MODELS / "lenet_mnist" / "lenet.prototxt"
+LENET_WEIGHTS = MODELS / "lenet_mnist" / "lenet_iter_10000.caffemodel"
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def net_from(text, phase=jitnet.TEST, seed=0):
+    """A net from prototxt text, its learned blobs random (seeded)."""
+    net = jitnet.Net(text_format.Parse(text, pb.NetParameter()), phase)
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        for blob in layer.blobs:
+            blob.data[...] = rng.uniform(0.5, 1.5, blob.shape)
+    return net
+
+
+def input_layer(name, shape):
+    dims = " ".join(f"dim: {d}" for d in shape)
+    return f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ {dims} }} }} }}\n'
+
+
+def random_inputs(net, seed=1):
+    rng = np.random.default_rng(seed)
+    return {name: rng.uniform(-2, 2, net.blobs[name].shape).astype(np.float32) for name in net.inputs}
+
+
+def ops(model):
+    return [node.op_type for node in model.graph.node]
+
+
+# =========================================================================== pooling
+def pooling_net(params, shape=(2, 3, 7, 7), tops=("y",)):
+    top_lines = " ".join(f'top: "{t}"' for t in tops)
+    return net_from(input_layer("x", shape) + f'layer {{ name: "pool" type: "Pooling" bottom: "x" '
+                                              f'{top_lines} pooling_param {{ {params} }} }}')
+
+
+@pytest.mark.parametrize("params,shape,out", [
+    # CEIL adds a window past the floor count; the padding after it is more than pad
+    ("pool: MAX kernel_size: 3 stride: 2", (1, 2, 6, 6), (3, 3)),
+    # Caffe's last-window rule: the window starting in the padding is dropped (ceil says 4)
+    ("pool: MAX kernel_size: 2 stride: 2 pad: 1", (1, 2, 5, 5), (3, 3)),
+    ("pool: AVE kernel_size: 2 stride: 2 pad: 1", (1, 2, 5, 5), (3, 3)),
+    # AVE divisor: the last window clipped to the padded extent (2 of 3 rows), not the kernel
+    ("pool: AVE kernel_size: 3 stride: 2 pad: 1", (1, 2, 6, 6), (4, 4)),
+    ("pool: AVE kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad_h: 2 pad_w: 1", (2, 1, 7, 8), (5, 3)),
+    ("pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", (1, 2, 6, 6), (3, 3)),
+    # windows wholly past the image (CEIL, stride > kernel, no pad): −FLT_MAX (MAX), 0 (AVE)
+    ("pool: MAX kernel_size: 1 stride: 3", (1, 2, 5, 5), (3, 3)),
+    ("pool: AVE kernel_size: 1 stride: 3", (1, 2, 5, 5), (3, 3)),
+    ("pool: STOCHASTIC kernel_size: 1 stride: 3", (1, 2, 5, 5), (3, 3)),
+    ("pool: STOCHASTIC kernel_size: 3 stride: 2", (1, 2, 6, 6), (3, 3)),
+    ("pool: MAX global_pooling: true", (2, 3, 5, 4), (1, 1)),
+    ("pool: AVE global_pooling: true", (2, 3, 5, 4), (1, 1)),
+])
+def test_pooling_keeps_caffes_windows_and_divisor(params, shape, out):
+    net = pooling_net(params, shape)
+    assert net.blobs["y"].shape[2:] == out
+    inputs = random_inputs(net)
+    if "STOCHASTIC" in params:
+        inputs["x"] = np.abs(inputs["x"]) + 0.1
+    model, _ = check_against_onnxruntime(net, inputs)
+    assert all(a.name != "ceil_mode" for node in model.graph.node for a in node.attribute)
+    y = net.blobs["y"].data
+    if "kernel_size: 1 stride: 3" in params:        # the third row and column are past the image
+        empty = -FLT_MAX if "MAX" in params else 0.0
+        assert (y[:, :, 2, :] == empty).all() and (y[:, :, :, 2] == empty).all()
+
+
+def test_pooling_mask_top_is_the_index_within_the_plane():
+    net = pooling_net("pool: MAX kernel_size: 3 stride: 2 pad: 1", (2, 3, 7, 6), tops=("y", "mask"))
+    inputs = random_inputs(net)
+    check_against_onnxruntime(net, inputs)
+    assert net.blobs["mask"].data.max() < 7 * 6
+
+
+def test_spp_levels_concatenated():
+    net = net_from(input_layer("x", (2, 3, 8, 6)) + 'layer { name: "spp" type: "SPP" bottom: "x" '
+                   'top: "y" spp_param { pyramid_height: 3 pool: AVE } }')
+    check_against_onnxruntime(net, random_inputs(net))
+
+
+# =========================================================================== other Caffe rules
+def test_argmax_ties_rank_the_larger_index_first():
+    net = net_from(input_layer("x", (2, 6)) + 'layer { name: "top3" type: "ArgMax" bottom: "x" '
+                   'top: "y" argmax_param { top_k: 3 out_max_val: true } }')
+    x = np.array([[1, 3, 3, 2, 3, 0], [5, 5, 5, 5, 5, 5]], np.float32)
+    check_against_onnxruntime(net, {"x": x})
+    np.testing.assert_array_equal(net.blobs["y"].data[0, 0], [4, 2, 1])
+    np.testing.assert_array_equal(net.blobs["y"].data[1, 0], [5, 4, 3])
+
+
+@pytest.mark.parametrize("factor", [0.0, 1.0, 999.9])
+def test_batch_norm_folds_the_scale_factor_into_the_statistics(factor):
+    net = net_from(input_layer("x", (2, 3, 4)) + 'layer { name: "bn" type: "BatchNorm" bottom: "x" '
+                   'top: "x" batch_norm_param { eps: 0.01 } }')
+    bn = net.layer_dict["bn"]
+    mean, var = np.array([0.5, -1.0, 2.0]), np.array([1.0, 0.25, 4.0])
+    bn.blobs[0].data[...], bn.blobs[1].data[...], bn.blobs[2].data[...] = mean * factor, var * factor, factor
+    model, _ = check_against_onnxruntime(net, random_inputs(net))
+    stored = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    expect = 1.0 if factor else 0.0           # Caffe: a factor of 0 means statistics 0
+    np.testing.assert_allclose(stored["bn/mean"], mean * expect, rtol=1e-6)
+    np.testing.assert_allclose(stored["bn/variance"], var * expect, rtol=1e-6)
+    assert ops(model) == ["BatchNormalization"]
+
+
+def test_clip_with_min_above_max_gives_min():
+    net = net_from(input_layer("x", (4, 5)) + 'layer { name: "clip" type: "Clip" bottom: "x" '
+                   'top: "y" clip_param { min: 1 max: -1 } }')
+    check_against_onnxruntime(net, random_inputs(net))
+    assert (net.blobs["y"].data == 1).all()
+
+
+def test_scale_and_bias_broadcast_from_their_axis():
+    text = (input_layer("x", (2, 3, 4, 5)) + input_layer("s", (3, 4)) +
+            'layer { name: "scale" type: "Scale" bottom: "x" bottom: "s" top: "y" '
+            'scale_param { axis: 1 bias_term: true } }\n'
+            'layer { name: "bias" type: "Bias" bottom: "y" top: "z" bias_param { axis: -2 num_axes: 2 } }')
+    check_against_onnxruntime(net_from(text), random_inputs(net_from(text)))
+
+
+def test_eltwise_coefficients_and_max_ties():
+    text = (input_layer("a", (3, 4)) + input_layer("b", (3, 4)) +
+            'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" bottom: "a" top: "s" '
+            'eltwise_param { coeff: 0.5 coeff: -2 coeff: 3 } }\n'
+            'layer { name: "max" type: "Eltwise" bottom: "a" bottom: "b" top: "m" '
+            'eltwise_param { operation: MAX } }')
+    net = net_from(text)
+    a = np.round(random_inputs(net)["a"])
+    check_against_onnxruntime(net, {"a": a, "b": a.copy()})
+
+
+def test_crop_and_deconvolution_as_fcn_upsamples():
+    text = (input_layer("x", (1, 2, 5, 5)) + input_layer("ref", (1, 2, 8, 9)) +
+            'layer { name: "up" type: "Deconvolution" bottom: "x" top: "up" convolution_param { '
+            'num_output: 2 kernel_size: 4 stride: 2 group: 2 bias_term: false '
+            'weight_filler { type: "bilinear" } } }\n'
+            'layer { name: "crop" type: "Crop" bottom: "up" bottom: "ref" top: "y" '
+            'crop_param { axis: 2 offset: 1 offset: 3 } }')
+    net = net_from(text)
+    model, _ = check_against_onnxruntime(net, random_inputs(net))
+    assert ops(model) == ["ConvTranspose", "Slice"]
+
+
+def test_reshape_zero_and_minus_one_follow_the_batch():
+    text = (input_layer("x", (2, 3, 4)) +
+            'layer { name: "r" type: "Reshape" bottom: "x" top: "r" reshape_param { shape { dim: 0 dim: -1 dim: 2 } } }\n'
+            'layer { name: "f" type: "Flatten" bottom: "r" top: "f" }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "f" top: "ip" inner_product_param { num_output: 3 } }\n'
+            'layer { name: "ip2" type: "InnerProduct" bottom: "r" top: "ip2" inner_product_param { num_output: 2 axis: 2 } }')
+    net = net_from(text)
+    model = net.to_onnx()
+    for batch in (2, 5):
+        net.blobs["x"].reshape((batch, 3, 4))
+        net.reshape()
+        report = compare_with_onnxruntime(net, model, random_inputs(net, batch))
+        assert max(diff for diff, _ in report.values()) < 1e-5
+
+
+# =========================================================================== blobs and names
+def test_lenet_names_carry_over():
+    net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS))
+    model = net.to_onnx()
+    nodes = {node.name: node for node in model.graph.node}
+    values = {o for node in model.graph.node for o in node.output}
+    assert [i.name for i in model.graph.input] == ["data"]
+    assert [o.name for o in model.graph.output] == ["prob"]
+    for layer in ("conv1", "pool1", "conv2", "pool2", "ip1", "relu1", "ip2", "prob"):
+        assert layer in nodes, layer
+    assert {"conv1", "pool1", "conv2", "pool2", "ip1", "ip2", "prob"} <= values
+    # relu1 runs in place on ip1: the blob's last version is relu1's output, named ip1
+    assert nodes["relu1"].output == ["ip1"] and nodes["ip1"].output == ["ip1@ip1"]
+    initializers = {t.name for t in model.graph.initializer}
+    assert {"conv1/weight", "conv1/bias", "ip2/weight", "ip2/bias"} <= initializers
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["N", 1, 28, 28]
+
+
+def test_split_tops_are_the_bottom_and_views_follow_in_place_writes():
+    # x feeds two layers (a Split is inserted); f is a view of x, and the in-place ReLU on f
+    # changes x too, as in Caffe: the Eltwise reads the rectified x
+    text = (input_layer("x", (2, 6)) +
+            'layer { name: "f" type: "Flatten" bottom: "x" top: "f" flatten_param { axis: 0 } }\n'
+            'layer { name: "relu" type: "ReLU" bottom: "f" top: "f" }\n'
+            'layer { name: "sum" type: "Eltwise" bottom: "x" bottom: "x" top: "s" }\n'
+            'layer { name: "copy" type: "Split" bottom: "s" top: "s1" top: "s2" }')
+    net = net_from(text)
+    model, _ = check_against_onnxruntime(net, random_inputs(net))
+    assert "Split" not in ops(model)
+    assert [o.name for o in model.graph.output] == ["f", "s1", "s2"]
+    assert (net.blobs["s1"].data >= 0).all()
+
+
+def test_silence_consumes_without_nodes():
+    text = (input_layer("x", (2, 3)) + input_layer("unused", (4,)) +
+            'layer { name: "quiet" type: "Silence" bottom: "unused" }\n'
+            'layer { name: "t" type: "TanH" bottom: "x" top: "y" }')
+    net = net_from(text)
+    model, _ = check_against_onnxruntime(net, random_inputs(net))
+    assert ops(model) == ["Tanh"]
+
+
+def test_float64_net_exports_float32():
+    net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS), dtype=np.float64)
+    model = net.to_onnx(batch=None)
+    assert {t.data_type for t in model.graph.initializer} == {onnx.TensorProto.FLOAT}
+    report = compare_with_onnxruntime(net, model)
+    assert report["prob"][0] < 1e-5
+
+
+# =========================================================================== batch and opset
+def test_fixed_batch_restores_the_net():
+    net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS))
+    net.blobs["data"].data[...] = 0.25
+    model = net.to_onnx(batch=3)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [3, 1, 28, 28]
+    assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [3, 10]
+    assert net.blobs["data"].shape == (64, 1, 28, 28) and (net.blobs["data"].data == 0.25).all()
+    assert net.blobs["prob"].shape == (64, 10)
+
+
+def test_dynamic_batch_runs_at_other_sizes():
+    net = jitnet.Net(str(MODELS / "cifar10_quick" / "cifar10_quick.prototxt"), jitnet.TEST)
+    model = net.to_onnx()
+    for batch in (1, 4):
+        net.blobs["data"].reshape((batch, 3, 32, 32))
+        net.reshape()
+        report = compare_with_onnxruntime(net, model, random_inputs(net, batch))
+        assert report["prob"][0] < 1e-6
+
+
+@pytest.mark.parametrize("opset", [9, 13, 21])
+def test_lenet_at_other_opsets(opset):
+    net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS))
+    model = net.to_onnx(opset=opset)
+    assert model.opset_import[0].version == opset
+    assert compare_with_onnxruntime(net, model)["prob"][0] < 1e-5
+
+
+@pytest.mark.parametrize("layer,opset,operator,needs", [
+    ('layer { name: "c" type: "Crop" bottom: "x" bottom: "x" top: "y" crop_param { axis: 1 } }',
+     9, "Slice", 10),
+    ('layer { name: "c" type: "Softmax" bottom: "x" top: "y" }', 12, "Softmax", 13),
+    ('layer { name: "c" type: "ArgMax" bottom: "x" top: "y" }', 11, "ArgMax", 12),
+    ('layer { name: "c" type: "ArgMax" bottom: "x" top: "y" argmax_param { top_k: 2 } }', 10, "TopK", 11),
+])
+def test_opset_too_old_names_the_layer_and_the_operator(layer, opset, operator, needs):
+    net = net_from(input_layer("x", (2, 3, 4)) + layer)
+    with pytest.raises(OnnxExportError, match=rf"opset {opset} is too old for layer 'c' .*"
+                                              rf"{operator}.* opset {needs}"):
+        net.to_onnx(opset=opset)
+    net.to_onnx(opset=needs)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"opset": 8}, "opset 8: jitnet writes opsets 9 to"),
+    ({"opset": 10_000}, "opset 10000"),
+    ({"opset": "17"}, "opset must be an integer"),
+    ({"batch": 0}, "batch must be 'dynamic' or a positive integer"),
+    ({"batch": "many"}, "batch must be 'dynamic' or a positive integer"),
+])
+def test_bad_arguments(kwargs, message):
+    net = jitnet.Net(str(LENET), jitnet.TEST)
+    with pytest.raises(OnnxExportError, match=message):
+        net.to_onnx(**kwargs)
+
+
+# =========================================================================== what is refused
+def test_train_net_with_data_layers_is_refused():
+    text = ('layer { name: "data" type: "DummyData" top: "x" top: "label" dummy_data_param { '
+            'shape { dim: 2 dim: 3 } shape { dim: 2 } } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip" inner_product_param { num_output: 2 } }\n'
+            'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }')
+    with pytest.raises(OnnxExportError, match=r"TRAIN-phase net with data layers \('data'\): export "
+                                              r"the deploy net"):
+        net_from(text, jitnet.TRAIN).to_onnx()
+    with pytest.raises(OnnxExportError, match=r"layer 'data' \(DummyData\) is a data layer.*layer "
+                                              r"'loss' \(SoftmaxWithLoss\) is a loss layer"):
+        net_from(text, jitnet.TEST).to_onnx()
+
+
+def test_train_net_without_data_layers_is_refused():
+    net = jitnet.Net(str(LENET), jitnet.TRAIN)
+    with pytest.raises(OnnxExportError, match="built for TRAIN.*jitnet.TEST"):
+        net.to_onnx()
+
+
+def test_python_layer_is_refused_by_name():
+    text = (input_layer("x", (2, 3)) +
+            'layer { name: "mine" type: "Python" bottom: "x" top: "y" '
+            'python_param { module: "pycaffe_user_layers" layer: "ScaleShift" } }')
+    with pytest.raises(OnnxExportError, match=r"layer 'mine' \(Python\) is a user's Python layer"):
+        net_from(text).to_onnx()
+
+
+def test_net_without_outputs_is_refused():
+    text = input_layer("x", (2, 3)) + 'layer { name: "quiet" type: "Silence" bottom: "x" }'
+    with pytest.raises(OnnxExportError, match="no outputs"):
+        net_from(text).to_onnx()
+
+
+# =========================================================================== command line
+def test_command_line_export_and_check(tmp_path, capsys):
+    out = tmp_path / "lenet.onnx"
+    code = cli.main(["export_onnx", "-model", str(LENET), "-weights", str(LENET_WEIGHTS),
+                     "-opset", "13", "-batch", "2", "-check", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "opset 13" in printed and "inputs data (2x1x28x28)" in printed and "outputs prob (2x10)" in printed
+    assert "onnxruntime vs jitnet, output prob: largest difference" in printed
+    model = onnx.load(str(out))
+    net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS))
+    net.blobs["data"].reshape((2, 1, 28, 28))
+    net.reshape()
+    x = random_inputs(net)["data"]
+    expected = net.forward(data=x)["prob"]
+    np.testing.assert_allclose(run_onnxruntime(model, {"data": x})["prob"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_command_line_refuses_a_train_val_net_before_building_it(capsys):
+    code = cli.main(["export_onnx", "--model", str(MODELS / "lenet_mnist" / "lenet_train_test.prototxt"),
+                     "out.onnx"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "layer 'mnist' (Data) is a data layer" in err and "Export the deploy net" in err
