@@ -64,6 +64,7 @@ def pooling_net(params, shape=(2, 3, 7, 7), tops=("y",)):
     ("pool: AVE kernel_size: 2 stride: 2 pad: 1", (1, 2, 5, 5), (3, 3)),
     # AVE divisor: the last window clipped to the padded extent (2 of 3 rows), not the kernel
     ("pool: AVE kernel_size: 3 stride: 2 pad: 1", (1, 2, 6, 6), (4, 4)),
+    # non-square, and along W the last window dropped (it would start in the padding)
     ("pool: AVE kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad_h: 2 pad_w: 1", (2, 1, 7, 8), (5, 3)),
     ("pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", (1, 2, 6, 6), (3, 3)),
     # windows wholly past the image (CEIL, stride > kernel, no pad): −FLT_MAX (MAX), 0 (AVE)

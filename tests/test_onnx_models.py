@@ -130,18 +130,26 @@ def _train_val_net_is_refused(rel, net_param):
         pytest.skip("a train/val net whose data test_model_zoo does not stand in for")
     stages = next(stages for _, phase, stages in _states(net_param) if phase == jitnet.TEST)
     net = jitnet.Net(_with_inputs_for_data(net_param, SAMPLES[rel]), jitnet.TEST, stages=stages)
+    _is_refused(rel, net)
+
+
+def _is_refused(rel, net):
+    """The export fails naming every layer of the net that has no ONNX form."""
     refused = [layer for layer in net.layers if layer.type in REFUSED]
-    assert refused, "a TEST-phase train/val net without loss or accuracy layers: compare it instead"
+    assert refused, "a net without layers the export refuses: compare it instead"
     with pytest.raises(OnnxExportError) as error:
         onnx_model(net)
     for layer in refused:
-        assert f"layer '{layer.name}' ({layer.type}) is a" in str(error.value)
+        assert f"layer '{layer.name}' ({layer.type})" in str(error.value)
     print(f"\n{rel}: refused, naming {', '.join(layer.name for layer in refused)}")
 
 
 def _deploy_net_matches(rel, net_param, record_property):
     jitnet.set_random_seed(0)
     net = jitnet.Net(net_param, jitnet.TEST)
+    if any(layer.type in REFUSED for layer in net.layers):       # recurrent layers (LSTM, RNN)
+        _is_refused(rel, net)
+        return
     rng = np.random.default_rng(0)
     if rel in WEIGHTS:
         net.copy_from(str(MODELS / WEIGHTS[rel]))

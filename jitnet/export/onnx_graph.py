@@ -149,16 +149,15 @@ class LayerContext:
 
     def floats(self, values, hint="const"):
         """A float32 constant (scalar when ``values`` is a number)."""
-        array = np.asarray(values, dtype=np.float32)
-        key = ("f", array.shape, array.tobytes())
-        if key not in self.cache:
-            self.cache[key] = self.g.add_initializer(f"{self.name}/{hint}", array)
-        return self.cache[key]
+        return self._constant(np.asarray(values, dtype=np.float32), hint)
 
     def ints(self, values, hint="const"):
         """An int64 constant (1-D from a list, scalar from a number)."""
-        array = np.asarray(values, dtype=np.int64)
-        key = ("i", array.shape, array.tobytes())
+        return self._constant(np.asarray(values, dtype=np.int64), hint)
+
+    def _constant(self, array, hint):
+        """An initializer named ``<layer>/<hint>``, one per value within a layer."""
+        key = (array.dtype.str, array.shape, array.tobytes())
         if key not in self.cache:
             self.cache[key] = self.g.add_initializer(f"{self.name}/{hint}", array)
         return self.cache[key]

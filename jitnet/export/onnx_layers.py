@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 
-from ..common import TEST
 from ..proto import pb
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -36,10 +35,10 @@ REFUSED = {
     "HDF5Output": "it writes an HDF5 file, which an ONNX graph cannot do",
     "Python": ("a user's Python layer: its forward is the user's own code, which has no ONNX form. "
                "Replace it with built-in layers to export the net"),
-    # recurrent layers: Caffe's LSTM and RNN reset their state at any time step through the
-    # cont bottom, which ONNX's LSTM and RNN operators cannot express; not exported yet
-    "LSTM": "Caffe's recurrent layers (reset per time step by cont) are not exported to ONNX yet",
-    "RNN": "Caffe's recurrent layers (reset per time step by cont) are not exported to ONNX yet",
+    # Caffe's recurrent layers reset their state at any time step where cont is 0, which ONNX's
+    # LSTM and RNN operators do not express (a Loop over the time steps would)
+    "LSTM": "not exported to ONNX yet (Caffe's recurrent layers reset their state where cont is 0)",
+    "RNN": "not exported to ONNX yet (Caffe's recurrent layers reset their state where cont is 0)",
 }
 
 
@@ -84,50 +83,52 @@ def emit_elu(ctx):
     ctx.node("Elu", ctx.bottoms, ctx.tops, alpha=float(ctx.layer.param.elu_param.alpha))
 
 
+def _affine(ctx, x, scale, shift):
+    """scale·x + shift, with nodes only where scale ≠ 1 and shift ≠ 0."""
+    if scale != 1:
+        x = ctx.node("Mul", [x, ctx.floats(scale, "scale")])
+    if shift != 0:
+        x = ctx.node("Add", [x, ctx.floats(shift, "shift")])
+    return x
+
+
+def _scaled(ctx, op, x, factor):
+    """The top as op(x)·factor (no Mul for a factor of 1)."""
+    if factor == 1:
+        ctx.node(op, [x], ctx.tops)
+    else:
+        ctx.node("Mul", [ctx.node(op, [x]), ctx.floats(factor, "factor")], ctx.tops)
+
+
 @emits("Exp")
 def emit_exp(ctx):
     """y = outer·exp(inner·x), inner = scale·ln(base), outer = base^shift (as the layer computes)."""
-    layer, x = ctx.layer, ctx.bottoms[0]
-    if layer.inner_scale != 1:
-        x = ctx.node("Mul", [x, ctx.floats(layer.inner_scale, "inner_scale")])
-    if layer.outer_scale == 1:
-        ctx.node("Exp", [x], ctx.tops)
-    else:
-        ctx.node("Mul", [ctx.node("Exp", [x]), ctx.floats(layer.outer_scale, "outer_scale")], ctx.tops)
+    layer = ctx.layer
+    _scaled(ctx, "Exp", _affine(ctx, ctx.bottoms[0], layer.inner_scale, 0), layer.outer_scale)
 
 
 @emits("Log")
 def emit_log(ctx):
     """y = ln(shift + scale·x) / ln(base)."""
-    layer, x = ctx.layer, ctx.bottoms[0]
-    if layer.scale != 1:
-        x = ctx.node("Mul", [x, ctx.floats(layer.scale, "scale")])
-    if layer.shift != 0:
-        x = ctx.node("Add", [x, ctx.floats(layer.shift, "shift")])
-    if layer.base_scale == 1:
-        ctx.node("Log", [x], ctx.tops)
-    else:
-        ctx.node("Mul", [ctx.node("Log", [x]), ctx.floats(layer.base_scale, "base_scale")], ctx.tops)
+    layer = ctx.layer
+    _scaled(ctx, "Log", _affine(ctx, ctx.bottoms[0], layer.scale, layer.shift), layer.base_scale)
 
 
 @emits("Power")
 def emit_power(ctx):
     """y = (shift + scale·x)^power; a constant of x's shape when power·scale = 0 (Caffe's case)."""
-    layer, x = ctx.layer, ctx.bottoms[0]
+    layer = ctx.layer
     if layer.diff_scale == 0:
         with np.errstate(divide="ignore", invalid="ignore"):
             value = 1.0 if layer.power == 0 else float(np.float64(layer.shift) ** layer.power)
         value = ctx.g.numpy_helper.from_array(np.array([value], dtype=np.float32), "value")
-        ctx.node("ConstantOfShape", [ctx.node("Shape", [x])], ctx.tops, value=value)
+        ctx.node("ConstantOfShape", [ctx.node("Shape", ctx.bottoms)], ctx.tops, value=value)
         return
-    if layer.scale != 1:
-        x = ctx.node("Mul", [x, ctx.floats(layer.scale, "scale")])
-    if layer.shift != 0:
-        x = ctx.node("Add", [x, ctx.floats(layer.shift, "shift")])
+    base = _affine(ctx, ctx.bottoms[0], layer.scale, layer.shift)
     if layer.power == 1:
-        ctx.out(0, x)
+        ctx.out(0, base)
     else:
-        ctx.node("Pow", [x, ctx.floats(layer.power, "power")], ctx.tops)
+        ctx.node("Pow", [base, ctx.floats(layer.power, "power")], ctx.tops)
 
 
 @emits("PReLU")
@@ -427,7 +428,7 @@ def emit_filter(ctx):
     """Compress along axis 0 where the selector is not 0 (NaN counts as not 0, as in jitnet)."""
     selector = ctx.reshape(ctx.bottoms[-1], [-1])
     keep = ctx.node("Not", [ctx.node("Equal", [selector, ctx.floats(0.0, "zero")])])
-    for k, (x, top) in enumerate(zip(ctx.bottoms[:-1], ctx.tops)):
+    for x, top in zip(ctx.bottoms[:-1], ctx.tops):
         ctx.node("Compress", [x, keep], top, axis=0)
 
 
@@ -642,8 +643,6 @@ def emit_pooling(ctx):
     """MAX / AVE / STOCHASTIC (TEST) pooling with Caffe's output size and divisor (see pool2d);
     global pooling is GlobalMaxPool / GlobalAveragePool (divisor H·W)."""
     layer = ctx.layer
-    if layer.method == pb.PoolingParameter.STOCHASTIC and layer.phase != TEST:
-        raise ctx.error("STOCHASTIC pooling in TRAIN samples at random; it has no ONNX form")
     if layer.global_pooling and layer.method != pb.PoolingParameter.STOCHASTIC and len(ctx.tops) == 1:
         op = "GlobalMaxPool" if layer.method == pb.PoolingParameter.MAX else "GlobalAveragePool"
         ctx.node(op, ctx.bottoms, ctx.tops)
