@@ -176,16 +176,43 @@ def _setup_logging(path=None):
 @contextlib.contextmanager
 def progress_bar(total, label):
     """A tqdm bar on stderr with log lines printed above it; on a terminal it redraws in
-    place, elsewhere (a CI log, a pipe) it prints a line about every tenth of the run."""
-    tty = sys.stderr.isatty()
-    bar = tqdm(total=total, desc=label, ascii=".#", file=sys.stderr,
-               bar_format="{desc} [{bar:30}] {n_fmt}/{total_fmt} {postfix}  {rate_fmt}  ETA {remaining}",
-               mininterval=0.1 if tty else 0, miniters=None if tty else max(total // 10, 1))
+    place, elsewhere (a CI log, a pipe, a file) it prints the bar as a line of its own at
+    about every tenth of the run, so the log stays readable."""
+    bar_format = "{desc} [{bar:30}] {n_fmt}/{total_fmt}{postfix}  {rate_fmt}  ETA {remaining}"
+    if sys.stderr.isatty():
+        bar = tqdm(total=total, desc=label, ascii=".#", file=sys.stderr, bar_format=bar_format)
+    else:
+        bar = _LineProgress(total, label, bar_format)
     try:
         with logging_redirect_tqdm(loggers=[log]):
             yield bar
     finally:
         bar.close()
+
+
+class _LineProgress:
+    """tqdm's update / set_postfix_str / n / close, printed as whole lines (no carriage returns)."""
+
+    def __init__(self, total, label, bar_format):
+        self.total, self.label, self.bar_format = max(int(total), 1), label, bar_format
+        self.n, self.postfix, self.start = 0, "", time.perf_counter()
+        self.step = max(self.total // 10, 1)
+        self.next_line = 0
+
+    def update(self, k=1):
+        self.n += k
+        if self.n >= self.next_line or self.n >= self.total:
+            self.next_line = self.n + self.step
+            line = tqdm.format_meter(self.n, self.total, time.perf_counter() - self.start,
+                                     prefix=self.label, ascii=".#", postfix=self.postfix,
+                                     bar_format=self.bar_format)
+            print(line, file=sys.stderr, flush=True)
+
+    def set_postfix_str(self, text, refresh=False):
+        self.postfix = text
+
+    def close(self):
+        pass
 
 
 def _select_mode(gpu, solver_mode_gpu=False, device_id=0, force_cpu=False):
