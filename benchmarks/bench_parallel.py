@@ -38,7 +38,6 @@ import sys
 import time
 
 import numpy as np
-from google.protobuf import text_format
 
 GRADIENTS = [("LeNet", 431_080), ("CIFAR-10-quick", 145_578), ("CaffeNet", 60_965_224)]
 
@@ -83,19 +82,17 @@ def bench_allreduce(comm, MPI, rounds):
 
 # -- training overhead ---------------------------------------------------------------------------------
 def mlp(batch, sizes, classes):
-    """An MLP fed by MemoryData (dealt by rank), ReLUs between InnerProducts, SoftmaxWithLoss."""
-    from jitnet.proto import pb
-    layers = [f'layer {{ name: "data" type: "MemoryData" top: "data" top: "label" memory_data_param '
-              f'{{ batch_size: {batch} channels: {sizes[0]} height: 1 width: 1 }} }}']
-    bottom = "data"
-    for i, n in enumerate(sizes[1:] + [classes]):
-        layers.append(f'layer {{ name: "ip{i + 1}" type: "InnerProduct" bottom: "{bottom}" top: "ip{i + 1}" '
-                      f'inner_product_param {{ num_output: {n} weight_filler {{ type: "xavier" }} }} }}')
-        bottom = f"ip{i + 1}"
-        if i < len(sizes) - 1:
-            layers.append(f'layer {{ name: "relu{i + 1}" type: "ReLU" bottom: "{bottom}" top: "{bottom}" }}')
-    layers.append(f'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "{bottom}" bottom: "label" top: "loss" }}')
-    return text_format.Parse("\n".join(layers), pb.NetParameter())
+    """bench.py's MLP (InnerProducts with ReLUs between, SoftmaxWithLoss), fed by MemoryData
+    (whose records are dealt by rank) instead of Input."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench import mlp_prototxt
+    param = mlp_prototxt(batch, sizes, classes)
+    data = param.layer[0]
+    data.ClearField("input_param")
+    data.type = "MemoryData"
+    p = data.memory_data_param
+    p.batch_size, p.channels, p.height, p.width = batch, sizes[0], 1, 1
+    return param
 
 
 NETS = [
@@ -120,6 +117,9 @@ def make_solver(batch, sizes, classes):
 
 
 def bench_overhead(comm, rounds, iters):
+    """Per-iteration times (iteration callback to iteration callback, the slowest rank's),
+    pooled over interleaved rounds: medians, which a busy machine's stalls of tens of ms
+    (a rank descheduled while the other waits for it) do not move; the means are kept too."""
     from jitnet.parallel import DataParallel
     rows = []
     for name, batch, sizes, classes in NETS:
@@ -128,31 +128,43 @@ def bench_overhead(comm, rounds, iters):
         for mode in ("all", "layer"):
             runs[mode] = make_solver(batch, sizes, classes)
             wrapped[mode] = DataParallel(runs[mode], comm, reduce=mode)
-        for solver in runs.values():
+        stamps = {mode: [] for mode in runs}
+        for mode, solver in runs.items():
             solver.step(3)                       # compile, warm up
-        times = {mode: [] for mode in runs}
+            solver.add_callback(lambda s, mode=mode: stamps[mode].append(time.perf_counter()))
+        per_iteration = {mode: [] for mode in runs}
         exposed = {mode: [] for mode in wrapped}
+        skew = {mode: [] for mode in wrapped}
         posting = {mode: [] for mode in wrapped}
         for _ in range(rounds):
             for mode, solver in runs.items():
                 if mode in wrapped:
-                    wrapped[mode].stats.__init__()
-                    wrapped[mode].stats.bytes = wrapped[mode]._reducer.count * 4
+                    wrapped[mode].stats.reset()
                 comm.Barrier()
-                start = time.perf_counter()
+                stamps[mode].clear()
+                stamps[mode].append(time.perf_counter())
                 solver.step(iters)
-                elapsed = max(comm.allgather(time.perf_counter() - start))
-                times[mode].append(elapsed / iters * 1e3)
+                mine = np.diff(stamps[mode]) * 1e3
+                per_iteration[mode].extend(np.max(comm.allgather(mine), axis=0).tolist())
                 if mode in wrapped:
-                    st = wrapped[mode].stats.per_iteration()
-                    exposed[mode].append(st["exposed_ms"])
-                    posting[mode].append(st["posting_ms"])
+                    st = wrapped[mode].stats
+                    exposed[mode].extend(st.samples)
+                    # how long this rank waited for the last rank to reach the reduction
+                    entered = np.array(comm.allgather(list(st.entered)))
+                    skew[mode].extend(((entered.max(axis=0) - np.array(st.entered)) * 1e3).tolist())
+                    posting[mode].append(st.per_iteration()["posting_ms"])
         params = sum(b.count for b in runs["alone"].net.learnable_params)
-        row = {"section": "overhead", "case": name, "params": params, "mbytes": params * 4 / 1e6}
+        row = {"section": "overhead", "case": name, "params": params, "mbytes": params * 4 / 1e6,
+               "iterations": rounds * iters}
         for mode in runs:
-            row[f"{mode}_ms"] = statistics.median(times[mode])
+            row[f"{mode}_ms"] = statistics.median(per_iteration[mode])
+            row[f"{mode}_mean_ms"] = statistics.mean(per_iteration[mode])
         for mode in wrapped:
             row[f"{mode}_exposed_ms"] = statistics.median(exposed[mode])
+            row[f"{mode}_exposed_mean_ms"] = statistics.mean(exposed[mode])
+            row[f"{mode}_skew_ms"] = statistics.median(skew[mode])
+            row[f"{mode}_comm_ms"] = statistics.median(np.maximum(
+                np.array(exposed[mode]) - np.array(skew[mode]), 0.0))
             row[f"{mode}_posting_ms"] = statistics.median(posting[mode])
             wrapped[mode].close()
         rows.append(row)
@@ -200,7 +212,7 @@ def torch_nets():
         return nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
                              nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
                              nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-                             nn.Flatten(), nn.Linear(64 * 3 * 3, 64), nn.Linear(64, 10))
+                             nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10))
 
     def caffenet():
         return nn.Sequential(nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), nn.MaxPool2d(3, 2),
@@ -233,7 +245,8 @@ def layer_flops(model, shape):
 
 def measure_compute(rounds):
     """ms per training iteration (forward, backward, SGD) with PyTorch on this machine's cores,
-    timed at ``timed_batch`` and scaled to the batch the net trains with."""
+    timed at ``timed_batch`` and scaled to the batch the net trains with (the fastest of the
+    rounds: the others measure the machine's other tenants)."""
     import torch
     rows = []
     for name, make, batch, shape, classes, timed_batch in torch_nets():
@@ -253,7 +266,7 @@ def measure_compute(rounds):
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
-        per = statistics.median(times) * 1e3 * batch / timed_batch
+        per = min(times) * 1e3 * batch / timed_batch     # the least disturbed by a busy machine
         flops = layer_flops(model, shape)
         rows.append({"section": "model", "case": name, "batch": batch, "timed_batch": timed_batch,
                      "compute_ms": per, "params": sum(p for _, _, p in flops),
@@ -262,44 +275,62 @@ def measure_compute(rounds):
     return rows
 
 
+def ring_allreduce_ms(values, hosts, gbits, latency_us, messages=1):
+    """One ring allreduce of ``values`` float32 over ``hosts`` hosts: each sends and receives
+    2(N-1)/N of the bytes, in 2(N-1) steps that each pay the latency (per message)."""
+    n = hosts
+    return (2 * (n - 1) / n * values * 4 / (gbits * 1e9 / 8)
+            + messages * 2 * (n - 1) * latency_us * 1e-6) * 1e3
+
+
 def iteration_time(compute_ms, layers, hosts, gbits, latency_us, overlap):
     """Predicted ms per iteration on ``hosts`` hosts joined by ``gbits`` Gb/s links.
 
-    Ring allreduce: each host sends and receives 2(N-1)/N of the gradient bytes, in 2(N-1)
-    steps that each pay the latency. Compute is split as Caffe's nets split it: backward ~
-    2/3 of the iteration, shared among the layers by their multiply-adds. Without overlap
-    the whole allreduce follows backward; with layer-wise overlap a layer's allreduce
-    starts when its backward ends (and after the previous allreduce: one network), and
-    only what runs past the end of backward is exposed."""
+    Compute is split as in Caffe's nets: backward ~2/3 of the iteration, shared among the
+    layers by their multiply-adds. Without overlap ("all") one allreduce of every gradient
+    follows backward. With layer-wise overlap a layer's two blobs (weights, bias) are
+    reduced as soon as its backward ends (after the previous allreduce: one network), each
+    paying the latency, and only what runs past the end of backward is exposed."""
     if hosts == 1:
         return compute_ms
-    n, bandwidth = hosts, gbits * 1e9 / 8
-    def comm_ms(params):
-        return (2 * (n - 1) / n * params * 4 / bandwidth + 2 * (n - 1) * latency_us * 1e-6) * 1e3
     total_macs = sum(l["macs"] for l in layers)
     backward = compute_ms * 2 / 3
     forward = compute_ms - backward
     if not overlap:
-        return compute_ms + comm_ms(sum(l["params"] for l in layers))
+        return compute_ms + ring_allreduce_ms(sum(l["params"] for l in layers), hosts, gbits, latency_us)
     clock = network = 0.0
     for layer in reversed(layers):                 # backward runs top to bottom
         clock += backward * layer["macs"] / total_macs
-        network = max(network, clock) + comm_ms(layer["params"])
+        network = max(network, clock) + ring_allreduce_ms(layer["params"], hosts, gbits, latency_us, 2)
     return forward + max(backward, network)
 
 
-def model_rows(compute_rows, hosts=(2, 8, 32, 128), links=(10, 25, 100), latency_us=20.0):
+# Gb/s of a link -> the latency of one step of a ring allreduce over it, in µs (assumed: TCP over
+# 10 and 25 Gb/s Ethernet, RDMA over 100 Gb/s InfiniBand or RoCE)
+LINKS = {10: 25.0, 25: 15.0, 100: 3.0}
+
+
+def model_rows(compute_rows, hosts=(2, 8, 32, 128), links=LINKS, speedups=(1, 100)):
+    """The allreduce time per iteration, and the predicted speed-up over one host, with the
+    compute measured here and with a host ``k`` times faster (a GPU, say)."""
     rows = []
     for row in compute_rows:
-        for gbits in links:
-            for overlap in (False, True):
-                speedups = {}
-                for n in hosts:
-                    t = iteration_time(row["compute_ms"], row["layers"], n, gbits, latency_us, overlap)
-                    speedups[n] = n * row["compute_ms"] / t
-                rows.append({"section": "speedup", "case": row["case"], "gbits": gbits,
-                             "overlap": overlap, "latency_us": latency_us,
-                             "speedup": {str(n): s for n, s in speedups.items()}})
+        for gbits, latency_us in links.items():
+            rows.append({"section": "comm", "case": row["case"], "gbits": gbits,
+                         "latency_us": latency_us,
+                         "ms": {str(n): ring_allreduce_ms(row["params"], n, gbits, latency_us)
+                                for n in hosts}})
+    for faster in speedups:
+        for row in compute_rows:
+            compute = row["compute_ms"] / faster
+            for gbits, latency_us in links.items():
+                for overlap in (False, True):
+                    rows.append({"section": "speedup", "case": row["case"], "gbits": gbits,
+                                 "overlap": overlap, "latency_us": latency_us,
+                                 "compute_ms": compute, "faster": faster,
+                                 "speedup": {str(n): n * compute / iteration_time(
+                                     compute, row["layers"], n, gbits, latency_us, overlap)
+                                     for n in hosts}})
     return rows
 
 
@@ -312,11 +343,15 @@ def print_rows(rows, ranks):
                   f"blocking {row['blocking_ms']:9.3f} ms ({row['blocking_busbw_gbs']:6.2f} GB/s), "
                   f"non-blocking {row['non-blocking_ms']:9.3f} ms ({row['non-blocking_busbw_gbs']:6.2f} GB/s)")
         elif s == "overhead":
-            print(f"overhead {row['case']:<42} {row['params']:>9,} params: alone {row['alone_ms']:8.3f} ms/it, "
-                  f"all {row['all_ms']:8.3f} (+{row['all_ms'] - row['alone_ms']:.3f}; exposed "
-                  f"{row['all_exposed_ms']:.3f}), layer {row['layer_ms']:8.3f} "
-                  f"(+{row['layer_ms'] - row['alone_ms']:.3f}; exposed {row['layer_exposed_ms']:.3f}, "
-                  f"in backward {row['layer_posting_ms']:.3f})")
+            print(f"overhead {row['case']:<42} {row['params']:>9,} params, medians (means) ms per "
+                  f"iteration: alone {row['alone_ms']:.3f} ({row['alone_mean_ms']:.2f}); "
+                  f"all {row['all_ms']:.3f} ({row['all_mean_ms']:.2f}), exposed "
+                  f"{row['all_exposed_ms']:.3f} ({row['all_exposed_mean_ms']:.2f}) = waiting for "
+                  f"the other rank {row['all_skew_ms']:.3f} + communicating {row['all_comm_ms']:.3f}; "
+                  f"layer {row['layer_ms']:.3f} ({row['layer_mean_ms']:.2f}), exposed "
+                  f"{row['layer_exposed_ms']:.3f} ({row['layer_exposed_mean_ms']:.2f}) = "
+                  f"{row['layer_skew_ms']:.3f} + {row['layer_comm_ms']:.3f}, "
+                  f"in backward {row['layer_posting_ms']:.3f}")
         elif s == "timeline":
             print(f"\ntimeline {row['case']} ({ranks} ranks, layer-wise reduction), average per layer:")
             for layer in row["layers"]:
@@ -329,10 +364,13 @@ def print_rows(rows, ranks):
             print(f"compute {row['case']:<16} b{row['batch']}: {row['compute_ms']:9.1f} ms per iteration "
                   f"(PyTorch, {row['torch_threads']} threads, timed at b{row['timed_batch']}), "
                   f"{row['params']:,} params")
+        elif s == "comm":
+            cells = "  ".join(f"{n:>3} hosts {v:9.3f}" for n, v in row["ms"].items())
+            print(f"allreduce ms {row['case']:<16} {row['gbits']:>3} Gb/s ({row['latency_us']:g} µs): {cells}")
         elif s == "speedup":
             cells = "  ".join(f"{n:>3} hosts {v:6.1f}x" for n, v in row["speedup"].items())
-            print(f"speed-up {row['case']:<16} {row['gbits']:>3} Gb/s "
-                  f"{'layer-wise overlap' if row['overlap'] else 'no overlap        '}: {cells}")
+            print(f"speed-up {row['case']:<16} compute {row['compute_ms']:9.1f} ms {row['gbits']:>3} Gb/s "
+                  f"{'layer-wise' if row['overlap'] else 'all       '}: {cells}")
 
 
 def relaunch(args):

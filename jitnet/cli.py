@@ -1,7 +1,7 @@
 """The ``jitnet`` command, after Caffe's ``caffe`` tool:
 
     jitnet train --solver S [--weights W[,W2] | --snapshot STATE] [--gpu 0] [--log FILE]
-    mpiexec -n N jitnet train --solver S [--gpu all | --gpu 0,1] [--allreduce all|layer]
+    mpiexec -n N jitnet train --solver S [--gpu all | --gpu 0,1] [--allreduce layer|all]
                  [--check_sync K]     # data-parallel over N processes (jitnet.parallel)
     jitnet test  --model M --weights W [--iterations 50] [--gpu 0]
     jitnet time  --model M [--iterations 50] [--gpu 0]
@@ -66,9 +66,10 @@ def build_parser():
           help="what Ctrl-C does (default: snapshot, then stop)")
     _flag(train, "sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"],
           help="what SIGHUP does (default: snapshot and go on)")
-    _flag(train, "allreduce", default="all", choices=["all", "layer"],
-          help="under mpiexec: sum the gradients all at once after backward (default), or "
-               "layer by layer, overlapping backward (Caffe's layer_wise_reduce)")
+    _flag(train, "allreduce", default="layer", choices=["layer", "all"],
+          help="under mpiexec: sum the gradients layer by layer, overlapping backward "
+               "(default; Caffe's layer_wise_reduce), or all at once after backward (faster "
+               "for tiny nets, and for small nets on many hosts: docs/SCALING.md)")
     _flag(train, "check_sync", type=int, default=0, metavar="K",
           help="under mpiexec, a debug check: compare the weights of every rank every K "
                "iterations (0: never)")

@@ -8,6 +8,7 @@ through MPI (Open MPI or MPICH, reached through mpi4py; ``pip install 'jitnet[mp
 
 or from Python, in a script started by mpiexec::
 
+    import jitnet, jitnet.parallel
     solver = jitnet.get_solver("solver.prototxt")
     dp = jitnet.parallel.DataParallel(solver)      # joins the other ranks
     dp.solve()                                     # or solver.step(n) in your own loop
@@ -20,17 +21,23 @@ What each rank does (Caffe's semantics; CAFFE-NOTES "Multi-device training"):
 - it reads its own share of the records, record i to rank i mod N (Data, ImageData,
   HDF5Data, MemoryData: ``DataLayer.set_worker``);
 - after the iteration's forward/backward passes, the parameter gradients are summed over
-  the ranks and scaled by 1/N: all at once (``reduce="all"``: one allreduce of every
-  gradient, packed into one buffer, in the solver's ``on_gradients_ready`` callback) or
-  layer by layer (``reduce="layer"``: a non-blocking allreduce of a layer's gradients
-  started in the Net's ``after_backward`` callback as soon as they are final, overlapping
-  the backward of the layers below, as Caffe's ``layer_wise_reduce``). With iter_size > 1
+  the ranks and scaled by 1/N: layer by layer (``reduce="layer"``, the default: a
+  non-blocking allreduce of each parameter blob started in the Net's ``after_backward``
+  callback as soon as its gradient is final, overlapping the backward of the layers
+  below, as Caffe's ``layer_wise_reduce``; polled between layers, since Open MPI moves a
+  non-blocking collective on only inside MPI calls) or all at once (``reduce="all"``: one
+  allreduce of every gradient, packed into one buffer, in the solver's
+  ``on_gradients_ready`` callback; faster for the tiniest nets, and for small nets on
+  many hosts, where layer-wise pays the latency per blob: docs/SCALING.md). With iter_size > 1
   the gradients accumulate over the passes and are reduced once, after the last one; a
   shared parameter is reduced once, after the last layer that uses it;
 - it applies the same update, so the weights stay identical without further
-  communication (``check_every=K`` compares checksums of the weights every K iterations).
+  communication (``check_every=K`` compares checksums of the weights every K iterations);
+- it draws its own random numbers (Dropout): rank r's generator is rank 0's jumped r
+  times ahead (Caffe seeds worker r with random_seed + r).
 
-Only rank 0 (the root solver) tests, logs, shows progress and writes snapshots. A
+Only rank 0 (the root solver) tests, logs, shows progress and writes snapshots (the
+other ranks' "jitnet" logger is set to WARNING). A
 snapshot gathers every rank's random state and data positions, so resuming with N ranks
 continues exactly; resuming with another number of ranks continues from the first
 record no rank has read (and logs the new effective batch).
@@ -39,6 +46,7 @@ A rank that fails stops every rank: :func:`abort_on_error` (and, for a script's
 uncaught exceptions, the excepthook :func:`world` installs) prints the error and calls
 MPI_Abort, so no rank waits for ever in a collective for a rank that is gone.
 """
+import collections
 import contextlib
 import hashlib
 import logging
@@ -58,7 +66,7 @@ log = logging.getLogger("jitnet")
 
 INSTALL_HINT = "pip install 'jitnet[mpi]'"
 MODES = ("all", "layer")
-DEFAULT_REDUCE = "all"          # measured faster here (docs/SCALING.md); "layer" overlaps backward
+DEFAULT_REDUCE = "layer"        # measured faster here (docs/SCALING.md), but on the tiniest nets
 # data layers that deal records by index (set_worker); other stateful data layers sample at
 # random and get a different seed per rank
 DEALT = ("Data", "ImageData", "HDF5Data", "MemoryData")
@@ -330,22 +338,33 @@ def merged_positions(ranks):
 
 
 class CommStats:
-    """Communication time of a data-parallel run, accumulated per iteration.
+    """Communication time of a data-parallel run, per iteration.
 
-    ``exposed_ms``: time the iteration waited for gradients in ``on_gradients_ready``
-    (the communication not hidden behind backward, with packing and the 1/N scaling);
-    ``posting_ms``: time spent starting and polling non-blocking allreduces inside backward
-    (layer mode); ``bytes``: gradient bytes each rank contributes per iteration."""
+    ``exposed_ms``: time the iteration waited for gradients in ``on_gradients_ready`` (the
+    communication not hidden behind backward, with packing and the 1/N scaling), in total
+    and per iteration (``samples``, the last 10,000, with ``entered``, the perf_counter
+    times the waits began: on one host, comparing them across ranks tells the wait for a
+    slower rank from the communication itself); ``posting_ms``: time spent starting and
+    polling non-blocking allreduces inside backward (layer mode); ``bytes``: gradient bytes
+    each rank contributes per iteration."""
 
-    def __init__(self):
+    def __init__(self, bytes_per_iteration=0):
         self.iterations = 0
         self.exposed_ms = 0.0
         self.posting_ms = 0.0
-        self.bytes = 0
+        self.samples = collections.deque(maxlen=10_000)
+        self.entered = collections.deque(maxlen=10_000)
+        self.bytes = bytes_per_iteration
+
+    def reset(self):
+        self.__init__(self.bytes)
 
     def per_iteration(self):
+        """Means per iteration, and the median of the exposed time (robust to the stalls of a
+        busy machine)."""
         n = max(self.iterations, 1)
         return {"iterations": self.iterations, "exposed_ms": self.exposed_ms / n,
+                "exposed_median_ms": float(np.median(self.samples)) if self.samples else 0.0,
                 "posting_ms": self.posting_ms / n, "bytes": self.bytes}
 
 
@@ -465,6 +484,8 @@ class _Reducer:
         end = time.perf_counter()
         self._event("wait", "on_gradients_ready", start, end)
         self.stats.exposed_ms += (end - start) * 1e3
+        self.stats.samples.append((end - start) * 1e3)
+        self.stats.entered.append(start)
         self.stats.iterations += 1
 
     def _reduce_at_once(self, ks, blas):
@@ -493,7 +514,7 @@ class DataParallel:
 
     ``comm``: an mpi4py communicator (MPI's COMM_WORLD through :func:`world` when the
     process was started by an MPI launcher; a single process otherwise, where nothing
-    changes). ``reduce``: "all" (default) or "layer". ``check_every``: compare checksums of
+    changes). ``reduce``: "layer" (default) or "all". ``check_every``: compare checksums of
     the weights over the ranks every K iterations (0: never) and raise ParallelError on a
     difference.
 
@@ -519,6 +540,8 @@ class DataParallel:
         self.stats = CommStats()
         self.restored = None
         solver.root_solver = self.rank == 0
+        if self.rank > 0:
+            log.setLevel(logging.WARNING)
         solver.on_snapshot.append(self._on_snapshot)
         solver.on_restore.append(self._on_restore)
         self._reducer = None
@@ -768,6 +791,6 @@ class DataParallel:
         st = self.stats.per_iteration()
         return (f"Communication ({self.mode}, {self.size} ranks, {st['bytes'] / 1e6:.4g} MB of "
                 f"gradients per rank per iteration): {st['exposed_ms']:.3f} ms per iteration not "
-                f"hidden behind backward" + (f", {st['posting_ms']:.3f} ms starting and polling "
-                                             "allreduces inside backward" if self.mode == "layer" else "")
-                + f" (over {st['iterations']} iterations)")
+                f"hidden behind backward (median {st['exposed_median_ms']:.3f})"
+                + (f", {st['posting_ms']:.3f} ms starting and polling allreduces inside backward"
+                   if self.mode == "layer" else "") + f", over {st['iterations']} iterations")

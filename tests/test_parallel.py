@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
+from test_solver import classifier_solver, write_h5
 
 HERE = Path(__file__).resolve()
-TRAIN_ROWS = (23, 17)            # two HDF5 files of odd sizes: epochs end inside a round
 B = 3                            # the per-rank batch of the HDF5 net
 ITERS = 12
 
@@ -67,12 +66,6 @@ layer {{ name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "a
 layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }}
 """
 DROPOUT = 'layer { name: "drop1" type: "Dropout" bottom: "ip1" top: "ip1" dropout_param { dropout_ratio: 0.3 } }'
-
-
-def write_h5(path, **datasets):
-    with h5py.File(path, "w") as f:
-        for name, array in datasets.items():
-            f.create_dataset(name, data=array)
 
 
 def write_lmdb(path, n=30, seed=4):
@@ -121,20 +114,13 @@ def lmdb_solver(folder, batch, dropout=False, extra="", write=True):
 
 
 def make_data(work):
-    """Training rows in two HDF5 files, an LMDB of 30 records, a test HDF5 file; the nets and
-    solvers the worker's ranks read."""
+    """Training rows in two HDF5 files of 23 and 17 rows (test_solver's classifier data), an
+    LMDB of 30 records, a test HDF5 file; the nets and solvers the worker's ranks read."""
     work = Path(work)
+    classifier_solver(work)                   # writes train0.h5, train1.h5 and train.txt
     hdf5_solver(work / "ranks", B)
     lmdb_solver(work / "ranks", 2)
     rng = np.random.default_rng(11)
-    centers = rng.normal(scale=2.0, size=(3, 5))
-    files = []
-    for k, n in enumerate(TRAIN_ROWS):
-        label = rng.integers(0, 3, size=n)
-        data = centers[label] + rng.normal(size=(n, 5))
-        write_h5(work / f"train{k}.h5", data=data.astype(np.float32), label=label.astype(np.float32))
-        files.append(str(work / f"train{k}.h5"))
-    (work / "train.txt").write_text("\n".join(files) + "\n")
     label = rng.integers(0, 3, size=20)
     write_h5(work / "test.h5", data=rng.normal(size=(20, 1, 2, 3)).astype(np.float32),
              label=label.astype(np.float32))
@@ -343,7 +329,7 @@ def test_cli_under_mpiexec_and_exact_resume(work):
     folder = work / "cli"
     solver = lmdb_solver(folder, 2, dropout=True,
                          extra="test_iter: 2 test_interval: 4 display: 2")
-    code, output = mpiexec([(2, jitnet_argv("train", "--solver", str(solver), "--allreduce", "layer",
+    code, output = mpiexec([(2, jitnet_argv("train", "--solver", str(solver), "--allreduce", "all",
                                             "--check_sync", "1", "--log", str(folder / "train.log")),
                              None)], work)
     assert code == 0, output[-4000:]
@@ -351,13 +337,14 @@ def test_cli_under_mpiexec_and_exact_resume(work):
     assert len(re.findall(r"Testing net \(#0\)", output)) == 3          # iterations 0, 4, 8: rank 0 only
     assert len(re.findall(r"Iteration 2 \(", output)) == 1
     assert len(re.findall(r"^Test net #0 at iteration 8", output, re.M)) == 1
-    assert output.count("train [") >= 1 and "Communication (layer, 2 ranks" in output
+    assert output.count("train [") >= 1 and "Communication (all, 2 ranks" in output
     assert "effective batch size is 4" in (folder / "train.log").read_text()
     final = folder / "lmdb_b2_drop_iter_8.caffemodel"
     uninterrupted = final.read_bytes()
     final.unlink()
-    code, output = mpiexec([(2, jitnet_argv("train", "--solver", str(solver), "--snapshot",
-                                            str(folder / "lmdb_b2_drop_iter_4.solverstate")), None)], work)
+    code, output = mpiexec([(2, jitnet_argv("train", "--solver", str(solver), "--allreduce", "all",
+                                            "--snapshot", str(folder / "lmdb_b2_drop_iter_4.solverstate")),
+                             None)], work)
     assert code == 0, output[-4000:]
     assert "Restored solver state" in output
     assert final.read_bytes() == uninterrupted
@@ -365,20 +352,21 @@ def test_cli_under_mpiexec_and_exact_resume(work):
 
 def test_gpu_mode_on_the_simulator_with_a_shared_device(work):
     """--gpu 0,0: both ranks on the one (simulated) device; layer-wise reduction copies each
-    gradient from the device and back. Two iterations match one CPU rank with 2B."""
+    gradient from the device and back. One iteration (two passes: iter_size 2) matches one
+    CPU rank with 2B."""
     folder = work / "gpu"
     solver = hdf5_solver(folder, B, extra=f'snapshot_prefix: "{folder / "snap"}"')
-    solver.write_text(solver.read_text().replace(f"max_iter: {ITERS}", "max_iter: 2"))
+    solver.write_text(solver.read_text().replace(f"max_iter: {ITERS}", "max_iter: 1"))
     code, output = mpiexec([(2, jitnet_argv("train", "--solver", str(solver), "--gpu", "0,0",
                                             "--allreduce", "layer"), None)], work,
                            NUMBA_ENABLE_CUDASIM="1")
     assert code == 0, output[-4000:]
     assert "Use GPU with device ID 0" in output
     import jitnet
-    solver_single, reference = run_single(hdf5_solver(work / "single", 2 * B), 2)
-    solver_single.net.copy_from(str(folder / "snap_iter_2.caffemodel"))
+    solver_single, reference = run_single(hdf5_solver(work / "single", 2 * B), 1)
+    solver_single.net.copy_from(str(folder / "snap_iter_1.caffemodel"))
     weights = np.concatenate([p.data.ravel() for p in solver_single.net.learnable_params])
-    np.testing.assert_allclose(weights, reference[1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(weights, reference[0], rtol=1e-4, atol=1e-6)
     assert jitnet.mode() == "cpu"
 
 

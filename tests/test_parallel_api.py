@@ -50,6 +50,17 @@ def memory_net(batch, phase=jitnet.TRAIN):
     """), phase)
 
 
+def memory_workers(rows, batch, workers):
+    """One MemoryData net per worker over the same rows (data = label = row number)."""
+    nets = []
+    for rank in range(workers):
+        net = memory_net(batch)
+        net.set_input_arrays(rows.reshape(-1, 1, 1, 1), rows)
+        net.layer_dict["mem"].set_worker(rank, workers)
+        nets.append(net)
+    return nets
+
+
 def dealt(nets, batches):
     """Labels each worker's net delivers over ``batches`` forwards, batch by batch."""
     return [[net.forward()["label"].tolist() for _ in range(batches)] for net in nets]
@@ -110,12 +121,7 @@ def test_memory_data_workers_share_out_the_rows():
     rows = np.arange(12, dtype=np.float32)
     single = memory_net(6)
     single.set_input_arrays(rows.reshape(12, 1, 1, 1), rows)
-    nets = []
-    for rank in range(2):
-        net = memory_net(3)
-        net.set_input_arrays(rows.reshape(12, 1, 1, 1), rows)
-        net.layer_dict["mem"].set_worker(rank, 2)
-        nets.append(net)
+    nets = memory_workers(rows, 3, 2)
     whole, parts = dealt([single], 5)[0], dealt(nets, 5)
     for k in range(5):
         assert parts[0][k] == whole[k][0::2] and parts[1][k] == whole[k][1::2]
@@ -127,12 +133,7 @@ def test_memory_data_workers_share_out_the_rows():
 def test_memory_data_rounds_wrap_around_rows_that_do_not_divide():
     """9 rows, batch 3, 2 workers: rounds of 6 rows wrap around the 9."""
     rows = np.arange(9, dtype=np.float32)
-    nets = []
-    for rank in range(2):
-        net = memory_net(3)
-        net.set_input_arrays(rows.reshape(9, 1, 1, 1), rows)
-        net.layer_dict["mem"].set_worker(rank, 2)
-        nets.append(net)
+    nets = memory_workers(rows, 3, 2)
     parts = dealt(nets, 3)
     assert parts[0] == [[0, 2, 4], [6, 8, 1], [3, 5, 7]]
     assert parts[1] == [[1, 3, 5], [7, 0, 2], [4, 6, 8]]
