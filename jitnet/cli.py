@@ -228,8 +228,9 @@ def _train(args, comm):
     root = ranks.rank == 0
     if not root:
         log.setLevel(logging.WARNING)          # rank 0 alone logs, tests, plots and snapshots
+    parallel.check_same_files(comm, [args.solver])      # before a rank fails to parse its own
     param = proto_io.read_solver(args.solver)
-    parallel.check_same_files(comm, parallel.solver_files(args.solver, param))
+    parallel.check_same_files(comm, parallel.solver_files(args.solver, param)[1:])
     explicit_gpu = param.HasField("solver_mode") and param.solver_mode == pb.SolverParameter.GPU
     gpu = args.gpu
     if comm is not None and not args.cpu and (gpu is not None or explicit_gpu):

@@ -521,7 +521,9 @@ class DataParallel:
     Everything works through the solver's and the net's callbacks, so ``solver.step(n)``,
     ``solver.solve()`` and loops of your own over ``solver.step(1)`` run data-parallel.
     A loop that calls ``net.forward_backward()`` and ``solver.apply_update()`` itself calls
-    :meth:`reduce_gradients` in between. Set ``solver.action_request`` (signals) before
+    :meth:`reduce_gradients` in between. A net fed through Input layers gets the same
+    inputs on every rank unless you feed each rank its share (rows ``rank::size``, say;
+    ``dp.rank``, ``dp.size``). Set ``solver.action_request`` (signals) before
     wrapping: the ranks then agree on every request. Only rank 0 tests and snapshots;
     :meth:`restore` (not ``solver.restore``) resumes every rank from rank 0's file."""
 
@@ -550,6 +552,7 @@ class DataParallel:
             solver.on_start.append(self._on_start)
             solver.on_gradients_ready.append(self._on_gradients_ready)
             solver.iteration_callbacks.append(self._after_iteration)
+            self._request = solver.action_request
             if solver.action_request is not None:
                 solver.action_request = self._agreed(solver.action_request)
             with abort_on_error(comm, "jitnet.parallel"):
@@ -784,6 +787,7 @@ class DataParallel:
                 callbacks.remove(callback)
         if self._reducer is not None:
             self._reducer.close()
+            s.action_request = self._request
         s.root_solver = True
 
     def summary(self):

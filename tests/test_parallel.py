@@ -370,6 +370,14 @@ def test_gpu_mode_on_the_simulator_with_a_shared_device(work):
     assert jitnet.mode() == "cpu"
 
 
+def test_gpu_flag_asking_for_more_devices_than_the_host_has(work):
+    solver = hdf5_solver(work / "ranks", B, write=False)
+    code, output = mpiexec([(2, jitnet_argv("train", "--solver", str(solver), "--gpu", "all"), None)],
+                           work, timeout=120, NUMBA_ENABLE_CUDASIM="1")
+    assert code != 0
+    assert re.search(r"--gpu all: 2 ranks run on host \S+, which has 1 CUDA device", output), output[-3000:]
+
+
 # -- 4. failures stop every rank -----------------------------------------------------------------------
 def test_a_rank_that_raises_stops_every_rank(work):
     start = time.monotonic()
