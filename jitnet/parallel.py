@@ -398,6 +398,7 @@ class _Reducer:
         self.passes_left = None      # backward passes before the one that reduces (iter_size)
         self.armed = True
         self.trace = None            # a list of timeline events while tracing
+        self._layer_start = 0.0
         self._callbacks = []
         if mode == "layer":
             self._callbacks = [(net.before_backward, self._before_backward),
