@@ -682,22 +682,22 @@ def extract_features(args):
 
 def export_onnx(args):
     from . import planner
-    from .export import check_layers, compare_with_onnxruntime, to_onnx
+    from .export import check_layers, check_options, compare_with_onnxruntime, to_onnx
     from .net import Net
     from .proto import io as proto_io
-    # refuse data, loss and Python layers before building the net (which would open databases
-    # and import the user's modules)
+    # the packages, options and layers are checked before the net is built (which reads the
+    # weights, opens databases and imports the user's modules)
+    batch = args.batch if args.batch == "dynamic" or not args.batch.isdigit() else int(args.batch)
+    if batch != "dynamic" and not (isinstance(batch, int) and batch >= 1):
+        raise JitnetError(f"--batch must be 'dynamic' or a positive integer, not {args.batch!r}")
+    check_options(args.opset, batch, runtime=args.check)
     net_param = proto_io.read_net(args.model)
     kept = planner.filter_layers(net_param, TEST, args.level, _stages(args.stage))
     check_layers(net_param.name or args.model, [(layer.name, layer.type) for layer in kept])
     if not args.weights:
         log.warning("no --weights given: the model holds the fillers' values, not trained weights")
     net = Net(net_param, TEST, weights=args.weights, level=args.level, stages=_stages(args.stage))
-    batch = args.batch
     if batch != "dynamic":                  # run the net at that batch too (--check compares there)
-        if not batch.isdigit() or int(batch) < 1:
-            raise JitnetError(f"--batch must be 'dynamic' or a positive integer, not {batch!r}")
-        batch = int(batch)
         for name in net.inputs:
             blob = net.blobs[name]
             blob.reshape((batch,) + blob.shape[1:])

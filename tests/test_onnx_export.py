@@ -4,6 +4,8 @@ ties, BatchNorm's scale factor, Clip with min > max, in-place layers, split and 
 names carried over, dynamic and fixed batch sizes, old opsets, the command line, and the
 errors for what cannot be exported. Every graph is checked by onnx.checker (inside the
 export) and run by onnxruntime against jitnet's forward."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from google.protobuf import text_format
@@ -12,13 +14,18 @@ import jitnet
 from jitnet import cli
 from jitnet.proto import pb
 
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx", reason="the ONNX export tests need onnx (pip install -e '.[test]')")
+pytest.importorskip("onnxruntime", reason="the ONNX export tests run the models in onnxruntime "
+                                          "(pip install -e '.[test]')")
 
 from jitnet.export import OnnxExportError, compare_with_onnxruntime  # noqa: E402
 
-from test_onnx_layers import check_against_onnxruntime  # noqa: E402
-from test_onnx_models import MODELS, run_onnxruntime  # noqa: E402
+from test_onnx_layers import check_against_onnxruntime, run_onnxruntime  # noqa: E402
+
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+# the tests on LeNet and CIFAR-10 read the shared model files; the others build their nets
+needs_models = pytest.mark.skipif(not MODELS.is_dir(), reason=f"{MODELS} is absent (the shared "
+                                  "model files sit beside the project in CI, not in a user's clone)")
 
 LENET = MODELS / "lenet_mnist" / "lenet.prototxt"
 LENET_WEIGHTS = MODELS / "lenet_mnist" / "lenet_iter_10000.caffemodel"
@@ -181,6 +188,7 @@ def test_reshape_zero_and_minus_one_follow_the_batch():
 
 
 # =========================================================================== blobs and names
+@needs_models
 def test_lenet_names_carry_over():
     net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS))
     model = net.to_onnx()
@@ -223,6 +231,7 @@ def test_silence_consumes_without_nodes():
     assert ops(model) == ["Tanh"]
 
 
+@needs_models
 def test_float64_net_exports_float32():
     net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS), dtype=np.float64)
     model = net.to_onnx(batch=None)
@@ -232,6 +241,7 @@ def test_float64_net_exports_float32():
 
 
 # =========================================================================== batch and opset
+@needs_models
 def test_fixed_batch_restores_the_net():
     net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS))
     net.blobs["data"].data[...] = 0.25
@@ -243,6 +253,7 @@ def test_fixed_batch_restores_the_net():
     assert net.blobs["prob"].shape == (64, 10)
 
 
+@needs_models
 def test_dynamic_batch_runs_at_other_sizes():
     net = jitnet.Net(str(MODELS / "cifar10_quick" / "cifar10_quick.prototxt"), jitnet.TEST)
     model = net.to_onnx()
@@ -253,6 +264,7 @@ def test_dynamic_batch_runs_at_other_sizes():
         assert report["prob"][0] < 1e-6
 
 
+@needs_models
 @pytest.mark.parametrize("opset", [9, 13, 21])
 def test_lenet_at_other_opsets(opset):
     net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS))
@@ -276,6 +288,19 @@ def test_opset_too_old_names_the_layer_and_the_operator(layer, opset, operator, 
     net.to_onnx(opset=needs)
 
 
+# a small deploy net (convolution, pooling, inner product, softmax) for the tests that need
+# no shared model file
+SMALL = (input_layer("data", (4, 2, 9, 9)) +
+         'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+         'convolution_param { num_output: 3 kernel_size: 3 } }\n'
+         'layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }\n'
+         'layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" '
+         'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+         'layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1" '
+         'inner_product_param { num_output: 5 } }\n'
+         'layer { name: "prob" type: "Softmax" bottom: "ip1" top: "prob" }\n')
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"opset": 8}, "opset 8: jitnet writes opsets 9 to"),
     ({"opset": 10_000}, "opset 10000"),
@@ -284,9 +309,8 @@ def test_opset_too_old_names_the_layer_and_the_operator(layer, opset, operator, 
     ({"batch": "many"}, "batch must be 'dynamic' or a positive integer"),
 ])
 def test_bad_arguments(kwargs, message):
-    net = jitnet.Net(str(LENET), jitnet.TEST)
     with pytest.raises(OnnxExportError, match=message):
-        net.to_onnx(**kwargs)
+        net_from(SMALL).to_onnx(**kwargs)
 
 
 # =========================================================================== what is refused
@@ -304,9 +328,8 @@ def test_train_net_with_data_layers_is_refused():
 
 
 def test_train_net_without_data_layers_is_refused():
-    net = jitnet.Net(str(LENET), jitnet.TRAIN)
-    with pytest.raises(OnnxExportError, match="built for TRAIN.*jitnet.TEST"):
-        net.to_onnx()
+    with pytest.raises(OnnxExportError, match="net 'small' was built for TRAIN.*jitnet.TEST"):
+        net_from('name: "small"\n' + SMALL, jitnet.TRAIN).to_onnx()
 
 
 def test_python_layer_is_refused_by_name():
@@ -324,26 +347,78 @@ def test_net_without_outputs_is_refused():
 
 
 # =========================================================================== command line
+def write_small_net(tmp_path):
+    """SMALL as deploy.prototxt and its random weights as small.caffemodel, and the net."""
+    model, weights = tmp_path / "deploy.prototxt", tmp_path / "small.caffemodel"
+    model.write_text(SMALL)
+    net = net_from(SMALL)
+    net.save(str(weights))
+    return model, weights, net
+
+
 def test_command_line_export_and_check(tmp_path, capsys):
-    out = tmp_path / "lenet.onnx"
-    code = cli.main(["export_onnx", "-model", str(LENET), "-weights", str(LENET_WEIGHTS),
+    model_path, weights, net = write_small_net(tmp_path)
+    out = tmp_path / "small.onnx"
+    code = cli.main(["export_onnx", "-model", str(model_path), "-weights", str(weights),
                      "-opset", "13", "-batch", "2", "-check", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "opset 13" in printed and "inputs data (2x1x28x28)" in printed and "outputs prob (2x10)" in printed
+    assert "opset 13" in printed and "inputs data (2x2x9x9)" in printed and "outputs prob (2x5)" in printed
     assert "onnxruntime vs jitnet, output prob: largest difference" in printed
     model = onnx.load(str(out))
-    net = jitnet.Net(str(LENET), jitnet.TEST, weights=str(LENET_WEIGHTS))
-    net.blobs["data"].reshape((2, 1, 28, 28))
+    assert model.opset_import[0].version == 13
+    net.blobs["data"].reshape((2, 2, 9, 9))
     net.reshape()
     x = random_inputs(net)["data"]
     expected = net.forward(data=x)["prob"]
     np.testing.assert_allclose(run_onnxruntime(model, {"data": x})["prob"], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_command_line_refuses_a_train_val_net_before_building_it(capsys):
-    code = cli.main(["export_onnx", "--model", str(MODELS / "lenet_mnist" / "lenet_train_test.prototxt"),
-                     "out.onnx"])
+def test_command_line_dynamic_batch_by_default(tmp_path, capsys):
+    model_path, weights, net = write_small_net(tmp_path)
+    out = tmp_path / "small.onnx"
+    assert cli.main(["export_onnx", "--model", str(model_path), "--weights", str(weights), str(out)]) == 0
+    assert "inputs data (Nx2x9x9)" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    net.blobs["data"].reshape((3, 2, 9, 9))
+    net.reshape()
+    x = random_inputs(net)["data"]
+    np.testing.assert_allclose(run_onnxruntime(model, {"data": x})["prob"], net.forward(data=x)["prob"],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--opset", "12"], "opset 12 is too old for layer 'prob' (Softmax): it needs the ONNX operator "
+                        "Softmax along axis 1 of a 4-D blob"),
+    (["--batch", "zero"], "--batch must be 'dynamic' or a positive integer, not 'zero'"),
+    (["--opset", "8"], "opset 8: jitnet writes opsets 9 to"),
+])
+def test_command_line_bad_arguments(tmp_path, capsys, args, message):
+    model_path = tmp_path / "deploy.prototxt"
+    # softmax over the channels of a 4-D blob needs opset 13
+    model_path.write_text(SMALL.replace('bottom: "ip1" top: "prob"', 'bottom: "conv1" top: "prob"'))
+    code = cli.main(["export_onnx", "--model", str(model_path)] + args + [str(tmp_path / "x.onnx")])
+    assert code == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_command_line_refuses_a_train_val_net_before_building_it(tmp_path, capsys):
+    # the Data layer's database does not exist: building the net would fail on it first
+    train_val = tmp_path / "train_val.prototxt"
+    train_val.write_text(
+        'name: "small"\n'
+        'layer { name: "mnist" type: "Data" top: "data" top: "label" '
+        f'data_param {{ source: "{tmp_path / "no_such_lmdb"}" batch_size: 4 backend: LMDB }} }}\n'
+        + SMALL.split("\n", 1)[1] +
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }\n'
+        'layer { name: "py" type: "Python" bottom: "prob" top: "mine" '
+        'python_param { module: "no_such_module" layer: "Mine" } }\n')
+    code = cli.main(["export_onnx", "--model", str(train_val), str(tmp_path / "out.onnx")])
     err = capsys.readouterr().err
     assert code == 1
+    assert "net 'small' cannot be exported to ONNX" in err
     assert "layer 'mnist' (Data) is a data layer" in err and "Export the deploy net" in err
+    assert "layer 'loss' (SoftmaxWithLoss) is a loss layer" in err
+    assert "layer 'py' (Python) is a user's Python layer" in err
+    assert not (tmp_path / "out.onnx").exists()

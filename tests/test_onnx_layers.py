@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 import jitnet
 from jitnet.proto import pb
 
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx", reason="the ONNX export tests need onnx (pip install -e '.[test]')")
+onnxruntime = pytest.importorskip("onnxruntime", reason="the ONNX export tests run the models in "
+                                                        "onnxruntime (pip install -e '.[test]')")
 
 from jitnet.export import OnnxExportError, compare_with_onnxruntime  # noqa: E402
 from jitnet.export.onnx_layers import EMITTERS, REFUSED  # noqa: E402
@@ -49,6 +50,17 @@ def check_against_onnxruntime(net, inputs, opset=None, batch=None, rtol=2e-5):
     for output, (diff, scale) in report.items():
         assert diff <= rtol * max(1.0, scale), (output, diff, scale)
     return model, report
+
+
+def run_onnxruntime(model, feeds):
+    """{output name: value} of ``model`` run by onnxruntime (CPU) on ``feeds``."""
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds)))
+
 
 
 EXPORTED = [case for case in LAYER_CASES if case.type in EMITTERS and case.type != "Silence"]

@@ -16,11 +16,14 @@ import jitnet
 from jitnet.layer import layer_type_list
 from jitnet.proto import io as proto_io
 
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx", reason="the ONNX export tests need onnx (pip install -e '.[test]')")
+pytest.importorskip("onnxruntime", reason="the ONNX export tests run the models in onnxruntime "
+                                          "(pip install -e '.[test]')")
 
 from jitnet.export import OnnxExportError, onnx_model  # noqa: E402
 from jitnet.export.onnx_layers import REFUSED  # noqa: E402
+
+from test_onnx_layers import run_onnxruntime  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 if not MODELS.is_dir():
@@ -85,15 +88,6 @@ def with_blob_outputs(model, names):
         if name not in have:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     return model
-
-
-def run_onnxruntime(model, feeds):
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, feeds)))
 
 
 def worst_difference(ours, theirs):

@@ -28,8 +28,8 @@ from .onnx_graph import MIN_OPSET, Graph, LayerContext, OnnxExportError, onnx_mo
 from .onnx_layers import EMITTERS, REFUSED
 
 DEFAULT_OPSET = 17
-__all__ = ["to_onnx", "onnx_model", "compare_with_onnxruntime", "check_layers", "OnnxExportError",
-           "DEFAULT_OPSET", "exportable_types"]
+__all__ = ["to_onnx", "onnx_model", "compare_with_onnxruntime", "check_layers", "check_options",
+           "OnnxExportError", "DEFAULT_OPSET", "exportable_types"]
 
 
 def exportable_types():
@@ -54,6 +54,24 @@ def onnx_model(net, opset=None, batch="dynamic"):
     dynamic, size = _batch(batch)
     with _batch_size(net, size):
         return _Export(net, opset, dynamic).model()
+
+
+def check_options(opset=None, batch="dynamic", runtime=False):
+    """The errors ``to_onnx`` (and, with ``runtime``, ``compare_with_onnxruntime``) would give for
+    these options or a missing package, before any net is built: (opset, dynamic, batch size)."""
+    onnx = onnx_modules()[0]
+    if runtime:
+        _onnxruntime()
+    return (_opset(opset, onnx),) + _batch(batch)
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise OnnxExportError("checking with onnxruntime needs the onnxruntime package "
+                              "(pip install onnxruntime)") from None
+    return onnxruntime
 
 
 def _opset(opset, onnx):
@@ -298,11 +316,7 @@ def compare_with_onnxruntime(net, model, inputs=None, seed=0):
     """Run ``net`` (jitnet's forward) and ``model`` (onnxruntime) on the same inputs (``inputs``,
     or uniform random values in [-1, 1] of the net's input shapes) and return
     {output: (largest absolute difference, largest absolute value of jitnet's output)}."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise OnnxExportError("checking with onnxruntime needs the onnxruntime package "
-                              "(pip install onnxruntime)") from None
+    onnxruntime = _onnxruntime()
     rng = np.random.default_rng(seed)
     if inputs is None:
         inputs = {name: rng.uniform(-1, 1, net.blobs[name].shape) for name in net.inputs}
