@@ -110,6 +110,60 @@ def test_spp_levels_concatenated():
 
 
 # =========================================================================== other Caffe rules
+# Each of the issue's Caffe rules on a chosen layer (the layer table's drawn samples cover them
+# too, at random): the exported graph must compute jitnet's forward, in the ops listed.
+RULES = {
+    "LRN across channels": ("x", (2, 7, 4, 5), 'type: "LRN" lrn_param { local_size: 5 alpha: 0.3 beta: 0.75 k: 2 }',
+                            ["LRN"]),
+    "LRN within channel": ("x", (2, 3, 6, 5), 'type: "LRN" lrn_param { local_size: 3 alpha: 0.4 beta: 0.6 '
+                                              'norm_region: WITHIN_CHANNEL }', None),
+    "Slice points": ("x", (2, 9, 3), 'type: "Slice" top: "a" top: "b" top: "c" slice_param { axis: 1 slice_point: 2 '
+                                     'slice_point: 7 }', ["Split"]),
+    "Slice even": ("x", (2, 3, 6), 'type: "Slice" top: "b" top: "c" slice_param { axis: -1 }', ["Split"]),
+    "Reduction SUM axis 1": ("x", (2, 3, 4), 'type: "Reduction" reduction_param { axis: 1 coeff: -0.5 }', None),
+    "Reduction ASUM axis -1": ("x", (2, 3, 4), 'type: "Reduction" reduction_param { operation: ASUM axis: -1 }',
+                               ["ReduceL1"]),
+    "Reduction SUMSQ axis 0": ("x", (2, 3, 4), 'type: "Reduction" reduction_param { operation: SUMSQ }',
+                               ["ReduceSumSquare"]),
+    "Reduction MEAN axis 2": ("x", (2, 3, 4, 5), 'type: "Reduction" reduction_param { operation: MEAN axis: 2 '
+                                                 'coeff: 3 }', None),
+    "ArgMax axis": ("x", (2, 5, 3), 'type: "ArgMax" argmax_param { axis: 1 top_k: 2 }', None),
+    "ArgMax axis values": ("x", (2, 5, 3), 'type: "ArgMax" argmax_param { axis: -1 out_max_val: true }', None),
+    "ArgMax per sample": ("x", (3, 2, 2, 2), 'type: "ArgMax" argmax_param { top_k: 3 }', None),
+    "ArgMax per sample with values": ("x", (3, 4, 2), 'type: "ArgMax" argmax_param { top_k: 2 out_max_val: true }',
+                                      None),
+    "Deconvolution stride pad dilation group": (
+        "x", (2, 4, 5, 6), 'type: "Deconvolution" convolution_param { num_output: 6 kernel_h: 3 kernel_w: 2 '
+                           'stride_h: 2 stride_w: 3 pad_h: 1 pad_w: 1 dilation: 2 group: 2 }', ["ConvTranspose"]),
+    "Crop offsets from axis 1": ("x", (2, 5, 6, 7), 'type: "Crop" bottom: "ref" crop_param { axis: 1 offset: 1 '
+                                                    'offset: 2 offset: 0 }', ["Slice"]),
+    "Scale learned axis 0 with bias": ("x", (3, 4, 2), 'type: "Scale" scale_param { axis: 0 num_axes: 2 '
+                                                       'bias_term: true }', None),
+    "Bias learned one value": ("x", (3, 4, 2), 'type: "Bias" bias_param { num_axes: 0 }', ["Add"]),
+    "Eltwise PROD": ("x", (3, 4), 'type: "Eltwise" bottom: "x" bottom: "x" eltwise_param { operation: PROD }',
+                     ["Mul", "Mul"]),
+}
+REFERENCES = {"Crop offsets from axis 1": (2, 3, 4, 7)}
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_caffe_rule(rule):
+    bottom, shape, body, expected_ops = RULES[rule]
+    text = input_layer(bottom, shape)
+    if rule in REFERENCES:
+        text += input_layer("ref", REFERENCES[rule])
+    tops = "" if 'top: "' in body else ' top: "y"'
+    text += f'layer {{ name: "rule" bottom: "{bottom}"{tops} {body} }}'
+    net = net_from(text)
+    inputs = random_inputs(net)
+    if rule.startswith("ArgMax"):                       # ties as well as distinct values
+        inputs["x"] = np.round(inputs["x"] * 2)
+    model, report = check_against_onnxruntime(net, inputs)
+    if expected_ops is not None:
+        assert ops(model) == expected_ops
+    assert all(np.abs(net.blobs[top].data).max() > 0 for top in net.outputs)   # not all zeros
+
+
 def test_argmax_ties_rank_the_larger_index_first():
     net = net_from(input_layer("x", (2, 6)) + 'layer { name: "top3" type: "ArgMax" bottom: "x" '
                    'top: "y" argmax_param { top_k: 3 out_max_val: true } }')
