@@ -434,6 +434,9 @@ def test_command_line_dynamic_batch_by_default(tmp_path, capsys):
     assert cli.main(["export_onnx", "--model", str(model_path), "--weights", str(weights), str(out)]) == 0
     assert "inputs data (Nx2x9x9)" in capsys.readouterr().out
     model = onnx.load(str(out))
+    nodes = {node.name: node for node in model.graph.node}
+    assert {"conv1", "relu1", "pool1", "ip1", "prob"} <= set(nodes)
+    assert nodes["relu1"].output == ["conv1"] and nodes["prob"].output == ["prob"]
     net.blobs["data"].reshape((3, 2, 9, 9))
     net.reshape()
     x = random_inputs(net)["data"]
@@ -476,3 +479,18 @@ def test_command_line_refuses_a_train_val_net_before_building_it(tmp_path, capsy
     assert "layer 'loss' (SoftmaxWithLoss) is a loss layer" in err
     assert "layer 'py' (Python) is a user's Python layer" in err
     assert not (tmp_path / "out.onnx").exists()
+
+
+# =========================================================================== GPU mode
+def test_net_in_gpu_mode_exports_its_weights():
+    """A net in GPU mode (numba's simulator here) exports the weights its device copy holds:
+    the emitters read the learned blobs through Blob.data, which brings them to the host."""
+    jitnet.set_mode_gpu()
+    try:
+        net = net_from(SMALL.replace("dim: 4 ", "dim: 1 "))
+        assert jitnet.mode() == "gpu"
+        inputs = random_inputs(net)
+        net.forward(**inputs)                      # the weights now live on the device too
+        check_against_onnxruntime(net, inputs)
+    finally:
+        jitnet.set_mode_cpu()

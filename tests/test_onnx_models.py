@@ -23,6 +23,7 @@ pytest.importorskip("onnxruntime", reason="the ONNX export tests run the models 
 from jitnet.export import OnnxExportError, onnx_model  # noqa: E402
 from jitnet.export.onnx_layers import REFUSED  # noqa: E402
 
+from test_model_zoo import NEEDS_USER_CODE, NOT_CAFFE  # noqa: E402  (files the zoo walk skips too)
 from test_onnx_layers import run_onnxruntime  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
@@ -41,9 +42,6 @@ SLOW = {"vgg16/VGG_ILSVRC_16_layers_deploy.prototxt", "vgg19_v1/VGG_ILSVRC_19_la
 WEIGHTS = {"lenet_mnist/lenet.prototxt": "lenet_mnist/lenet_iter_10000.caffemodel",
            "cifar10_quick_impact_scar/cifar10_quick.prototxt":
                "cifar10_quick_impact_scar/cifar10_impact_scar_quick_iter_10000.caffemodel"}
-NOT_CAFFE = {"densenet121/DenseNet_121.prototxt"}       # a fork's field (see test_model_zoo)
-# Train nets whose data layer is the authors' Python module, which is not in the folder.
-NEEDS_USER_CODE = {"fcn32s_voc/train.prototxt"}
 DATA_TYPES = {t for t, why in REFUSED.items() if why is REFUSED["Data"]}
 RTOL = 1e-4                                               # relative to a blob's largest value
 
@@ -111,7 +109,7 @@ def test_model_exports_and_matches_onnxruntime(rel, record_property):
     if missing:
         pytest.skip(f"needs layer types not built yet: {', '.join(missing)}")
     if rel in NEEDS_USER_CODE:
-        pytest.skip("its data layer is the authors' Python module, not in the folder")
+        pytest.skip(NEEDS_USER_CODE[rel])
     if types & DATA_TYPES:
         _train_val_net_is_refused(rel, net_param)
     else:
