@@ -712,7 +712,7 @@ def export_onnx(args):
                              else "?" for d in dims)
             shapes.append(f"{v.name} ({shape})")
         return ", ".join(shapes)
-    print(f"Wrote {args.output}: net '{net.name}', opset {model.opset_import[0].version}, "
+    print(f"Wrote {args.output}: net '{net.name or args.model}', opset {model.opset_import[0].version}, "
           f"{len(model.graph.node)} nodes; inputs {described(model.graph.input)}; "
           f"outputs {described(model.graph.output)}")
     if args.check:
