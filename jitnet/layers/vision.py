@@ -243,7 +243,8 @@ class _LearnedConvolution(_ConvolutionBase):
     # Passes in the drivers' terms: "forward" (the convolution), "backward_data" (its adjoint),
     # "backward_weight". Algorithms: "im2col" (Caffe's col layout, one GEMM per image and group),
     # "hwc" (channels-last windows, transposed GEMMs over batches of images), "implicit" (one
-    # GEMM per tap over the padded channels-last image; stride 1), "depthwise" (direct kernels).
+    # GEMM per tap over the padded channels-last image; stride 1), "winograd" (F(4×4, 3×3) and
+    # F(2×2, 5×5) minimal filtering; stride 1, no dilation), "depthwise" (direct kernels).
     PASSES = ("forward", "backward_data", "backward_weight")
 
     def candidates(self):
@@ -255,6 +256,10 @@ class _LearnedConvolution(_ConvolutionBase):
         names = ["im2col", "hwc"]
         if all(s == 1 for s in self.stride):
             names.append("implicit")
+            r = self.kernel[0]
+            if (self.kernel[1] == r and r in (3, 5) and all(d == 1 for d in self.dilation)
+                    and all(p <= r - 1 for p in self.pad)):
+                names.append("winograd")
         return names
 
     def algorithm(self, pass_name):
@@ -284,7 +289,7 @@ class _LearnedConvolution(_ConvolutionBase):
             return self.nchunks * K.depthwise_workspace(*self.geom), 0
         if name == "im2col":
             return self.nchunks * self.col_size, 2 * self.nchunks * self.blobs[0].count
-        size = K.hwc_workspace if name == "hwc" else K.implicit_workspace
+        size = getattr(K, name + "_workspace")
         return size(self.ci, self.co, self.group, *self.geom, self.nchunks), 0
 
     def _run(self, K, name, pass_name, a, w, b, c):

@@ -478,3 +478,34 @@ def implicit_backward_weight(x, dy, dw, work, num, channels, num_output, group, 
     """conv_backward_weight through the implicit GEMMs (stride 1): dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates; the runs' sums added in run order)"""
     hwc_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad,
                         stride, dilation, nchunks)
+
+
+def winograd_tile(kernel):
+    """The output tile m of the Winograd drivers for an r × r kernel (0: none; the GPU's winograd drivers are its im2col drivers)"""
+    return {3: 4, 5: 2}.get(int(kernel), 0)
+
+
+def winograd_workspace(channels, num_output, group, shape, kernel, pad, stride, dilation, nchunks):
+    """Workspace elements of the winograd drivers for nchunks runs (stride 1, no dilation, a square 3 × 3 or 5 × 5 kernel; the GPU's winograd drivers are its im2col drivers and need nchunks·channels·kernel_count·out_count)"""
+    return max(nchunks, 1) * _im2col_work(channels, shape, kernel, pad, stride, dilation)
+
+
+def winograd_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
+                     dilation, nchunks):
+    """conv_forward by Winograd's minimal filtering (2 spatial axes, stride 1, no dilation, an r × r kernel, r 3 or 5): y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q − pad + k] + b[o] (no bias when b is empty); work: winograd_workspace(...) elements"""
+    hwc_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
+                dilation, nchunks)
+
+
+def winograd_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
+                           stride, dilation, nchunks):
+    """conv_backward_data by Winograd's minimal filtering (the flipped kernel over dy): dx = the adjoint of the convolution applied to dy, + b[c] over the input channels (none when b is empty)"""
+    hwc_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
+                      stride, dilation, nchunks)
+
+
+def winograd_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad,
+                             stride, dilation, nchunks):
+    """conv_backward_weight by Winograd's minimal filtering: dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group, as the gradient of the Winograd forward (accumulates; the runs' sums added in run order)"""
+    hwc_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad,
+                        stride, dilation, nchunks)
