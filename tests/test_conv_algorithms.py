@@ -4,6 +4,8 @@ against the numpy reference, gradients by central differences in float64 on draw
 (Convolution and Deconvolution), the drivers split into several runs against one run, float32
 against float64 within the documented tolerance, and the GPU twins against the CPU drivers
 under the simulator. Which algorithm the layer picks is a measurement (no test asserts it)."""
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -196,3 +198,41 @@ def test_gpu_twins_match_the_cpu_drivers(name):
     getattr(GK, name + "_backward_weight")(d["x"], d["dy"], d["dw"], work, *args)
     for got, want in zip((d["y"], d["dx"], d["dw"]), cpu):
         np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-10, atol=1e-10)
+
+
+def test_measured_choices_are_kept_for_the_next_process(tmp_path, monkeypatch):
+    """The algorithm measured per pass is written to NUMBA_CACHE_DIR (beside the compiled
+    kernels) and read back by a fresh process instead of measuring; a file for another
+    machine or another version of the drivers is ignored."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(vision, "_MEASURE_WORK", 0)
+    monkeypatch.setattr(vision, "CONV_ALGORITHM", None)
+    x = np.random.default_rng(3).standard_normal((2, 3, 7, 6))
+    lp = _lp("Convolution", 4, 3, 1, 1, 1, 1, True)
+
+    def fresh_process():
+        monkeypatch.setattr(vision, "_CHOSEN", {})
+        monkeypatch.setattr(vision, "_MEASURED", {})
+        monkeypatch.setattr(vision, "_loaded_from", None)
+
+    fresh_process()
+    check_gradients(lp, [x], params=[np.ones((4, 3, 3, 3)), np.ones(4)])
+    measured = dict(vision._CHOSEN)
+    assert {key[0] for key in measured} == set(vision._LearnedConvolution.PASSES)
+    path = tmp_path / vision._CHOICES_FILE
+    assert path.exists()
+
+    fresh_process()
+    calls = []
+    real = vision._LearnedConvolution._measure
+    monkeypatch.setattr(vision._LearnedConvolution, "_measure",
+                        lambda self, *a: calls.append(a[1]) or real(self, *a))
+    forward_layer(lp, [x])
+    assert calls == [] and vision._CHOSEN == measured
+
+    fresh_process()
+    kept = json.loads(path.read_text())
+    kept["stamp"][-1] += 1                   # the drivers' file changed since
+    path.write_text(json.dumps(kept))
+    forward_layer(lp, [x])
+    assert calls == ["forward"]
