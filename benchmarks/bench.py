@@ -451,7 +451,11 @@ def print_rows(rows):
 def compare(rows, old_path):
     """Print, per row present in both runs, jitnet's time now over its time then."""
     with open(old_path) as f:
-        old = {(r["section"], r["case"]): r for r in json.load(f)["rows"]}
+        data = json.load(f)
+    if "rows" not in data:
+        print(f"\n{old_path} predates the suite's JSON layout (no 'rows'): nothing to compare")
+        return
+    old = {(r["section"], r["case"]): r for r in data["rows"]}
     print(f"\nchange against {old_path} (jitnet time now / then; below 1: faster now)")
     for r in rows:
         before = old.get((r["section"], r["case"]))
@@ -505,12 +509,12 @@ def main(argv=None):
     if "scaling" in sections and device == "cpu":
         rows += bench_scaling(args.repeat)
     print_rows(rows)
-    if args.compare:
-        compare(rows, args.compare)
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"machine": info, "device": device, "rows": rows}, f, indent=1, default=float)
+    if args.compare:
+        compare(rows, args.compare)
     return 0
 
 
