@@ -174,10 +174,19 @@ def test_float32_within_the_documented_tolerance(name, case):
         assert np.abs(a - b).max() <= 4e-6 * scale * r
 
 
+# the GPU kernels test_gpu_twins_match_the_cpu_drivers runs against their CPU twins (counted by
+# tests/test_layers.py::test_every_gpu_kernel_is_checked_against_its_cpu_twin)
+GPU_CHECKED = {("jitnet.kernels.gpu.im2col", f"{name}_{part}") for name in ALGORITHMS
+               for part in ("forward", "backward_data", "backward_weight", "workspace")}
+GPU_CHECKED.add(("jitnet.kernels.gpu.im2col", "winograd_tile"))
+
+
 @pytest.mark.parametrize("name", ALGORITHMS)
 def test_gpu_twins_match_the_cpu_drivers(name):
     """The GPU module's drivers of the same name (its im2col drivers) give the CPU's numbers."""
     from numba import cuda
+    if name == "winograd":
+        assert [GK.winograd_tile(r) for r in range(8)] == [K.winograd_tile(r) for r in range(8)]
     num, channels, num_output, group, h, w, r, pad = (2, 2, 2, 1, 4, 4, 3, 1)
     geom = _geometry(h, w, r, pad)
     cpu = _passes(K, name, np.float64, num, channels, num_output, group, geom, 1)
