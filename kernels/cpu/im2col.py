@@ -359,8 +359,10 @@ def _batch(mode, a, w, b, c, col, part, num, channels, num_output, group, shape,
     runs = nchunks if nchunks > 1 else 1
     cols = _col_count(channels, shape, kernel, pad, stride, dilation) if mode >= _FORWARD else 0
     size = c.size if mode == _BACKWARD_WEIGHT else 0
-    og = max(num_output // group, 1)
-    kdim = size // (og * group) if mode == _BACKWARD_WEIGHT else 1
+    og, kdim = 1, 1                      # the weight gradient's per-group blocks (og × kdim)
+    if mode == _BACKWARD_WEIGHT:         # (im2col_images passes num for num_output and group)
+        og = max(num_output // group, 1)
+        kdim = size // (og * group)
     if runs == 1:
         _batch_run(mode, a, w, b, c, col[:cols], part[:size], part[size:2 * size], 0, num, channels,
                    num_output, group, shape, kernel, pad, stride, dilation, force_nd)
