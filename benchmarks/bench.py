@@ -2,6 +2,7 @@
 process, interleaved (A B A B ... after a warm-up that also compiles the kernels), medians.
 
     python benchmarks/bench.py [--repeat 20] [--only layers,train,deploy,gemm,scaling]
+                               [--match "LeNet,CIFAR"] [--cpu-time]
                                [--json benchmarks/results/DATE-cpu.json] [--compare OLD.json] [--gpu]
 
 Sections (all by default):
@@ -16,6 +17,11 @@ Sections (all by default):
            SGEMM rate BLAS reaches at that GEMM shape on this machine;
   scaling  training throughput (images/s) of LeNet and CIFAR-10-quick against the batch
            size, with 1 thread and with all cores.
+
+``--cpu-time`` runs everything on one thread (numba, PyTorch, OpenCV) and times the
+process's CPU time instead of the wall clock: on a machine shared with other work the
+wall clock of two threads swings by whole scheduler quanta, CPU time much less.
+``--match`` keeps the rows whose case contains one of the comma-separated words.
 
 A ratio is jitnet's time over the peer's (below 1: jitnet is faster). Every comparison
 also checks the outputs: a row whose outputs disagree beyond float tolerance is marked
@@ -47,6 +53,12 @@ import peers  # noqa: E402
 
 torch, F = peers.torch, peers.F
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+CLOCK = time.perf_counter      # time.process_time with --cpu-time
+MATCH = ()                     # case-name words (--match); empty: every case
+
+
+def wanted(case):
+    return not MATCH or any(word in case for word in MATCH)
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -60,10 +72,10 @@ def interleaved(fns, repeat, warmup=2, sync=lambda: None):
     times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
             sync()
-            times[name].append((time.perf_counter() - start) * 1e3)
+            times[name].append((CLOCK() - start) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -274,7 +286,8 @@ def bench_deploy(name, path, batch, repeat, device, workdir):
     net.save(caffemodel)
     prototxt = os.path.join(workdir, "deploy.prototxt")
     proto_io.write_text(param, prototxt)
-    cv_net = peers.opencv_net(prototxt, caffemodel, threads=os.cpu_count()) if device == "cpu" else None
+    threads = 1 if CLOCK is time.process_time else os.cpu_count()
+    cv_net = peers.opencv_net(prototxt, caffemodel, threads=threads) if device == "cpu" else None
     if cv_net is not None:
         got = peers.opencv_forward(cv_net, inputs, outputs)
         row["valid_opencv"] = all(_close(got[k].reshape(want[k].shape), want[k]) for k in outputs)
@@ -298,7 +311,7 @@ def sgemm_gflops(m, k, n, repeat):
     c = np.empty((m, n), np.float32)
     ms = interleaved({"gemm": lambda: dot(a, b, c)}, repeat)["gemm"]
     one = 2 * m * k * n / ms / 1e6
-    return one, one * os.cpu_count()
+    return one, one * (1 if CLOCK is time.process_time else os.cpu_count())
 
 
 def bench_gemm(repeat):
@@ -438,7 +451,11 @@ def print_rows(rows):
 def compare(rows, old_path):
     """Print, per row present in both runs, jitnet's time now over its time then."""
     with open(old_path) as f:
-        old = {(r["section"], r["case"]): r for r in json.load(f)["rows"]}
+        data = json.load(f)
+    if "rows" not in data:
+        print(f"\n{old_path} predates the suite's JSON layout (no 'rows'): nothing to compare")
+        return
+    old = {(r["section"], r["case"]): r for r in data["rows"]}
     print(f"\nchange against {old_path} (jitnet time now / then; below 1: faster now)")
     for r in rows:
         before = old.get((r["section"], r["case"]))
@@ -457,33 +474,47 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--compare", default=None, help="an earlier --json file to compare with")
     parser.add_argument("--gpu", action="store_true", help="time jitnet's GPU kernels (no peers)")
+    parser.add_argument("--match", default="", help="comma-separated words; keep the cases naming one")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread everywhere, CPU time instead of the wall clock")
     args = parser.parse_args(argv)
+    global CLOCK, MATCH
+    MATCH = tuple(w for w in args.match.split(",") if w)
+    if args.cpu_time:
+        import numba
+        CLOCK = time.process_time
+        numba.set_num_threads(1)
+        if torch is not None:
+            torch.set_num_threads(1)
     device = "gpu" if args.gpu else "cpu"
     if args.gpu:
         jitnet.set_mode_gpu()
     sections = set(args.only.split(","))
     info = machine()
+    info["clock"] = "process CPU time, 1 thread" if args.cpu_time else "wall clock"
     print(f"jitnet benchmarks on {device}: {json.dumps(info)}")
     rows = []
     if "layers" in sections:
-        rows += [bench_layer(t, spec, args.repeat, device) for t, spec in layer_benches()]
+        rows += [bench_layer(t, spec, args.repeat, device) for t, spec in layer_benches()
+                 if wanted(spec.label)]
     if "train" in sections:
-        rows += [bench_train(name, make, classes, args.repeat, device) for name, make, classes in TRAIN_NETS]
+        rows += [bench_train(name, make, classes, args.repeat, device)
+                 for name, make, classes in TRAIN_NETS if wanted(name)]
     if "deploy" in sections:
         with tempfile.TemporaryDirectory() as workdir:
             rows += [bench_deploy(name, path, batch, args.repeat, device, workdir)
-                     for name, path, batch in DEPLOY_NETS]
+                     for name, path, batch in DEPLOY_NETS if wanted(name)]
     if "gemm" in sections and device == "cpu":
         rows += bench_gemm(args.repeat)
     if "scaling" in sections and device == "cpu":
         rows += bench_scaling(args.repeat)
     print_rows(rows)
-    if args.compare:
-        compare(rows, args.compare)
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"machine": info, "device": device, "rows": rows}, f, indent=1, default=float)
+    if args.compare:
+        compare(rows, args.compare)
     return 0
 
 

@@ -264,10 +264,13 @@ def _public_gpu_kernels():
 def test_every_gpu_kernel_is_checked_against_its_cpu_twin(big_runs):
     """Each public GPU kernel runs against its CPU twin through a layer case (the big
     examples here; the drawn ones reach the same kernels) or a row of GPU_CASES in
-    test_kernels.py (BLAS and solver kernels, and vocabulary no layer uses yet)."""
+    test_kernels.py (BLAS and solver kernels, and vocabulary no layer uses yet), or
+    test_conv_algorithms.py (the convolution's hwc, implicit and winograd drivers)."""
+    from test_conv_algorithms import GPU_CHECKED
     from test_kernels import GPU_CASES
     through_layers = big_runs[1]
     through_kernel_tests = {(f"jitnet.kernels.gpu.{family}", name) for family, name, *_ in GPU_CASES}
+    through_kernel_tests |= GPU_CHECKED       # the convolution's other algorithms' drivers
     missing = _public_gpu_kernels() - through_layers - through_kernel_tests
     assert not missing, f"GPU kernels no parity test reaches: {sorted(missing)}"
 

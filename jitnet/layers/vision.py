@@ -3,7 +3,11 @@
 Kernels: ``kernels/{cpu,gpu}/im2col.py`` (the im2col family and the convolution drivers
 built on it), ``kernels/{cpu,gpu}/pooling.py`` and ``kernels/{cpu,gpu}/lrn.py``.
 """
+import json
 import math
+import os
+import platform
+import time
 
 import numpy as np
 
@@ -12,11 +16,79 @@ from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..fillers import fill
 from ..layer import Layer, register
+from ..timing import synchronize
 from ..proto import pb
 
 # =========================================================================== convolution family
 # Convolution, Deconvolution and Im2col share _ConvolutionBase (Caffe's BaseConvolutionLayer).
 _SERIAL_WORK = 1 << 17     # multiply-adds below which a convolution runs on the calling thread
+_MEASURE_WORK = 1 << 22    # ... below which it runs Caffe's im2col + GEMM without measuring others
+CONV_ALGORITHM = None      # one algorithm for every convolution that can run it (None: measured)
+_CHOSEN = {}               # (pass, device, dtype, shapes...) -> the algorithm measured fastest
+_MEASURED = {}             # the same keys -> {algorithm: ms} as measured
+_CHOICES_FILE = "jitnet-conv-algorithms.json"   # the choices kept beside numba's compiled kernels
+_loaded_from = None        # the path _CHOSEN was last read from (read once per path)
+
+
+def _choices_path(kernel_module):
+    """Where the measured choices are kept: in NUMBA_CACHE_DIR when set, else in the
+    __pycache__ beside the CPU drivers, where numba keeps their compiled code. So a warm start
+    loads only the kernels it runs (measuring loads every candidate's), and an emptied cache
+    measures again."""
+    root = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(kernel_module.__file__)), "__pycache__")
+    return os.path.join(root, _CHOICES_FILE)
+
+
+def _choices_stamp(kernel_module):
+    """What the kept choices are valid for: this machine's CPU, the threads, the drivers' file."""
+    st = os.stat(kernel_module.__file__)
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return [cpu, os.cpu_count(), threads.configure()["numba_threads"], st.st_size, st.st_mtime_ns]
+
+
+def _load_choices(kernel_module):
+    """Add the kept choices to _CHOSEN (once per file; a file for another stamp, unreadable or
+    malformed is ignored: the choices are measured again)."""
+    global _loaded_from
+    path = _choices_path(kernel_module)
+    if _loaded_from == path:
+        return
+    _loaded_from = path
+    try:
+        with open(path) as f:
+            kept = json.load(f)
+        if kept.get("stamp") != _choices_stamp(kernel_module):
+            return
+        for key, name in kept["choices"]:
+            _CHOSEN.setdefault(_as_key(key), name)
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+
+
+def _as_key(value):
+    return tuple(_as_key(v) for v in value) if isinstance(value, list) else value
+
+
+def _save_choices(kernel_module):
+    """Write the CPU choices of _CHOSEN (best effort: a read-only cache only costs a measurement
+    in the next process)."""
+    path = _choices_path(kernel_module)
+    choices = [[key, name] for key, name in _CHOSEN.items() if key[1] == common.CPU]
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"stamp": _choices_stamp(kernel_module), "choices": choices}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def conv_out_size(size, kernel, pad, stride, dilation):
@@ -227,22 +299,125 @@ class _LearnedConvolution(_ConvolutionBase):
             planes = self.num * self.ci
             self.nchunks = self.chunks(planes, planes * max(in_count, out_count) * kernel_count)
         else:
-            work = self.num * self.co * (self.ci // self.group) * kernel_count * out_count
-            self.nchunks = self.chunks(self.num, work)
+            self.work = self.num * self.co * (self.ci // self.group) * kernel_count * out_count
+            self.nchunks = self.chunks(self.num, self.work)
             is_1x1 = all(k == 1 and s == 1 and p == 0
                          for k, s, p in zip(self.kernel, self.stride, self.pad))
             self.col_size = 0 if is_1x1 else self.ci * kernel_count * out_count
 
-    def _kernels(self):
-        """The im2col kernel module, with the workspaces sized for the current shapes (the
-        depthwise kernels say what they need on this device)."""
-        K = self.kernels("im2col")
+    # -- the algorithm per pass (cuDNN-style: measured once per geometry) ------------------------
+    # Passes in the drivers' terms: "forward" (the convolution), "backward_data" (its adjoint),
+    # "backward_weight". Algorithms: "im2col" (Caffe's col layout, one GEMM per image and group),
+    # "hwc" (channels-last windows, transposed GEMMs over batches of images), "implicit" (one
+    # GEMM per tap over the padded channels-last image; stride 1), "winograd" (F(4×4, 3×3) and
+    # F(2×2, 5×5) minimal filtering; stride 1, no dilation), "depthwise" (direct kernels).
+    PASSES = ("forward", "backward_data", "backward_weight")
+
+    def candidates(self):
+        """The algorithms that can run this convolution on this device, Caffe's first."""
         if self.direct:
-            self.workspace("_col", self.nchunks * K.depthwise_workspace(*self.geom))
-        else:
-            self.workspace("_col", self.nchunks * self.col_size)
-            self.workspace("_part", 2 * self.nchunks * self.blobs[0].count)
-        return K
+            return ["depthwise"]
+        if self.device != common.CPU or self.num_spatial != 2 or self.force_nd:
+            return ["im2col"]
+        names = ["im2col", "hwc"]
+        if all(s == 1 for s in self.stride):
+            names.append("implicit")
+            r = self.kernel[0]
+            if (self.kernel[1] == r and r in (3, 5) and all(d == 1 for d in self.dilation)
+                    and all(p <= r - 1 for p in self.pad)):
+                names.append("winograd")
+        return names
+
+    def algorithm(self, pass_name):
+        """The algorithm this layer runs ``pass_name`` with: CONV_ALGORITHM (or this layer's
+        ``force_algorithm``) when set and possible, else the one measured fastest for this
+        geometry (measured at the pass's first call when the work is large enough to matter)."""
+        names = self.candidates()
+        forced = getattr(self, "force_algorithm", None) or CONV_ALGORITHM
+        if forced in names:
+            return forced
+        if len(names) == 1 or self.work < _MEASURE_WORK:
+            return names[0]
+        return _CHOSEN.get(self._choice_key(pass_name))
+
+    def _choice_key(self, pass_name):
+        return (pass_name, self.device, self.dtype.str, self.num, self.ci, self.co, self.group,
+                tuple(tuple(int(v) for v in a) for a in self.geom), self.nchunks)
+
+    @property
+    def algorithms(self):
+        """{pass: algorithm} as chosen so far (None: not chosen yet), for ``jitnet time``."""
+        return {p: self.algorithm(p) for p in self.PASSES}
+
+    def _workspace_size(self, K, name):
+        """(work, part) elements the algorithm ``name`` needs for the current shapes."""
+        if name == "depthwise":
+            return self.nchunks * K.depthwise_workspace(*self.geom), 0
+        if name == "im2col":
+            return self.nchunks * self.col_size, 2 * self.nchunks * self.blobs[0].count
+        size = getattr(K, name + "_workspace")
+        return size(self.ci, self.co, self.group, *self.geom, self.nchunks), 0
+
+    def _run(self, K, name, pass_name, a, w, b, c):
+        """One pass with the algorithm ``name``: forward c = conv(a) + b; backward_data c = conv's
+        adjoint of a, + b; backward_weight c += the weight gradient of input a, output diff w."""
+        d = self.device
+        size, part = self._workspace_size(K, name)
+        work = self.workspace("_col", size).mutable_data_on(d)
+        if name == "depthwise":
+            fn = getattr(K, "depthwise_" + pass_name)
+            if pass_name == "backward_weight":
+                return fn(a, w, c, work, self.num, self.ci, *self.geom, self.nchunks)
+            return fn(a, w, b, c, work, self.num, self.ci, *self.geom, self.nchunks)
+        if name == "im2col":
+            fn = getattr(K, "conv_" + pass_name)
+            if pass_name == "backward_weight":
+                return fn(a, w, c, work, self.workspace("_part", part).mutable_data_on(d), self.num,
+                          self.ci, self.co, self.group, *self.geom, self.force_nd, self.nchunks)
+            return fn(a, w, b, c, work, self.num, self.ci, self.co, self.group, *self.geom,
+                      self.force_nd, self.nchunks)
+        fn = getattr(K, f"{name}_{pass_name}")
+        if pass_name == "backward_weight":
+            return fn(a, w, c, work, self.num, self.ci, self.co, self.group, *self.geom, self.nchunks)
+        return fn(a, w, b, c, work, self.num, self.ci, self.co, self.group, *self.geom, self.nchunks)
+
+    def _measure(self, K, pass_name, a, w, b, c):
+        """Time every candidate for ``pass_name`` on these operands (a scratch copy of c for the
+        weight gradient, which accumulates), three times each after a first call that also
+        compiles or loads its kernels, and record the fastest for this geometry. The clock is
+        the process's CPU time: every candidate splits the images alike over the same threads,
+        and on a shared machine the wall clock mostly measures the other tenants (CIFAR-10-quick
+        at load 15 on 2 cores picked a 20% slower algorithm by wall clock)."""
+        scratch = c
+        if pass_name == "backward_weight":
+            scratch = Blob(self.blobs[0].shape, dtype=self.dtype).mutable_diff_on(self.device)
+        times = {}
+        for name in self.candidates():
+            best = math.inf
+            clock = time.perf_counter if self.device != common.CPU else time.process_time
+            for i in range(4):
+                start = clock()
+                self._run(K, name, pass_name, a, w, b, scratch)
+                synchronize()
+                if i:
+                    best = min(best, clock() - start)
+            times[name] = best * 1e3
+        chosen = min(times, key=times.get)
+        _CHOSEN[self._choice_key(pass_name)] = chosen
+        _MEASURED[self._choice_key(pass_name)] = times
+        if self.device == common.CPU:
+            _save_choices(K)
+        return chosen
+
+    def _pass(self, pass_name, a, w, b, c):
+        K = self.kernels("im2col")
+        name = self.algorithm(pass_name)
+        if name is None and self.device == common.CPU:
+            _load_choices(K)
+            name = self.algorithm(pass_name)
+        if name is None:
+            name = self._measure(K, pass_name, a, w, b, c)
+        self._run(K, name, pass_name, a, w, b, c)
 
     # -- the convolution and its adjoints (in the drivers' terms) -------------------------------
     def _bias(self, d):
@@ -250,37 +425,19 @@ class _LearnedConvolution(_ConvolutionBase):
 
     def _convolve(self, K, x, w, b, y):
         """y = the convolution of x (+ b over its co output channels)."""
-        d = self.device
-        col = self._col.mutable_data_on(d)
-        if self.direct:
-            K.depthwise_forward(x, w, b, y, col, self.num, self.ci, *self.geom, self.nchunks)
-        else:
-            K.conv_forward(x, w, b, y, col, self.num, self.ci, self.co, self.group, *self.geom,
-                           self.force_nd, self.nchunks)
+        self._pass("forward", x, w, b, y)
 
     def _convolve_adjoint(self, K, y, w, b, x):
         """x = the convolution's adjoint applied to y (+ b over its ci input channels)."""
-        d = self.device
-        col = self._col.mutable_data_on(d)
-        if self.direct:
-            K.depthwise_backward_data(y, w, b, x, col, self.num, self.ci, *self.geom, self.nchunks)
-        else:
-            K.conv_backward_data(y, w, b, x, col, self.num, self.ci, self.co, self.group,
-                                 *self.geom, self.force_nd, self.nchunks)
+        self._pass("backward_data", y, w, b, x)
 
     def _convolve_weight(self, K, x, y, dw):
         """dw += ∂⟨y, conv(x; w)⟩/∂w: the correlation of the convolution's input x and output diff y."""
-        d = self.device
-        col = self._col.mutable_data_on(d)
-        if self.direct:
-            K.depthwise_backward_weight(x, y, dw, col, self.num, self.ci, *self.geom, self.nchunks)
-        else:
-            K.conv_backward_weight(x, y, dw, col, self._part.mutable_data_on(d), self.num, self.ci,
-                                   self.co, self.group, *self.geom, self.force_nd, self.nchunks)
+        self._pass("backward_weight", x, y, None, dw)
 
     def forward(self, bottom, top):
         """Convolution: top = conv(bottom) + b; Deconvolution: top = conv's adjoint(bottom) + b."""
-        K, d = self._kernels(), self.device
+        K, d = None, self.device
         w, b = self.blobs[0].data_on(d), self._bias(d)
         apply = self._convolve_adjoint if self.reverse else self._convolve
         for x, y in zip(bottom, top):
@@ -289,7 +446,7 @@ class _LearnedConvolution(_ConvolutionBase):
     def backward(self, top, propagate_down, bottom):
         """The bias and weight gradients accumulate over the bottom/top pairs; each bottom's diff
         is the other direction of the forward map applied to its top's diff."""
-        K, d = self._kernels(), self.device
+        K, d = None, self.device
         if self.bias_term and self.param_propagate_down[1]:     # db[o] += Σ_{n, q} dy[n, o, q]
             math, db = self.kernels("math"), self.blobs[1].mutable_diff_on(d)
             for y in top:

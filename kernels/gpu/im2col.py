@@ -418,3 +418,94 @@ def depthwise_backward_weight(x, dy, dw, work, num, channels, shape, kernel, pad
     if channels * g[2] * g[3] > 0 and num * g[10] * g[11] > 0:
         launch_blocks(_depthwise_backward_weight, channels * g[2] * g[3], num * g[10] * g[11])(
             x, dy, dw, num, channels, *g)
+
+
+# --------------------------------------------------------------------------- hwc and implicit
+# The CPU's channels-last and implicit GEMM drivers exist for its BLAS; on the GPU they are the
+# im2col drivers above (the same results), with the workspace those need.
+def _im2col_work(channels, shape, kernel, pad, stride, dilation):
+    _, (in_count, out_count, kernel_count, is_1x1) = _geometry_of(shape, kernel, pad, stride, dilation)
+    return 0 if is_1x1 else channels * kernel_count * out_count
+
+
+def hwc_workspace(channels, num_output, group, shape, kernel, pad, stride, dilation, nchunks):
+    """Workspace elements of the hwc drivers for nchunks runs (the GPU's hwc drivers are its im2col drivers and need nchunks·channels·kernel_count·out_count)"""
+    return max(nchunks, 1) * _im2col_work(channels, shape, kernel, pad, stride, dilation)
+
+
+def implicit_workspace(channels, num_output, group, shape, kernel, pad, stride, dilation, nchunks):
+    """Workspace elements of the implicit drivers for nchunks runs (stride 1 only; the GPU's implicit drivers are its im2col drivers and need nchunks·channels·kernel_count·out_count)"""
+    return max(nchunks, 1) * _im2col_work(channels, shape, kernel, pad, stride, dilation)
+
+
+def hwc_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
+                dilation, nchunks):
+    """conv_forward for 2 spatial axes through channels-last windows and transposed GEMMs: y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q·stride − pad + k·dilation] + b[o] (no bias when b is empty); work: hwc_workspace(...) elements"""
+    conv_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
+                 dilation, False, nchunks)
+
+
+def hwc_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
+                      stride, dilation, nchunks):
+    """conv_backward_data through the hwc layout: dx = the adjoint of hwc_forward applied to dy, + b[c] over the input channels (none when b is empty)"""
+    conv_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
+                       stride, dilation, False, nchunks)
+
+
+def hwc_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad, stride,
+                        dilation, nchunks):
+    """conv_backward_weight through the hwc layout: dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates; the runs' sums added in run order)"""
+    conv_backward_weight(x, dy, dw, work, work[:0], num, channels, num_output, group, shape, kernel,
+                         pad, stride, dilation, False, nchunks)
+
+
+def implicit_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
+                     dilation, nchunks):
+    """conv_forward for 2 spatial axes and stride 1 as one GEMM per tap over the padded channels-last image, no im2col: y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q − pad + k·dilation] + b[o] (no bias when b is empty); work: implicit_workspace(...) elements"""
+    hwc_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
+                dilation, nchunks)
+
+
+def implicit_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
+                           stride, dilation, nchunks):
+    """conv_backward_data through the implicit GEMMs (stride 1): dx = the adjoint of implicit_forward applied to dy, + b[c] over the input channels (none when b is empty)"""
+    hwc_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
+                      stride, dilation, nchunks)
+
+
+def implicit_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad,
+                             stride, dilation, nchunks):
+    """conv_backward_weight through the implicit GEMMs (stride 1): dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates; the runs' sums added in run order)"""
+    hwc_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad,
+                        stride, dilation, nchunks)
+
+
+def winograd_tile(kernel):
+    """The output tile m of the Winograd drivers for an r × r kernel (0: none; the GPU's winograd drivers are its im2col drivers)"""
+    return {3: 4, 5: 2}.get(int(kernel), 0)
+
+
+def winograd_workspace(channels, num_output, group, shape, kernel, pad, stride, dilation, nchunks):
+    """Workspace elements of the winograd drivers for nchunks runs (stride 1, no dilation, a square 3 × 3 or 5 × 5 kernel; the GPU's winograd drivers are its im2col drivers and need nchunks·channels·kernel_count·out_count)"""
+    return max(nchunks, 1) * _im2col_work(channels, shape, kernel, pad, stride, dilation)
+
+
+def winograd_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
+                     dilation, nchunks):
+    """conv_forward by Winograd's minimal filtering (2 spatial axes, stride 1, no dilation, an r × r kernel, r 3 or 5): y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q − pad + k] + b[o] (no bias when b is empty); work: winograd_workspace(...) elements"""
+    hwc_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
+                dilation, nchunks)
+
+
+def winograd_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
+                           stride, dilation, nchunks):
+    """conv_backward_data by Winograd's minimal filtering (the flipped kernel over dy): dx = the adjoint of the convolution applied to dy, + b[c] over the input channels (none when b is empty)"""
+    hwc_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
+                      stride, dilation, nchunks)
+
+
+def winograd_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad,
+                             stride, dilation, nchunks):
+    """conv_backward_weight by Winograd's minimal filtering: dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group, as the gradient of the Winograd forward (accumulates; the runs' sums added in run order)"""
+    hwc_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad,
+                        stride, dilation, nchunks)
