@@ -448,8 +448,7 @@ class LSTM(_Recurrent):
             blob.reshape((N, H))
         self.carry.reshape((2, N, H))
         self.rec.reshape((N, 4 * H))
-        self.static_gates.reshape((N, 4 * H))
-        self.kernels("blas").set_value(self.zeros.mutable_data_on(self.device), 0.0)
+        self.static_gates.reshape((N, 4 * H))      # (self.zeros is never written: all 0)
 
     def _weights(self):
         """(W_xc, b_c, W_xc_static or None, W_hc) as blobs."""

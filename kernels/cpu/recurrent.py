@@ -27,20 +27,15 @@ from numba import njit, prange
 _SERIAL_BELOW = 16384   # a pointwise step over fewer values runs on the calling thread
 
 
-@njit(cache=True)
-def _sigmoid(v):
-    """σ(v) = 1/(1 + e^−v), as e^v/(1 + e^v) for v < 0 (no overflow)"""
-    if v >= 0:
-        return 1.0 / (1.0 + np.exp(-v))
-    e = np.exp(v)
-    return e / (1.0 + e)
-
-
+# σ(v) = 1/(1 + e^−v) and tanh(v) = 2σ(2v) − 1 (Caffe's own LSTMUnit writes tanh so) in the
+# arrays' dtype, without branches: e^−v overflows to inf for very negative v, which gives the
+# right limits (σ = 0, tanh = −1), and the loops over the units vectorize.
 @njit(cache=True)
 def _unit_forward(x, rec, c_prev, cont, c, h, acts, n0, n1, hidden, with_rec, keep):
     """The LSTM unit for streams n0..n1 (2-D views: x, rec, acts (N, 4H); c_prev, c, h (N, H)):
     pre-activations x (+ rec when with_rec); with ``keep`` the activations i, σ(x_f), o, g go
     to ``acts`` (which may be x itself)."""
+    one, two, zero = c.dtype.type(1), c.dtype.type(2), c.dtype.type(0)
     for n in range(n0, n1):
         k = cont[n]
         for j in range(hidden):
@@ -50,14 +45,14 @@ def _unit_forward(x, rec, c_prev, cont, c, h, acts, n0, n1, hidden, with_rec, ke
                 xf += rec[n, hidden + j]
                 xo += rec[n, 2 * hidden + j]
                 xg += rec[n, 3 * hidden + j]
-            i = _sigmoid(xi)
-            sf = _sigmoid(xf)
-            o = _sigmoid(xo)
-            g = np.tanh(xg)
-            f = 0.0 if k == 0 else k * sf
+            i = one / (one + np.exp(-xi))
+            sf = one / (one + np.exp(-xf))
+            o = one / (one + np.exp(-xo))
+            g = two / (one + np.exp(-two * xg)) - one
+            f = zero if k == 0 else k * sf
             cv = f * c_prev[n, j] + i * g
             c[n, j] = cv
-            h[n, j] = o * np.tanh(cv)
+            h[n, j] = o * (two / (one + np.exp(-two * cv)) - one)
             if keep:
                 acts[n, j] = i
                 acts[n, hidden + j] = sf
@@ -71,27 +66,28 @@ def _unit_backward(x, is_acts, c_prev, cont, c, dc, dh, dh_more, dc_prev, dx, n0
     """The unit's backward for streams n0..n1: ∂E/∂h is dh (+ dh_more when with_more), ∂E/∂c is
     dc; writes ∂E/∂c_prev (to_c_prev; may alias dc) and ∂E/∂x (to_x). ``x`` holds the
     pre-activations, or the activations i, σ(x_f), o, g when ``is_acts``."""
+    one, two, zero = c.dtype.type(1), c.dtype.type(2), c.dtype.type(0)
     for n in range(n0, n1):
         k = cont[n]
         for j in range(hidden):
             if is_acts:
                 i, sf, o, g = x[n, j], x[n, hidden + j], x[n, 2 * hidden + j], x[n, 3 * hidden + j]
             else:
-                i = _sigmoid(x[n, j])
-                sf = _sigmoid(x[n, hidden + j])
-                o = _sigmoid(x[n, 2 * hidden + j])
-                g = np.tanh(x[n, 3 * hidden + j])
-            f = 0.0 if k == 0 else k * sf
-            tc = np.tanh(c[n, j])
+                i = one / (one + np.exp(-x[n, j]))
+                sf = one / (one + np.exp(-x[n, hidden + j]))
+                o = one / (one + np.exp(-x[n, 2 * hidden + j]))
+                g = two / (one + np.exp(-two * x[n, 3 * hidden + j])) - one
+            f = zero if k == 0 else k * sf
+            tc = two / (one + np.exp(-two * c[n, j])) - one
             gh = dh[n, j]
             if with_more:
                 gh += dh_more[n, j]
-            cbar = dc[n, j] + gh * o * (1.0 - tc * tc)
+            cbar = dc[n, j] + gh * o * (one - tc * tc)
             if to_x:
-                dx[n, j] = cbar * g * i * (1.0 - i)
-                dx[n, hidden + j] = cbar * c_prev[n, j] * f * (1.0 - f)
-                dx[n, 2 * hidden + j] = gh * tc * o * (1.0 - o)
-                dx[n, 3 * hidden + j] = cbar * i * (1.0 - g * g)
+                dx[n, j] = cbar * g * i * (one - i)
+                dx[n, hidden + j] = cbar * c_prev[n, j] * f * (one - f)
+                dx[n, 2 * hidden + j] = gh * tc * o * (one - o)
+                dx[n, 3 * hidden + j] = cbar * i * (one - g * g)
             if to_c_prev:
                 dc_prev[n, j] = cbar * f
 
