@@ -25,7 +25,8 @@ except ImportError:
 
 def _spatial(p, name, default):
     """(h, w) of a convolution/pooling field given as name, name_h/name_w or repeated."""
-    if p.HasField(f"{name}_h") or p.HasField(f"{name}_w"):
+    fields = p.DESCRIPTOR.fields_by_name
+    if f"{name}_h" in fields and (p.HasField(f"{name}_h") or p.HasField(f"{name}_w")):
         return getattr(p, f"{name}_h"), getattr(p, f"{name}_w")
     field = "kernel_size" if name == "kernel" else name
     values = getattr(p, field)

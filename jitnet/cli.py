@@ -1,6 +1,8 @@
 """The ``jitnet`` command, after Caffe's ``caffe`` tool:
 
     jitnet train --solver S [--weights W[,W2] | --snapshot STATE] [--gpu 0] [--log FILE]
+    mpiexec -n N jitnet train --solver S [--gpu all | --gpu 0,1] [--allreduce layer|all]
+                 [--check_sync K]     # data-parallel over N processes (jitnet.parallel)
     jitnet test  --model M --weights W [--iterations 50] [--gpu 0]
     jitnet time  --model M [--iterations 50] [--gpu 0]
     jitnet plot  LOGFILE [-o curves.png]
@@ -69,6 +71,13 @@ def build_parser():
           help="what Ctrl-C does (default: snapshot, then stop)")
     _flag(train, "sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"],
           help="what SIGHUP does (default: snapshot and go on)")
+    _flag(train, "allreduce", default="layer", choices=["layer", "all"],
+          help="under mpiexec: sum the gradients layer by layer, overlapping backward "
+               "(default; Caffe's layer_wise_reduce), or all at once after backward (faster "
+               "for tiny nets, and for small nets on many hosts: docs/SCALING.md)")
+    _flag(train, "check_sync", type=int, default=0, metavar="K",
+          help="under mpiexec, a debug check: compare the weights of every rank every K "
+               "iterations (0: never)")
     _common_flags(train)
 
     test = sub.add_parser("test", help="score a model over some batches")
@@ -176,16 +185,43 @@ def _setup_logging(path=None):
 @contextlib.contextmanager
 def progress_bar(total, label):
     """A tqdm bar on stderr with log lines printed above it; on a terminal it redraws in
-    place, elsewhere (a CI log, a pipe) it prints a line about every tenth of the run."""
-    tty = sys.stderr.isatty()
-    bar = tqdm(total=total, desc=label, ascii=".#", file=sys.stderr,
-               bar_format="{desc} [{bar:30}] {n_fmt}/{total_fmt} {postfix}  {rate_fmt}  ETA {remaining}",
-               mininterval=0.1 if tty else 0, miniters=None if tty else max(total // 10, 1))
+    place, elsewhere (a CI log, a pipe, a file) it prints the bar as a line of its own at
+    about every tenth of the run, so the log stays readable."""
+    bar_format = "{desc} [{bar:30}] {n_fmt}/{total_fmt}{postfix}  {rate_fmt}  ETA {remaining}"
+    if sys.stderr.isatty():
+        bar = tqdm(total=total, desc=label, ascii=".#", file=sys.stderr, bar_format=bar_format)
+    else:
+        bar = _LineProgress(total, label, bar_format)
     try:
         with logging_redirect_tqdm(loggers=[log]):
             yield bar
     finally:
         bar.close()
+
+
+class _LineProgress:
+    """tqdm's update / set_postfix_str / n / close, printed as whole lines (no carriage returns)."""
+
+    def __init__(self, total, label, bar_format):
+        self.total, self.label, self.bar_format = max(int(total), 1), label, bar_format
+        self.n, self.postfix, self.start = 0, "", time.perf_counter()
+        self.step = max(self.total // 10, 1)
+        self.next_line = 0
+
+    def update(self, k=1):
+        self.n += k
+        if self.n >= self.next_line or self.n >= self.total:
+            self.next_line = self.n + self.step
+            line = tqdm.format_meter(self.n, self.total, time.perf_counter() - self.start,
+                                     prefix=self.label, ascii=".#", postfix=self.postfix,
+                                     bar_format=self.bar_format)
+            print(line, file=sys.stderr, flush=True)
+
+    def set_postfix_str(self, text, refresh=False):
+        self.postfix = text
+
+    def close(self):
+        pass
 
 
 def _select_mode(gpu, solver_mode_gpu=False, device_id=0, force_cpu=False):
@@ -205,11 +241,15 @@ def _select_mode(gpu, solver_mode_gpu=False, device_id=0, force_cpu=False):
     log.info("Use GPU with device ID %s", gpu)
 
 
-def _check_gpu_flag(gpu):
+def _check_gpu_flag(gpu, several=False):
+    """One device id; under mpiexec (``several``) also a list or "all", one device per rank."""
     if gpu is None:
         return
+    if several and (gpu == "all" or all(part.isdigit() for part in gpu.split(","))):
+        return
     if gpu == "all" or "," in gpu:
-        raise JitnetError(f"--gpu {gpu}: jitnet trains on one device for now; give one id")
+        raise JitnetError(f"--gpu {gpu}: one process trains on one device; to train on several, "
+                          f"start one process per device: mpiexec -n N jitnet train ... --gpu {gpu}")
     if not gpu.isdigit():
         raise JitnetError(f"--gpu {gpu}: give a device id (0, 1, ...)")
 
@@ -223,17 +263,44 @@ def _stages(text):
 
 
 def train(args):
+    """Train; under an MPI launcher (mpiexec -n N), as one of N data-parallel ranks."""
+    from . import parallel
+
+    if args.snapshot and args.weights:
+        raise JitnetError("give --snapshot to resume training or --weights to fine-tune, not both")
+    if parallel.launched_size() == 1:
+        return _train(args, None)
+    comm = parallel.world()
+    try:
+        with parallel.abort_on_error(comm, "jitnet train"):
+            return _train(args, comm)
+    except parallel.ParallelError:             # raised alike on every rank: rank 0 reports it
+        if comm.Get_rank() != 0:
+            return 1
+        raise
+
+
+def _train(args, comm):
+    from . import parallel
     from .proto import io as proto_io
     from .proto import pb
     from .solvers import get_solver
 
-    if args.snapshot and args.weights:
-        raise JitnetError("give --snapshot to resume training or --weights to fine-tune, not both")
+    ranks = parallel.ranks_of(comm)
+    root = ranks.rank == 0
+    if not root:
+        log.setLevel(logging.WARNING)          # rank 0 alone logs, tests, plots and snapshots
+    parallel.check_same_files(comm, [args.solver])      # before a rank fails to parse its own
     param = proto_io.read_solver(args.solver)
+    parallel.check_same_files(comm, parallel.solver_files(args.solver, param)[1:])
     explicit_gpu = param.HasField("solver_mode") and param.solver_mode == pb.SolverParameter.GPU
-    _select_mode(args.gpu, explicit_gpu, param.device_id, args.cpu)
+    gpu = args.gpu
+    if comm is not None and not args.cpu and (gpu is not None or explicit_gpu):
+        gpu = str(parallel.device_for_rank(gpu if gpu is not None else "all", ranks,
+                                           parallel.host_device_count()))
+    _select_mode(gpu, explicit_gpu, param.device_id, args.cpu)
     solver = get_solver(args.solver)
-    if args.weights:
+    if args.weights and root:                  # rank 0's weights are broadcast to the others
         for path in args.weights.split(","):
             log.info("Fine-tuning from %s", path)
         solver.net.copy_from(args.weights)     # all files at once: one note on what none covered
@@ -253,13 +320,19 @@ def train(args):
         log.info("Signal received at iteration %d: %s", solver.iter, effect)
         return effect
     solver.action_request = action_request
+    dp = parallel.DataParallel(solver, comm, reduce=args.allreduce, check_every=args.check_sync)
+    if args.snapshot:
+        dp.restore(args.snapshot)             # rank 0 reads it; every rank resumes
 
-    with progress_bar(param.max_iter, "train") as bar:
-        def show(s):
-            bar.set_postfix_str(f"loss {s.smoothed_loss:.4g}", refresh=False)
-            bar.update(s.iter - bar.n)
-        solver.add_callback(show)
-        solver.solve(resume_file=args.snapshot)
+    with progress_bar(param.max_iter, "train") if root else contextlib.nullcontext() as bar:
+        if root:
+            def show(s):
+                bar.set_postfix_str(f"loss {s.smoothed_loss:.4g}", refresh=False)
+                bar.update(s.iter - bar.n)
+            solver.add_callback(show)
+        solver.solve()
+    if dp.size > 1 and root:
+        log.info("%s", dp.summary())
     for i, scores in enumerate(solver.test_scores):
         shown = ", ".join(f"{k} = {np.ravel(v)[0]:.4f}" if np.size(v) == 1 else f"{k} = {np.ravel(v)}"
                           for k, v in scores.items())
@@ -602,8 +675,11 @@ def main(argv=None):
     try:
         if getattr(args, "iterations", 1) < 1:
             raise JitnetError(f"--iterations must be at least 1, got {args.iterations}")
-        _check_gpu_flag(getattr(args, "gpu", None))
-        _setup_logging(getattr(args, "log", None))
+        from .parallel import launched_rank, launched_size
+        several = args.command == "train" and launched_size() != 1
+        _check_gpu_flag(getattr(args, "gpu", None), several)
+        # under mpiexec, rank 0 alone writes the --log file
+        _setup_logging(getattr(args, "log", None) if not several or launched_rank() == 0 else None)
         return COMMANDS[args.command](args)
     except JitnetError as e:
         print(f"jitnet {args.command}: error: {e}", file=sys.stderr)

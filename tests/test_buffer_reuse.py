@@ -70,3 +70,24 @@ def test_assign_buffers_never_overlaps_and_fits(raw):
             if owners[i] == owners[j]:
                 assert li < fj or lj < fi, (intervals[i], intervals[j])
     assert sum(sizes) <= sum(b for _, _, b in intervals)
+
+
+def test_googlenet_deploy_needs_at_most_half_the_memory():
+    """Issue 10's target: GoogLeNet's deploy net at batch 8 with shared buffers needs at most
+    half the blob bytes, and its outputs stay bit-identical (checked at batch 1 for time)."""
+    from pathlib import Path
+    from jitnet.proto import io as proto_io
+    path = Path(__file__).resolve().parents[2] / "shared" / "models" / "bvlc_googlenet" / "deploy.prototxt"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared model files sit beside the project)")
+    param = proto_io.read_net(str(path))
+    param.layer[0].input_param.shape[0].dim[0] = 8
+    plain, shared = jitnet.Net(param, jitnet.TEST).blob_bytes()
+    assert shared <= 0.5 * plain, (plain, shared)
+    param.layer[0].input_param.shape[0].dim[0] = 1
+    jitnet.set_random_seed(0)
+    a = jitnet.Net(param, jitnet.TEST)
+    jitnet.set_random_seed(0)
+    b = jitnet.Net(param, jitnet.TEST, reuse_buffers=True)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 224, 224))
+    np.testing.assert_array_equal(b.forward(data=x)["prob"], a.forward(data=x)["prob"])

@@ -57,6 +57,15 @@ def test_train_logreg_reaches_accuracy(digits):
     assert accuracy == pytest.approx(float(final.group(1)), abs=1e-4)
 
 
+def test_train_lenet_reaches_accuracy(digits):
+    """The LeNet-style convolutional net on the digits (issue 8's example): at least 0.98."""
+    result = run_cli(["train", "--solver", "examples/digits/lenet_solver.prototxt"], digits)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = re.search(r"Test net #0 at iteration 1500: accuracy = ([0-9.]+)", result.stdout)
+    assert final, result.stdout
+    assert float(final.group(1)) >= 0.98
+
+
 def test_time_prints_every_layer(digits):
     result = run_cli(["time", "-model", "examples/digits/mlp_train_test.prototxt",
                       "-iterations", "3"], digits)

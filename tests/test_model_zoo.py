@@ -201,3 +201,23 @@ def test_trained_lenet_weights_load():
     assert net.params["conv1"][0].data.shape == (20, 1, 5, 5)
     assert net.params["ip1"][0].data.shape == (500, 800)
     assert np.abs(net.params["conv1"][0].data).sum() > 0
+
+
+@pytest.mark.parametrize("rel", ["cifar10_quick/cifar10_quick.prototxt",
+                                 "bvlc_reference_caffenet/deploy.prototxt"])
+def test_jitnet_time_lists_every_layer(rel):
+    """`jitnet time` on CIFAR-10-quick and CaffeNet: each layer's forward and backward time."""
+    import re
+    import subprocess
+    import sys
+    net_param = proto_io.read_net(str(MODELS / rel))
+    result = subprocess.run([sys.executable, "-m", "jitnet", "time", "--model", str(MODELS / rel),
+                             "--iterations", "2", "--phase", "TEST"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for layer in net_param.layer:
+        if layer.type == "Input":
+            continue
+        for what in ("forward", "backward"):
+            assert re.search(rf"^\s*{re.escape(layer.name)}\t{what}: [0-9.]+ ms\.$", result.stdout, re.M), \
+                (layer.name, what, result.stdout)

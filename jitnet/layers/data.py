@@ -36,6 +36,12 @@ def _shape_of(blob_shape):
     return tuple(int(d) for d in blob_shape.dim)
 
 
+def _workers(layer):
+    """How many workers the records are dealt to: worker_count in TRAIN, 1 in TEST (as Caffe's
+    DataLayer::Skip, every worker's test net reads every record)."""
+    return layer.worker_count if layer.phase == common.TRAIN else 1
+
+
 class DataLayer(Layer):
     """No bottoms; the tops get their shapes in setup, and keep them (reshape does nothing:
     the user, or the layer itself, reshapes them). Host-only: in GPU mode they still fill
@@ -118,7 +124,12 @@ class MemoryData(DataLayer):
     """Batches from arrays given by ``set_input_arrays(data, labels)`` (data N×C×H×W, labels N),
     used as given; or from Datum records (``add_datum_vector``) or images
     (``add_mat_vector``), which go through ``transform_param`` as in Caffe, producing
-    samples of memory_data_param's channels × height × width (the size after any crop)."""
+    samples of memory_data_param's channels × height × width (the size after any crop).
+
+    Worker ``worker_index`` of ``worker_count`` (TRAIN phase) takes the rows i with
+    i mod worker_count == worker_index, counted from the position where the run started:
+    each forward walks a round of batch_size x worker_count rows (wrapping around), so
+    ``get_state()`` is the same on every worker."""
 
     exact_tops = 2
 
@@ -191,10 +202,20 @@ class MemoryData(DataLayer):
     def forward(self, bottom, top):
         if self.data is None:
             raise self.error("no data: call net.set_input_arrays(data, labels) first")
-        end = self.position + self.batch_size
-        top[0].data[...] = self.data[self.position:end]
-        top[1].data[...] = self.labels[self.position:end]
-        self.position = end % self.data.shape[0]
+        workers = _workers(self)
+        if workers == 1:
+            end = self.position + self.batch_size
+            top[0].data[...] = self.data[self.position:end]
+            top[1].data[...] = self.labels[self.position:end]
+            self.position = end % self.data.shape[0]
+            return
+        # One round of batch_size x workers rows: this worker takes rows index, index + workers, ...
+        # from its own index on; every worker ends the round at the same position.
+        rows = self.data.shape[0]
+        index = (self.position + self.worker_index + workers * np.arange(self.batch_size)) % rows
+        np.take(self.data, index, axis=0, out=top[0].data)
+        np.take(self.labels, index, axis=0, out=top[1].data)
+        self.position = (self.position + self.batch_size * workers) % rows
 
     def get_state(self):
         return {"position": self.position}
@@ -210,7 +231,14 @@ class HDF5Data(DataLayer):
     Each file holds one dataset per top, named like the top, with the same number
     of rows. Paths in the list are read as written (relative to the working
     directory, as in Caffe). With ``shuffle``, the file order is shuffled every
-    pass and the rows of each file are shuffled when it is loaded.
+    pass and the rows of each file are shuffled when it is loaded, by the layer's own
+    generator (seeded from jitnet's; its state is part of ``get_state()``).
+
+    Worker ``worker_index`` of ``worker_count`` (TRAIN phase) reads the rows of the
+    stream (files in order, rows in order) at i mod worker_count == worker_index: each
+    forward walks a round of batch_size x worker_count rows and takes its share, so all
+    workers read the same files, draw the same shuffles and end a forward at the same
+    position (``get_state()`` is the same on every worker).
     """
 
     def setup(self, bottom, top):
@@ -238,7 +266,10 @@ class HDF5Data(DataLayer):
         self.top_names = list(self.param.top)
         self.file_order = np.arange(len(self.files))
         if self.shuffle:
-            common.rng().shuffle(self.file_order)
+            # The layer's own generator, seeded from the process-wide one: its state travels
+            # in get_state(), so the workers of a multi-process run can share one order.
+            self.shuffle_rng = np.random.default_rng(int(common.rng().integers(2**63)))
+            self.shuffle_rng.shuffle(self.file_order)
         self.file_index = 0
         self._load(self.file_order[0])
         for blob, array in zip(top, self.arrays):
@@ -297,7 +328,7 @@ class HDF5Data(DataLayer):
                                      f"{array.shape[1:]}, but the first file's are {want}")
         self.rows = np.arange(rows.pop())
         if self.shuffle and shuffle_rows:
-            common.rng().shuffle(self.rows)
+            self.shuffle_rng.shuffle(self.rows)
         self.row = 0
 
     def _advance(self):
@@ -307,7 +338,7 @@ class HDF5Data(DataLayer):
             if self.file_index == len(self.files):
                 self.file_index = 0
                 if self.shuffle:
-                    common.rng().shuffle(self.file_order)
+                    self.shuffle_rng.shuffle(self.file_order)
             if len(self.files) > 1 or self.shuffle:
                 self._load(self.file_order[self.file_index])
             else:
@@ -315,17 +346,28 @@ class HDF5Data(DataLayer):
 
     def forward(self, bottom, top):
         outs = [blob.data for blob in top]
-        for b in range(self.batch_size):
-            r = self.rows[self.row]
-            for out, array in zip(outs, self.arrays):
-                out[b] = array[r]
+        workers = _workers(self)
+        # One round of batch_size x workers rows; row j of the round is this worker's when
+        # j mod workers == worker_index, so every worker ends the round at the same position.
+        for j in range(self.batch_size * workers):
+            if j % workers == self.worker_index or workers == 1:
+                r = self.rows[self.row]
+                for out, array in zip(outs, self.arrays):
+                    out[j // workers] = array[r]
             self._advance()
 
     def get_state(self):
-        return {"file_order": self.file_order.tolist(), "file_index": int(self.file_index),
-                "rows": self.rows.tolist(), "row": int(self.row)}
+        state = {"file_order": self.file_order.tolist(), "file_index": int(self.file_index),
+                 "rows": self.rows.tolist(), "row": int(self.row)}
+        if self.shuffle:
+            state["shuffle_rng"] = self.shuffle_rng.bit_generator.state
+        return state
 
     def set_state(self, state):
+        if "shuffle_rng" in state:
+            probe = np.random.default_rng()
+            probe.bit_generator.state = state["shuffle_rng"]      # refuses a bad state first
+            self.shuffle_rng = probe
         self.file_order = np.asarray(state["file_order"], dtype=np.int64)
         self.file_index = int(state["file_index"])
         self._load(self.file_order[self.file_index], shuffle_rows=False)

@@ -96,6 +96,13 @@ class Solver:
         self.on_start = []
         self.on_gradients_ready = []
         self.iteration_callbacks = []
+        # Caffe's root_solver(): in a data-parallel run (jitnet.parallel) only the root tests
+        # and writes snapshots. on_snapshot callbacks get (solver, resume state) on every rank
+        # before anything is written and may add to it; on_restore callbacks get (solver,
+        # resume state or None) after restore().
+        self.root_solver = True
+        self.on_snapshot = []
+        self.on_restore = []
         self.action_request = None     # callable returning None, "stop" or "snapshot"
         self.test_scores = []
         self.tested_at = None          # the iteration test_scores belong to
@@ -135,7 +142,7 @@ class Solver:
             p.snapshot_prefix = os.path.join(p.snapshot_prefix, stem)
         if not p.snapshot_prefix or not (p.snapshot or p.snapshot_after_train):
             return
-        probe = f"{p.snapshot_prefix}_iter_0.tempfile"
+        probe = f"{p.snapshot_prefix}_iter_0.{os.getpid()}.tempfile"   # processes may probe at once
         try:
             folder = os.path.dirname(probe)
             if folder:
@@ -210,7 +217,7 @@ class Solver:
         while self.iter < stop:
             self.net.clear_param_diffs()
             if (p.test_interval and self.iter % p.test_interval == 0
-                    and (self.iter > 0 or p.test_initialization)):
+                    and (self.iter > 0 or p.test_initialization) and self.root_solver):
                 self.test_all()
             for callback in self.on_start:
                 callback(self)
@@ -261,7 +268,7 @@ class Solver:
             loss = self.net.forward_from_to()
             self._update_smoothed_loss(loss)
             log.info("Iteration %d, loss = %.6g", self.iter, self.smoothed_loss)
-        if p.test_interval and self.iter % p.test_interval == 0:
+        if p.test_interval and self.iter % p.test_interval == 0 and self.root_solver:
             self.test_all()
         log.info("Optimization Done.")
 
@@ -394,15 +401,21 @@ class Solver:
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
     def snapshot(self):
-        """Write the weights and the solver state for the current iteration; returns both paths."""
+        """Write the weights and the solver state for the current iteration; returns both paths
+        (None on a rank other than the root of a data-parallel run, which writes nothing)."""
         if not self.param.snapshot_prefix:
             raise SolverError(f"{self.where}: cannot snapshot without snapshot_prefix")
+        resume = self._resume_state()
+        for callback in self.on_snapshot:
+            callback(self, resume)
+        if not self.root_solver:
+            return None
         try:
-            return self._snapshot()
+            return self._snapshot(resume)
         except OSError as e:
             raise SolverError(f"{self.where}: snapshot at iteration {self.iter} failed: {e}") from None
 
-    def _snapshot(self):
+    def _snapshot(self, resume):
         hdf5 = self._hdf5()
         folder = os.path.dirname(self.param.snapshot_prefix)
         if folder:
@@ -412,7 +425,7 @@ class Solver:
         self.net.save(model, write_diff=self.param.snapshot_diff)
         state = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
         log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto", state)
-        extra = json.dumps(self._resume_state())
+        extra = json.dumps(resume)
         if hdf5:
             from .state_hdf5 import write_state_hdf5
             write_state_hdf5(self, state, model, extra)
@@ -488,6 +501,8 @@ class Solver:
             self._keep_losses = True
             common.set_rng_state(resume["rng"])
         log.info("Restored solver state from %s (iteration %d)", state_file, it)
+        for callback in self.on_restore:
+            callback(self, resume)
 
     def _check_resume_state(self, extra, state_file):
         """SolverError unless jitnet_state has the shape _resume_state writes."""
