@@ -1,7 +1,7 @@
 """jitnet's benchmark suite: jitnet against PyTorch (CPU) and OpenCV's dnn module, in one
 process, interleaved (A B A B ... after a warm-up that also compiles the kernels), medians.
 
-    python benchmarks/bench.py [--repeat 20] [--only layers,train,deploy,gemm,scaling]
+    python benchmarks/bench.py [--repeat 20] [--only layers,train,deploy,gemm,scaling] [--match LSTM]
                                [--json benchmarks/results/DATE-cpu.json] [--compare OLD.json] [--gpu]
 
 Sections (all by default):
@@ -102,6 +102,13 @@ def layer_benches():
     return [(case.type, b) for case in LAYER_CASES for b in case.bench]
 
 
+def _matching(benches, match):
+    """The rows whose label contains one of the comma-separated ``match`` texts (all: None)."""
+    if not match:
+        return benches
+    return [(t, b) for t, b in benches if any(m in b.label for m in match.split(","))]
+
+
 def bench_layer(type_name, spec, repeat, device):
     """One row: a bottom per shape (named x, or x0, x1, ... when there are several), the tops
     named in the row's params text plus "y"; PyTorch gets the bottom tensor, or the list of
@@ -112,8 +119,9 @@ def bench_layer(type_name, spec, repeat, device):
                               + " ".join(f'bottom: "{n}"' for n in names) + ' top: "y"', pb.LayerParameter())
     layer = create_layer(param, spec.phase)
     bottoms = [Blob(s) for s in spec.shapes]
-    for b in bottoms:
-        b.data[...] = rng.standard_normal(b.shape)
+    values = spec.fill(rng, spec.shapes) if spec.fill else [rng.standard_normal(s) for s in spec.shapes]
+    for b, value in zip(bottoms, values):
+        b.data[...] = value
     tops = [Blob() for _ in param.top]
     layer.setup_layer(bottoms, tops)
     for blob, spec_ in zip(layer.blobs, type(layer).param_specs(layer.param)):
@@ -457,6 +465,8 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--compare", default=None, help="an earlier --json file to compare with")
     parser.add_argument("--gpu", action="store_true", help="time jitnet's GPU kernels (no peers)")
+    parser.add_argument("--match", default=None,
+                        help="layers section: only the rows whose label contains one of these comma-separated texts")
     args = parser.parse_args(argv)
     device = "gpu" if args.gpu else "cpu"
     if args.gpu:
@@ -466,7 +476,7 @@ def main(argv=None):
     print(f"jitnet benchmarks on {device}: {json.dumps(info)}")
     rows = []
     if "layers" in sections:
-        rows += [bench_layer(t, spec, args.repeat, device) for t, spec in layer_benches()]
+        rows += [bench_layer(t, spec, args.repeat, device) for t, spec in _matching(layer_benches(), args.match)]
     if "train" in sections:
         rows += [bench_train(name, make, classes, args.repeat, device) for name, make, classes in TRAIN_NETS]
     if "deploy" in sections:

@@ -34,6 +34,7 @@ from typing import Callable, Optional
 
 import h5py
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 import jitnet
@@ -89,6 +90,7 @@ class Bench:
     torch: Callable
     phase: int = jitnet.TRAIN
     same_outputs: bool = True                # False where both sides draw random numbers
+    fill: Optional[Callable] = None          # fill(rng, shapes) -> bottom values (default: normal)
 
 
 @dataclass(frozen=True)
@@ -2386,24 +2388,21 @@ def ref_recurrent(s):
     return [o, h_T] if states else [o]
 
 
-def recurrent_big(type_name):
-    """Past one GPU block: N·H = 280 units (a 16×16 GEMM tile and 256 threads twice over)."""
-    def big():
-        rng, cases = _rng(), []
-        for static, expose in ((False, False), (True, True)):
-            steps, num, hidden, features = 2, 4, 70, 5
-            lp = recurrent_lp(type_name, hidden, static, expose,
-                              name=f"{type_name.lower()}_static_{static}_expose_{expose}")
-            cont = np.ones((steps, num))
-            cont[0, :2] = cont[1, 3] = 0.0
-            bottoms = [rng.normal(size=(steps, num, features)), cont]
-            bottoms += [rng.normal(size=(num, 3))] * static
-            bottoms += [rng.normal(size=(1, num, hidden)) for _ in _RECURRENT[type_name][0] * expose]
-            params = recurrent_params(lambda s: rng.normal(scale=0.2, size=s), type_name, hidden, features,
-                                      3 if static else None)
-            cases.append(Big(lp, bottoms, params, tuple(i != 1 for i in range(len(bottoms))), id=lp.name))
-        return cases
-    return big
+def lstm_big():
+    """Past one GPU block: N·H = 272 units (the fused engine's pointwise kernels run one thread a
+    value), with a static input and the exposed state, so every kernel of the engine runs. The
+    GEMMs are blas's (checked past a tile in test_kernels.py); the shapes stay small because the
+    simulator runs one Python thread per value. The unrolled LSTM and the RNN run layers whose
+    kernels have their own rows here."""
+    rng = _rng()
+    steps, num, hidden, features = 2, 16, 17, 3
+    lp = recurrent_lp("LSTM", hidden, static=True, expose=True, name="lstm_static_expose")
+    cont = np.ones((steps, num))
+    cont[0, :5] = cont[1, 9] = 0.0
+    bottoms = [rng.normal(size=(steps, num, features)), cont, rng.normal(size=(num, 2))]
+    bottoms += [rng.normal(size=(1, num, hidden)) for _ in range(2)]
+    params = recurrent_params(lambda s: rng.normal(scale=0.2, size=s), "LSTM", hidden, features, 2)
+    return [Big(lp, bottoms, params, tuple(i != 1 for i in range(len(bottoms))), id=lp.name)]
 
 
 def recurrent_errors(type_name):
@@ -2425,6 +2424,13 @@ def recurrent_errors(type_name):
                 ("state-wrong-shape", recurrent_lp(type_name, 2, expose=True, name="bad"),
                  [x, cont] + wrong_state)]
     return errors
+
+
+# The gradient rows of LSTM and RNN (x and the parameters) run in the thorough profile:
+# tests/test_recurrent.py checks the gradients to every input and parameter, for both LSTM
+# engines, in every profile. RNN's GPU parity in float32 too: it runs existing layers' kernels
+# (in float64 it runs in every profile).
+_RECURRENT_MARKS = {"gradients": (pytest.mark.slow,)}
 
 
 def draw_lstm_unit(draw, ctx):
@@ -2486,10 +2492,20 @@ def _torch_lstm(F, xs, p):
     return module(xs[0])[0]
 
 
+def _sequences(rng, shapes):
+    """Bench bottoms of a recurrent layer: x normal; cont 0 at t = 0 (each stream starts a
+    sequence) and 1 after, as PyTorch's nn.LSTM from a zero state sees it."""
+    cont = np.ones(shapes[-1])
+    cont[0] = 0.0
+    return [rng.standard_normal(s) for s in shapes[:-1]] + [cont]
+
+
 LSTM_BENCH = (Bench("LSTM T20 N32 D256 H256", 'recurrent_param { num_output: 256 weight_filler '
-                    '{ type: "uniform" min: -0.08 max: 0.08 } }', ((20, 32, 256), (20, 32)), _torch_lstm),)
-LSTM_UNIT_BENCH = (Bench("LSTMUnit 1x100x1000 (LRCN's)", "", ((1, 100, 1000), (1, 100, 4000), (1, 100)),
-                         _torch_lstm_unit),)
+                    '{ type: "uniform" min: -0.08 max: 0.08 } }', ((20, 32, 256), (20, 32)), _torch_lstm,
+                    fill=_sequences),)
+LSTM_UNIT_BENCH = (Bench("LSTMUnit 1x100x1000 (LRCN's)", 'top: "c"', ((1, 100, 1000), (1, 100, 4000), (1, 100)),
+                         _torch_lstm_unit, fill=lambda rng, shapes: [rng.standard_normal(s) for s in shapes[:-1]]
+                         + [np.ones(shapes[-1])]),)
 
 
 # --------------------------------------------------------------------------- the table
@@ -2719,10 +2735,11 @@ LAYER_CASES = [
     LayerCase("LSTM", draw_recurrent("LSTM"), ref_recurrent,
               reference_note="the fused engine (LSTM's default); tests/test_recurrent.py runs the "
                              "unrolled one against the same oracle",
-              grad_bottoms=(0,), check_params=True, big=recurrent_big("LSTM"),
-              errors=recurrent_errors("LSTM"), bench=LSTM_BENCH),
+              grad_bottoms=(0,), check_params=True, big=lstm_big,
+              errors=recurrent_errors("LSTM"), bench=LSTM_BENCH, marks=_RECURRENT_MARKS),
     LayerCase("RNN", draw_recurrent("RNN"), ref_recurrent, grad_bottoms=(0,), check_params=True,
-              big=recurrent_big("RNN"), errors=recurrent_errors("RNN")),
+              errors=recurrent_errors("RNN"),
+              marks={**_RECURRENT_MARKS, "gpu[float32]": (pytest.mark.slow,)}),
 ]
 
 CASES_BY_TYPE = {case.type: case for case in LAYER_CASES}

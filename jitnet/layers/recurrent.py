@@ -424,7 +424,7 @@ class LSTM(_Recurrent):
             fill(getattr(p, name), blob, f"layer '{self.name}' {name}")
         (self.gates, self.hc, self.cells, self.rec, self.h0, self.c0, self.carried_h,
          self.carried_c, self.dgates, self.carry, self.zeros, self.dh0, self.dc0, self.static_gates,
-         self.scratch) = (Blob(dtype=dtype) for _ in range(15))
+         self.scratch, self.ones) = (Blob(dtype=dtype) for _ in range(16))
         self._fused_shape = None
 
     def _reshape_fused(self, bottom, top):
@@ -449,6 +449,7 @@ class LSTM(_Recurrent):
         self.carry.reshape((2, N, H))
         self.rec.reshape((N, 4 * H))
         self.static_gates.reshape((N, 4 * H))      # (self.zeros is never written: all 0)
+        self.ones.reshape((T * N,))                # sums over rows as GEMVs (set in backward)
 
     def _weights(self):
         """(W_xc, b_c, W_xc_static or None, W_hc) as blobs."""
@@ -484,7 +485,7 @@ class LSTM(_Recurrent):
             blas.copy(source[last], final.mutable_data_on(d))
 
     def _backward_fused(self, top, propagate_down, bottom):
-        d, R, M = self.device, self.kernels("recurrent"), self.kernels("math")
+        d, R = self.device, self.kernels("recurrent")
         T, N, H = self.T, bottom[0].shape[1], self.hidden
         w_xc, b_c, w_static, w_hc = self._weights()
         learn = self.param_propagate_down
@@ -508,8 +509,10 @@ class LSTM(_Recurrent):
         scratch = self.scratch.mutable_data_on(d)
         if learn[0]:
             R.gemm_tn(rows, x, w_xc.mutable_diff_on(d).reshape(w_xc.shape), scratch, chunks)
-        if learn[1]:
-            M.channel_sum(dgates, 1.0, b_c.mutable_diff_on(d), T * N, 4 * H, 1)
+        blas, ones = self.kernels("blas"), self.ones.mutable_data_on(d)
+        blas.set_value(ones, 1.0)
+        if learn[1]:            # Σ over the T·N rows of ∂E/∂gates
+            blas.gemv(True, 1.0, rows, ones, 1.0, b_c.mutable_diff_on(d))
         if learn[-1]:
             R.gemm_tn(rows, self.hc.data_on(d).reshape(T * N, H), w_hc.mutable_diff_on(d).reshape(w_hc.shape),
                       scratch, chunks)
@@ -517,8 +520,8 @@ class LSTM(_Recurrent):
             R.gemm_rows(rows, w_xc.data_on(d).reshape(w_xc.shape),
                         bottom[0].mutable_diff_on(d).reshape(x.shape), False, chunks)
         if self.static and (learn[2] or propagate_down[2]):
-            blas, ds = self.kernels("blas"), self.static_gates.mutable_data_on(d)
-            M.channel_sum(dgates, 0.0, ds, T, N * 4 * H, 1)     # Σ_t ∂E/∂gates_t
+            ds = self.static_gates.mutable_data_on(d)
+            blas.gemv(True, 1.0, dgates.reshape(T, N * 4 * H), ones[:T], 0.0, ds)   # Σ_t ∂E/∂gates_t
             ds2, ws = ds.reshape(N, 4 * H), w_static.shape
             if learn[2]:
                 blas.gemm(True, False, 1.0, ds2, bottom[2].data_on(d).reshape(N, ws[1]), 1.0,
