@@ -201,6 +201,41 @@ class _Recurrent(Layer):
     def fill_unrolled_net(self, net_param, num):
         raise NotImplementedError
 
+    def _fill_inputs(self, net_param, num, states, w_x, b, rows):
+        """The part Caffe's LSTM and RNN unrolled nets share: the zero initial states, cont
+        sliced into steps, the input transform (``w_x``, ``b``: its blob names; ``rows``
+        outputs) sliced into steps, the static input's transform (param ``w_x``_static),
+        reshaped to one step; returns the Slice layers of cont and of the transformed input
+        (their tops are added per step) and the static transform's blob names ([] or one)."""
+        p, H = self.param.recurrent_param, self.hidden
+        inputs = _layer(net_param, "Input", "state_input", tops=list(states))
+        for _ in states:
+            inputs.input_param.shape.add().dim.extend([1, num, H])
+        cont_slice = _layer(net_param, "Slice", "cont_slice", ["cont"])
+        cont_slice.slice_param.axis = 0
+        _inner_product(net_param, "x_transform", "x", f"{w_x}_x", rows, 2, [w_x, b], p,
+                       bias=True).propagate_down.append(True)
+        static = []
+        if self.static:
+            name = f"{w_x}_x_static"
+            _inner_product(net_param, name, "x_static", f"{name}_preshape", rows, 1, [f"{w_x}_static"],
+                           p).propagate_down.append(True)
+            reshape = _layer(net_param, "Reshape", f"{name}_reshape", [f"{name}_preshape"], [name])
+            reshape.reshape_param.shape.dim.extend([1, -1, rows])
+            static = [name]
+        x_slice = _layer(net_param, "Slice", f"{w_x}_x_slice", [f"{w_x}_x"])
+        x_slice.slice_param.axis = 0
+        return cont_slice, x_slice, static
+
+    def _fill_recurrence(self, net_param, t, name, w_h, rows):
+        """Step t's h_conted_{t-1} = cont_t·h_{t-1} (Scale) and its transform by the
+        parameter ``w_h`` into ``rows`` outputs (InnerProduct ``name``, top ``name``)."""
+        scale = _layer(net_param, "Scale", f"h_conted_{t - 1}", [f"h_{t - 1}", f"cont_{t}"],
+                       [f"h_conted_{t - 1}"])
+        scale.scale_param.axis = 0
+        _inner_product(net_param, name, f"h_conted_{t - 1}", name, rows, 2, [w_h],
+                       self.param.recurrent_param)
+
     def final_state_names(self):
         """The blobs of the unrolled net holding the state after the last step, in top order."""
         raise NotImplementedError
@@ -373,34 +408,15 @@ class LSTM(_Recurrent):
 
     def fill_unrolled_net(self, net_param, num):
         """Caffe's LSTMLayer::FillUnrolledNet."""
-        p, H, T = self.param.recurrent_param, self.hidden, self.T
-        states = _layer(net_param, "Input", "state_input", tops=["c_0", "h_0"])
-        for _ in range(2):
-            states.input_param.shape.add().dim.extend([1, num, H])
-        cont_slice = _layer(net_param, "Slice", "cont_slice", ["cont"])
-        cont_slice.slice_param.axis = 0
-        _inner_product(net_param, "x_transform", "x", "W_xc_x", 4 * H, 2, ["W_xc", "b_c"], p,
-                       bias=True).propagate_down.append(True)
-        gate_bottoms = []
-        if self.static:
-            _inner_product(net_param, "W_xc_x_static", "x_static", "W_xc_x_static_preshape", 4 * H,
-                           1, ["W_xc_static"], p).propagate_down.append(True)
-            reshape = _layer(net_param, "Reshape", "W_xc_x_static_reshape",
-                             ["W_xc_x_static_preshape"], ["W_xc_x_static"])
-            reshape.reshape_param.shape.dim.extend([1, -1, 4 * H])
-            gate_bottoms = ["W_xc_x_static"]
-        x_slice = _layer(net_param, "Slice", "W_xc_x_slice", ["W_xc_x"])
-        x_slice.slice_param.axis = 0
+        H, T = self.hidden, self.T
+        cont_slice, x_slice, gate_bottoms = self._fill_inputs(net_param, num, ("c_0", "h_0"), "W_xc",
+                                                              "b_c", 4 * H)
         concat = pb.LayerParameter(name="h_concat", type="Concat", top=["h"])
         concat.concat_param.axis = 0
         for t in range(1, T + 1):
             cont_slice.top.append(f"cont_{t}")
             x_slice.top.append(f"W_xc_x_{t}")
-            scale = _layer(net_param, "Scale", f"h_conted_{t - 1}", [f"h_{t - 1}", f"cont_{t}"],
-                           [f"h_conted_{t - 1}"])
-            scale.scale_param.axis = 0
-            _inner_product(net_param, f"transform_{t}", f"h_conted_{t - 1}", f"W_hc_h_{t - 1}",
-                           4 * H, 2, ["W_hc"], p)
+            self._fill_recurrence(net_param, t, f"W_hc_h_{t - 1}", "W_hc", 4 * H)
             _layer(net_param, "Eltwise", f"gate_input_{t}",
                    [f"W_hc_h_{t - 1}", f"W_xc_x_{t}"] + gate_bottoms, [f"gate_input_{t}"])
             _layer(net_param, "LSTMUnit", f"unit_{t}", [f"c_{t - 1}", f"gate_input_{t}", f"cont_{t}"],
@@ -555,32 +571,13 @@ class RNN(_Recurrent):
     def fill_unrolled_net(self, net_param, num):
         """Caffe's RNNLayer::FillUnrolledNet."""
         p, H, T = self.param.recurrent_param, self.hidden, self.T
-        states = _layer(net_param, "Input", "state_input", tops=["h_0"])
-        states.input_param.shape.add().dim.extend([1, num, H])
-        cont_slice = _layer(net_param, "Slice", "cont_slice", ["cont"])
-        cont_slice.slice_param.axis = 0
-        _inner_product(net_param, "x_transform", "x", "W_xh_x", H, 2, ["W_xh", "b_h"], p,
-                       bias=True).propagate_down.append(True)
-        sum_bottoms = []
-        if self.static:
-            _inner_product(net_param, "W_xh_x_static", "x_static", "W_xh_x_static_preshape", H, 1,
-                           ["W_xh_static"], p).propagate_down.append(True)
-            reshape = _layer(net_param, "Reshape", "W_xh_x_static_reshape",
-                             ["W_xh_x_static_preshape"], ["W_xh_x_static"])
-            reshape.reshape_param.shape.dim.extend([1, -1, H])
-            sum_bottoms = ["W_xh_x_static"]
-        x_slice = _layer(net_param, "Slice", "W_xh_x_slice", ["W_xh_x"])
-        x_slice.slice_param.axis = 0
+        cont_slice, x_slice, sum_bottoms = self._fill_inputs(net_param, num, ("h_0",), "W_xh", "b_h", H)
         concat = pb.LayerParameter(name="o_concat", type="Concat", top=["o"])
         concat.concat_param.axis = 0
         for t in range(1, T + 1):
             cont_slice.top.append(f"cont_{t}")
             x_slice.top.append(f"W_xh_x_{t}")
-            scale = _layer(net_param, "Scale", f"h_conted_{t - 1}", [f"h_{t - 1}", f"cont_{t}"],
-                           [f"h_conted_{t - 1}"])
-            scale.scale_param.axis = 0
-            _inner_product(net_param, f"W_hh_h_{t - 1}", f"h_conted_{t - 1}", f"W_hh_h_{t - 1}", H, 2,
-                           ["W_hh"], p)
+            self._fill_recurrence(net_param, t, f"W_hh_h_{t - 1}", "W_hh", H)
             _layer(net_param, "Eltwise", f"h_input_sum_{t}", [f"W_hh_h_{t - 1}", f"W_xh_x_{t}"] + sum_bottoms,
                    [f"h_neuron_input_{t}"])
             _layer(net_param, "TanH", f"h_neuron_{t}", [f"h_neuron_input_{t}"], [f"h_{t}"])

@@ -125,14 +125,6 @@ def _step_backward(acts, c_prev, cont, c, dh, dh_more, dcc, dgates, num, hidden)
         dcc[idx] = dcp
 
 
-@grid_stride("x")
-@cuda.jit
-def _copy(x, y):
-    """Kernel: y = x"""
-    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        y[i] = x[i]
-
-
 def lstm_forward(gates, w_hc, cont, h0, c0, hc, c, h, rec, steps, num, hidden, chunks):
     """LSTM over T steps: hc_t = cont_t·h_{t−1}, gates_t += hc_t·W_hcᵀ, then the unit (h_{−1} = h0, c_{−1} = c0); gates (T, N, 4H) hold the input part on entry and the activations i, σ(x_f), o, g on return"""
     nh, ng = num * hidden, num * 4 * hidden
@@ -159,8 +151,8 @@ def lstm_backward(gates, w_hc, cont, c0, c, dh, dh_last, dc_last, dgates, dh0, d
         return
     w = w_hc.reshape(4 * hidden, hidden)
     dhc, dcc = carry[:nh], carry[nh:2 * nh]
-    _copy(dh_last, dhc)
-    _copy(dc_last, dcc)
+    _blas.copy(dh_last, dhc)
+    _blas.copy(dc_last, dcc)
     for t in range(steps - 1, -1, -1):
         cprev = c0 if t == 0 else c[(t - 1) * nh:t * nh]
         k = cont[t * num:(t + 1) * num]
@@ -169,8 +161,8 @@ def lstm_backward(gates, w_hc, cont, c0, c, dh, dh_last, dc_last, dgates, dh0, d
                        dh[t * nh:(t + 1) * nh], dhc, dcc, dgt, num, hidden)
         _blas.gemm(False, False, 1.0, dgt.reshape(num, 4 * hidden), w, 0.0, dhc.reshape(num, hidden))
         _scale_rows(k, dhc, dhc, num, hidden)
-    _copy(dhc, dh0)
-    _copy(dcc, dc0)
+    _blas.copy(dhc, dh0)
+    _blas.copy(dcc, dc0)
 
 
 # --------------------------------------------------------------------------- GEMMs
