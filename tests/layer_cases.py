@@ -2428,9 +2428,9 @@ def recurrent_errors(type_name):
 
 # The gradient rows of LSTM and RNN (x and the parameters) run in the thorough profile:
 # tests/test_recurrent.py checks the gradients to every input and parameter, for both LSTM
-# engines, in every profile. RNN's GPU parity in float32 too: it runs existing layers' kernels
-# (in float64 it runs in every profile).
-_RECURRENT_MARKS = {"gradients": (pytest.mark.slow,)}
+# engines, in every profile. Their drawn GPU parity in float32 too (the simulator is slow):
+# float64 runs in every profile, and so does the LSTM's big float32 row.
+_RECURRENT_MARKS = {"gradients": (pytest.mark.slow,), "gpu[float32]": (pytest.mark.slow,)}
 
 
 def draw_lstm_unit(draw, ctx):
@@ -2738,8 +2738,7 @@ LAYER_CASES = [
               grad_bottoms=(0,), check_params=True, big=lstm_big,
               errors=recurrent_errors("LSTM"), bench=LSTM_BENCH, marks=_RECURRENT_MARKS),
     LayerCase("RNN", draw_recurrent("RNN"), ref_recurrent, grad_bottoms=(0,), check_params=True,
-              errors=recurrent_errors("RNN"),
-              marks={**_RECURRENT_MARKS, "gpu[float32]": (pytest.mark.slow,)}),
+              errors=recurrent_errors("RNN"), marks=_RECURRENT_MARKS),
 ]
 
 CASES_BY_TYPE = {case.type: case for case in LAYER_CASES}

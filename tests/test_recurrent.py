@@ -58,7 +58,7 @@ def test_forward_matches_the_equations(type_name, engine, workdir, data):
 
 
 @pytest.mark.parametrize("type_name,engine", ENGINES, ids=IDS)
-@settings(max_examples=8)
+@settings(max_examples=6)
 @given(data=st.data())
 def test_gradients_to_every_input_and_parameter(type_name, engine, workdir, data):
     """float64 central differences for x, x_static, the exposed h_0 (and c_0) and every
