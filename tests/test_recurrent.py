@@ -26,6 +26,9 @@ from layer_cases import CASES_BY_TYPE, recurrent_lp, recurrent_params, ref_recur
 
 ENGINES = [("LSTM", "fused"), ("LSTM", "unrolled"), ("RNN", "unrolled")]
 IDS = [f"{t}-{e}" for t, e in ENGINES]
+PROFILE_EXAMPLES = settings().max_examples          # from the profile conftest.py loads
+FORWARD_EXAMPLES = max(3, PROFILE_EXAMPLES // 2)
+GRADIENT_EXAMPLES = max(3, PROFILE_EXAMPLES // 3)
 
 
 def _engine(type_name, engine):
@@ -45,7 +48,7 @@ def workdir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("type_name,engine", ENGINES, ids=IDS)
-@settings(max_examples=10)
+@settings(max_examples=FORWARD_EXAMPLES)
 @given(data=st.data())
 def test_forward_matches_the_equations(type_name, engine, workdir, data):
     sample = _draw(data, type_name, "forward", workdir)
@@ -58,7 +61,7 @@ def test_forward_matches_the_equations(type_name, engine, workdir, data):
 
 
 @pytest.mark.parametrize("type_name,engine", ENGINES, ids=IDS)
-@settings(max_examples=6)
+@settings(max_examples=GRADIENT_EXAMPLES)
 @given(data=st.data())
 def test_gradients_to_every_input_and_parameter(type_name, engine, workdir, data):
     """float64 central differences for x, x_static, the exposed h_0 (and c_0) and every
@@ -77,7 +80,7 @@ def test_gradients_to_every_input_and_parameter(type_name, engine, workdir, data
                                                + [f"param {j}" for j in range(len(sample.params))])
 
 
-@settings(max_examples=10)
+@settings(max_examples=FORWARD_EXAMPLES)
 @given(data=st.data())
 def test_lstm_engines_agree(workdir, data):
     """The fused engine and the unrolled net: the same tops, bottom diffs and param diffs."""
