@@ -269,3 +269,25 @@ def test_no_gradient_to_cont(type_name, engine):
         layer.run_forward(bottom, top)
         with pytest.raises(jitnet.LayerError, match=r"'seq'.*continuation"):
             layer.run_backward(top, [True, True], bottom)
+
+
+def test_unrolled_lstm_on_the_gpu_matches_the_cpu():
+    """The unrolled engine in GPU mode (its LSTMUnit, InnerProduct, ... kernels; under the CUDA
+    simulator without a GPU): one small example with a static input and the exposed state."""
+    rng = np.random.default_rng(11)
+    steps, num, hidden, features = 3, 2, 2, 3
+    lp = recurrent_lp("LSTM", hidden, static=True, expose=True, name="lstm_gpu")
+    cont = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    bottoms = [rng.normal(size=(steps, num, features)), cont, rng.normal(size=(num, 2)),
+               rng.normal(size=(1, num, hidden)), rng.normal(size=(1, num, hidden))]
+    params = recurrent_params(lambda s: rng.normal(scale=0.5, size=s), "LSTM", hidden, features, 2)
+    kwargs = dict(dtype=np.float64, params=params, propagate_down=(True, False, True, True, True), seed=2)
+    with _engine("LSTM", "unrolled"):
+        cpu = run_layer_on("cpu", lp, bottoms, **kwargs)
+        gpu = run_layer_on("gpu", lp, bottoms, **kwargs)
+    assert gpu.layer.device == "gpu" and gpu.layer.engine_used == "unrolled"
+    for what, c, g in ([("top", c, g) for c, g in zip(cpu.tops, gpu.tops)]
+                       + [("bottom diff", c, g) for c, g in zip(cpu.bottom_diffs, gpu.bottom_diffs)
+                          if c is not None]
+                       + [("param diff", c, g) for c, g in zip(cpu.param_diffs, gpu.param_diffs)]):
+        np.testing.assert_allclose(g, c, rtol=1e-10, atol=1e-12, err_msg=what)
