@@ -1,7 +1,7 @@
 """jitnet's benchmark suite: jitnet against PyTorch (CPU) and OpenCV's dnn module, in one
 process, interleaved (A B A B ... after a warm-up that also compiles the kernels), medians.
 
-    python benchmarks/bench.py [--repeat 20] [--only layers,train,deploy,gemm,scaling] [--match LSTM]
+    python benchmarks/bench.py [--repeat 20] [--only layers,train,deploy,gemm,scaling]
                                [--json benchmarks/results/DATE-cpu.json] [--compare OLD.json] [--gpu]
 
 Sections (all by default):
@@ -101,12 +101,6 @@ def layer_benches():
     from layer_cases import LAYER_CASES
     return [(case.type, b) for case in LAYER_CASES for b in case.bench]
 
-
-def _matching(benches, match):
-    """The rows whose label contains one of the comma-separated ``match`` texts (all: None)."""
-    if not match:
-        return benches
-    return [(t, b) for t, b in benches if any(m in b.label for m in match.split(","))]
 
 
 def bench_layer(type_name, spec, repeat, device):
@@ -465,8 +459,6 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--compare", default=None, help="an earlier --json file to compare with")
     parser.add_argument("--gpu", action="store_true", help="time jitnet's GPU kernels (no peers)")
-    parser.add_argument("--match", default=None,
-                        help="layers section: only the rows whose label contains one of these comma-separated texts")
     args = parser.parse_args(argv)
     device = "gpu" if args.gpu else "cpu"
     if args.gpu:
@@ -476,7 +468,7 @@ def main(argv=None):
     print(f"jitnet benchmarks on {device}: {json.dumps(info)}")
     rows = []
     if "layers" in sections:
-        rows += [bench_layer(t, spec, args.repeat, device) for t, spec in _matching(layer_benches(), args.match)]
+        rows += [bench_layer(t, spec, args.repeat, device) for t, spec in layer_benches()]
     if "train" in sections:
         rows += [bench_train(name, make, classes, args.repeat, device) for name, make, classes in TRAIN_NETS]
     if "deploy" in sections:
