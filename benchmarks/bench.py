@@ -114,6 +114,7 @@ def layer_benches():
     return [(case.type, b) for case in LAYER_CASES for b in case.bench]
 
 
+
 def bench_layer(type_name, spec, repeat, device):
     """One row: a bottom per shape (named x, or x0, x1, ... when there are several), the tops
     named in the row's params text plus "y"; PyTorch gets the bottom tensor, or the list of
@@ -124,8 +125,9 @@ def bench_layer(type_name, spec, repeat, device):
                               + " ".join(f'bottom: "{n}"' for n in names) + ' top: "y"', pb.LayerParameter())
     layer = create_layer(param, spec.phase)
     bottoms = [Blob(s) for s in spec.shapes]
-    for b in bottoms:
-        b.data[...] = rng.standard_normal(b.shape)
+    values = spec.fill(rng, spec.shapes) if spec.fill else [rng.standard_normal(s) for s in spec.shapes]
+    for b, value in zip(bottoms, values):
+        b.data[...] = value
     tops = [Blob() for _ in param.top]
     layer.setup_layer(bottoms, tops)
     for blob, spec_ in zip(layer.blobs, type(layer).param_specs(layer.param)):

@@ -34,6 +34,7 @@ from typing import Callable, Optional
 
 import h5py
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 import jitnet
@@ -89,6 +90,7 @@ class Bench:
     torch: Callable
     phase: int = jitnet.TRAIN
     same_outputs: bool = True                # False where both sides draw random numbers
+    fill: Optional[Callable] = None          # fill(rng, shapes) -> bottom values (default: normal)
 
 
 @dataclass(frozen=True)
@@ -2309,6 +2311,203 @@ def python_errors():
 
 
 
+# --------------------------------------------------------------------------- recurrent (issue 13)
+_RECURRENT = {     # type: (initial state bottoms, output and final state tops, gate rows per unit)
+    "LSTM": (("h_0", "c_0"), ("h", "h_T", "c_T"), 4),
+    "RNN": (("h_0",), ("o", "h_T"), 1),
+}
+
+
+def _cont(draw, steps, num, first_zero=False, fractional=False):
+    """Sequence-continuation markers (T, N): 1 where a stream goes on, 0 where a sequence starts
+    (also mid-sequence); all 0 at t = 0 with ``first_zero`` (then the state an earlier forward
+    left does not count); some 0.5 with ``fractional`` (Caffe's formulas take any value, its
+    gradient is exact for 0 and 1)."""
+    values = [0.0, 1.0, 1.0] + [0.5] * fractional
+    cont = np.array(draw(st.lists(st.sampled_from(values), min_size=steps * num,
+                                  max_size=steps * num)), dtype=np.float64).reshape(steps, num)
+    if first_zero:
+        cont[0] = 0.0
+    return cont
+
+
+def recurrent_lp(type_name, hidden, static=False, expose=False, name=None):
+    states, tops, _ = _RECURRENT[type_name]
+    lp = _lp(type_name, bottoms=["x", "cont"] + ["x_static"] * static + list(states) * expose,
+             tops=list(tops[:1 + len(states) * expose]), name=name)
+    lp.recurrent_param.num_output = hidden
+    lp.recurrent_param.expose_hidden = expose
+    return lp
+
+
+def recurrent_params(rng_array, type_name, hidden, features, static_features=None):
+    """The learnable blobs in Caffe's order, each drawn by ``rng_array(shape)``."""
+    rows = _RECURRENT[type_name][2] * hidden
+    shapes = [(rows, features), (rows,)] + [(rows, static_features)] * (static_features is not None)
+    shapes += [(rows, hidden)] if type_name == "LSTM" else [(hidden, hidden), (hidden, hidden), (hidden,)]
+    return [rng_array(shape) for shape in shapes]
+
+
+def draw_recurrent(type_name):
+    """LSTM / RNN samples: T, N, the feature axes, H, a static input and expose_hidden drawn; cont
+    with resets mid-sequence; propagate_down to every bottom but cont."""
+    def draw_sample(draw, ctx):
+        tiny = ctx.purpose == "parity"
+        steps, num = draw(st.integers(1, 3)), draw(st.integers(1, 2 if tiny else 3))
+        hidden = draw(st.integers(1, 2 if tiny else 3))
+        features = draw(jst.shapes(min_dims=1, max_dims=2, max_side=3, max_size=2 if tiny else 4))
+        static, expose = draw(st.booleans()), draw(st.booleans())
+        lp = recurrent_lp(type_name, hidden, static, expose)
+        bottoms = [_array(draw, ctx, (steps, num) + features),
+                   _cont(draw, steps, num, first_zero=not expose and ctx.purpose == "gradient",
+                         fractional=ctx.purpose == "forward")]
+        static_features = None
+        if static:
+            shape = (num,) + draw(jst.shapes(min_dims=1, max_dims=2, max_side=2))
+            bottoms.append(_array(draw, ctx, shape))
+            static_features = math.prod(shape[1:])
+        states = _RECURRENT[type_name][0] if expose else ()
+        bottoms += [_array(draw, ctx, (1, num, hidden), -1.0, 1.0) for _ in states]
+        params = recurrent_params(lambda s: draw(jst.arrays(s, low=-1.0, high=1.0)), type_name, hidden,
+                                  math.prod(features), static_features)
+        return Sample(lp, bottoms, params=params, propagate_down=tuple(i != 1 for i in range(len(bottoms))),
+                      extra={"static": static, "expose": expose})
+    return draw_sample
+
+
+def ref_recurrent(s):
+    """The oracle's tops for a sample of draw_recurrent (or any LSTM/RNN LayerParameter)."""
+    lp, p, b = s.layer_param, s.params, s.bottoms
+    static = len(lp.bottom) > 2 + len(_RECURRENT[lp.type][0]) * lp.recurrent_param.expose_hidden
+    x_static, w_static = (b[2], p[2]) if static else (None, None)
+    states = b[2 + static:]
+    if lp.type == "LSTM":
+        h, h_T, c_T = ref.lstm(b[0], b[1], p[0], p[1], p[-1], x_static, w_static, *states)
+        return [h, h_T, c_T] if states else [h]
+    o, h_T = ref.rnn(b[0], b[1], p[0], p[1], *p[-3:], x_static, w_static, *states)
+    return [o, h_T] if states else [o]
+
+
+def lstm_big():
+    """Past one GPU block: N·H = 272 units (the fused engine's pointwise kernels run one thread a
+    value), with a static input and the exposed state, so every kernel of the engine runs. The
+    GEMMs are blas's (checked past a tile in test_kernels.py); the shapes stay small because the
+    simulator runs one Python thread per value. The unrolled LSTM and the RNN run layers whose
+    kernels have their own rows here."""
+    rng = _rng()
+    steps, num, hidden, features = 2, 16, 17, 3
+    lp = recurrent_lp("LSTM", hidden, static=True, expose=True, name="lstm_static_expose")
+    cont = np.ones((steps, num))
+    cont[0, :5] = cont[1, 9] = 0.0
+    bottoms = [rng.normal(size=(steps, num, features)), cont, rng.normal(size=(num, 2))]
+    bottoms += [rng.normal(size=(1, num, hidden)) for _ in range(2)]
+    params = recurrent_params(lambda s: rng.normal(scale=0.2, size=s), "LSTM", hidden, features, 2)
+    return [Big(lp, bottoms, params, tuple(i != 1 for i in range(len(bottoms))), id=lp.name)]
+
+
+def recurrent_errors(type_name):
+    """Bad inputs, each a LayerError naming the layer (the wrong number of bottoms for
+    expose_hidden is a NetDefinitionError: tests/test_recurrent.py)."""
+    def errors():
+        x, cont = np.ones((3, 2, 4)), np.ones((3, 2))
+        zero = recurrent_lp(type_name, 2, name="bad")
+        zero.recurrent_param.num_output = 0
+        states = [np.zeros((1, 2, 2)) for _ in _RECURRENT[type_name][0]]
+        wrong_state = [np.zeros((1, 2, 3))] + states[1:]
+        return [("num_output-0", zero, [x, cont]),
+                ("cont-wrong-shape", recurrent_lp(type_name, 2, name="bad"), [x, np.ones((3, 3))]),
+                ("cont-3-axes", recurrent_lp(type_name, 2, name="bad"), [x, np.ones((3, 2, 1))]),
+                ("x-1-axis", recurrent_lp(type_name, 2, name="bad"), [np.ones(3), np.ones((3, 1))]),
+                ("x-2-axes", recurrent_lp(type_name, 2, name="bad"), [np.ones((3, 2)), cont]),
+                ("static-wrong-streams", recurrent_lp(type_name, 2, static=True, name="bad"),
+                 [x, cont, np.ones((3, 2))]),
+                ("state-wrong-shape", recurrent_lp(type_name, 2, expose=True, name="bad"),
+                 [x, cont] + wrong_state)]
+    return errors
+
+
+# The gradient rows of LSTM and RNN (x and the parameters) run in the thorough profile:
+# tests/test_recurrent.py checks the gradients to every input and parameter, for both LSTM
+# engines, in every profile. Their drawn GPU parity in float32 too (the simulator is slow):
+# float64 runs in every profile, and so does the LSTM's big float32 row.
+_RECURRENT_MARKS = {"gradients": (pytest.mark.slow,), "gpu[float32]": (pytest.mark.slow,)}
+
+
+def draw_lstm_unit(draw, ctx):
+    num, hidden = draw(st.integers(1, 3)), draw(st.integers(1, 2 if ctx.purpose == "parity" else 3))
+    lp = _lp("LSTMUnit", bottoms=("c_prev", "x", "cont"), tops=("c", "h"))
+    bottoms = [_array(draw, ctx, (1, num, hidden)), _array(draw, ctx, (1, num, 4 * hidden)),
+               _cont(draw, 1, num, fractional=ctx.purpose == "forward")]
+    return Sample(lp, bottoms, propagate_down=(True, True, False))
+
+
+def lstm_unit_big():
+    rng = _rng()
+    cont = np.ones((1, 6))
+    cont[0, 2] = 0.0
+    lp = _lp("LSTMUnit", bottoms=("c_prev", "x", "cont"), tops=("c", "h"))
+    return [Big(lp, [rng.normal(size=(1, 6, 50)), rng.normal(size=(1, 6, 200)), cont],
+                propagate_down=(True, True, False))]
+
+
+def lstm_unit_errors():
+    def unit():
+        return _bad("LSTMUnit", bottoms=("c_prev", "x", "cont"), tops=("c", "h"))
+    c, x, cont = np.ones((1, 2, 3)), np.ones((1, 2, 12)), np.ones((1, 2))
+    return [("gates-not-4H", unit(), [c, np.ones((1, 2, 10)), cont]),
+            ("two-timesteps", unit(), [np.ones((2, 2, 3)), np.ones((2, 2, 12)), np.ones((2, 2))]),
+            ("c_prev-2-axes", unit(), [np.ones((2, 3)), x, cont]),
+            ("cont-3-axes", unit(), [c, x, np.ones((1, 2, 1))]),
+            ("streams-differ", unit(), [c, np.ones((1, 3, 12)), cont])]
+
+
+def _torch_lstm_unit(F, xs, p):
+    c_prev, x, cont = xs
+    i, f, o, g = x.chunk(4, 2)
+    c = cont[..., None] * f.sigmoid() * c_prev + i.sigmoid() * g.tanh()
+    return [c, o.sigmoid() * c.tanh()]
+
+
+_TORCH_LSTMS = {}
+
+
+def _torch_lstm(F, xs, p):
+    """PyTorch's nn.LSTM holding the layer's weights (made once per weight tensor; Caffe's gate
+    rows i, f, o, g put in PyTorch's order i, f, g, o), from a zero state: the rows bench.py
+    runs have cont 0 at t = 0 and 1 after."""
+    import torch
+    module = _TORCH_LSTMS.get(id(p[0]))
+    if module is None:
+        w_xc, b_c, w_hc = (t.detach() for t in p)
+        hidden = w_hc.shape[1]
+        order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden),
+                           torch.arange(2 * hidden, 3 * hidden)])
+        module = torch.nn.LSTM(w_xc.shape[1], hidden)
+        with torch.no_grad():
+            module.weight_ih_l0.copy_(w_xc[order])
+            module.weight_hh_l0.copy_(w_hc[order])
+            module.bias_ih_l0.copy_(b_c[order])
+            module.bias_hh_l0.zero_()
+        _TORCH_LSTMS[id(p[0])] = module
+    return module(xs[0])[0]
+
+
+def _sequences(rng, shapes):
+    """Bench bottoms of a recurrent layer: x normal; cont 0 at t = 0 (each stream starts a
+    sequence) and 1 after, as PyTorch's nn.LSTM from a zero state sees it."""
+    cont = np.ones(shapes[-1])
+    cont[0] = 0.0
+    return [rng.standard_normal(s) for s in shapes[:-1]] + [cont]
+
+
+LSTM_BENCH = (Bench("LSTM T20 N32 D256 H256", 'recurrent_param { num_output: 256 weight_filler '
+                    '{ type: "uniform" min: -0.08 max: 0.08 } }', ((20, 32, 256), (20, 32)), _torch_lstm,
+                    fill=_sequences),)
+LSTM_UNIT_BENCH = (Bench("LSTMUnit 1x100x1000 (LRCN's)", 'top: "c"', ((1, 100, 1000), (1, 100, 4000), (1, 100)),
+                         _torch_lstm_unit, fill=lambda rng, shapes: [rng.standard_normal(s) for s in shapes[:-1]]
+                         + [np.ones(shapes[-1])]),)
+
+
 # --------------------------------------------------------------------------- the table
 def _torch_linear(F, x, p):
     return F.linear(x, p[0], p[1])
@@ -2530,6 +2729,16 @@ LAYER_CASES = [
               lambda s: [s.params[0][0] * np.asarray(s.bottoms[0], np.float64) + s.params[1][0]],
               grad_bottoms=(0,), check_params=True, gpu_kernels=False, errors=python_errors),
 
+    # -- recurrent (issue 13)
+    LayerCase("LSTMUnit", draw_lstm_unit, lambda s: list(ref.lstm_unit(*s.bottoms)), grad_bottoms=(0, 1),
+              big=lstm_unit_big, errors=lstm_unit_errors, bench=LSTM_UNIT_BENCH),
+    LayerCase("LSTM", draw_recurrent("LSTM"), ref_recurrent,
+              reference_note="the fused engine (LSTM's default); tests/test_recurrent.py runs the "
+                             "unrolled one against the same oracle",
+              grad_bottoms=(0,), check_params=True, big=lstm_big,
+              errors=recurrent_errors("LSTM"), bench=LSTM_BENCH, marks=_RECURRENT_MARKS),
+    LayerCase("RNN", draw_recurrent("RNN"), ref_recurrent, grad_bottoms=(0,), check_params=True,
+              errors=recurrent_errors("RNN"), marks=_RECURRENT_MARKS),
 ]
 
 CASES_BY_TYPE = {case.type: case for case in LAYER_CASES}

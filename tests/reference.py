@@ -869,3 +869,79 @@ def mvn(x, normalize_variance=True, across_channels=False, eps=1e-9):
             centred = centred / (np.sqrt((centred ** 2).mean()) + eps)
         y[n, c] = centred
     return y
+
+
+# --------------------------------------------------------------------------- recurrent (issue 13)
+def lstm_unit(c_prev, x, cont):
+    """Caffe's LSTMUnit for one timestep (lstm_unit_layer.cpp): c_prev (1, N, H), gate
+    pre-activations x (1, N, 4H) in the order i, f, o, g, cont (1, N).
+
+    i = σ(x_i), f = cont·σ(x_f) (0 where cont = 0), o = σ(x_o), g = tanh(x_g);
+    c = f·c_prev + i·g, h = o·tanh(c). Returns (c, h)."""
+    c_prev, x, cont = _f64(c_prev), _f64(x), _f64(cont)
+    hidden = c_prev.shape[-1]
+    c, h = np.empty_like(c_prev), np.empty_like(c_prev)
+    for n in range(c_prev.shape[1]):
+        k = cont[0, n]
+        for j in range(hidden):
+            i = sigmoid(x[0, n, j])
+            f = 0.0 if k == 0 else k * sigmoid(x[0, n, hidden + j])
+            o = sigmoid(x[0, n, 2 * hidden + j])
+            g = math.tanh(x[0, n, 3 * hidden + j])
+            c[0, n, j] = f * c_prev[0, n, j] + i * g
+            h[0, n, j] = o * math.tanh(c[0, n, j])
+    return c, h
+
+
+def _features(x, start):
+    """x with its axes from ``start`` on flattened (InnerProduct's view at that axis)."""
+    x = _f64(x)
+    return x.reshape(x.shape[:start] + (-1,))
+
+
+def lstm(x, cont, w_xc, b_c, w_hc, x_static=None, w_static=None, h0=None, c0=None):
+    """Caffe's LSTM layer (lstm_layer.cpp, CAFFE-NOTES.md): x (T, N, ...), cont (T, N);
+    W_xc (4H, D), b_c (4H), W_hc (4H, H), gates in the order i, f, o, g; an optional static
+    input x_static (N, ...) with W_xc_static (4H, D_static); initial h0, c0 (1, N, H), zero by
+    default. Per step t:
+
+        gates_t = W_xc·x_t + b_c + W_xc_static·x_static + W_hc·(cont_t·h_{t−1})
+        (c_t, h_t) = LSTMUnit(c_{t−1}, gates_t, cont_t)
+
+    Returns (h (T, N, H), h_T (1, N, H), c_T (1, N, H))."""
+    x, cont = _features(x, 2), _f64(cont)
+    steps, num = cont.shape
+    hidden = _f64(w_hc).shape[1]
+    h_prev = np.zeros((1, num, hidden)) if h0 is None else _f64(h0)
+    c_prev = np.zeros((1, num, hidden)) if c0 is None else _f64(c0)
+    static = 0.0
+    if x_static is not None:
+        static = _features(x_static, 1) @ _f64(w_static).T
+    out = np.empty((steps, num, hidden))
+    for t in range(steps):
+        conted = h_prev[0] * cont[t][:, None]
+        gates = x[t] @ _f64(w_xc).T + _f64(b_c) + static + conted @ _f64(w_hc).T
+        c_prev, h_prev = lstm_unit(c_prev, gates[None], cont[t][None])
+        out[t] = h_prev[0]
+    return out, h_prev, c_prev
+
+
+def rnn(x, cont, w_xh, b_h, w_hh, w_ho, b_o, x_static=None, w_static=None, h0=None):
+    """Caffe's RNN layer (rnn_layer.cpp, CAFFE-NOTES.md): per step t,
+
+        h_t = tanh(W_xh·x_t + b_h + W_xh_static·x_static + W_hh·(cont_t·h_{t−1}))
+        o_t = tanh(W_ho·h_t + b_o)
+
+    with h_0 = h0 (zero by default). Returns (o (T, N, H), h_T (1, N, H))."""
+    x, cont = _features(x, 2), _f64(cont)
+    steps, num = cont.shape
+    hidden = _f64(w_hh).shape[0]
+    h = np.zeros((num, hidden)) if h0 is None else _f64(h0)[0]
+    static = 0.0
+    if x_static is not None:
+        static = _features(x_static, 1) @ _f64(w_static).T
+    out = np.empty((steps, num, hidden))
+    for t in range(steps):
+        h = np.tanh(x[t] @ _f64(w_xh).T + _f64(b_h) + static + (h * cont[t][:, None]) @ _f64(w_hh).T)
+        out[t] = np.tanh(h @ _f64(w_ho).T + _f64(b_o))
+    return out, h[None]

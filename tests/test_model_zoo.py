@@ -40,6 +40,8 @@ EXPECTED = {
     "mobilenet_v1/mobilenet_deploy.prototxt": {"prob": (1, 1000, 1, 1)},
     "mobilenet_v2/mobilenet_v2_deploy.prototxt": {"prob": (1, 1000, 1, 1)},
     "fcn8s_voc/deploy.prototxt": {"score": (1, 21, 500, 500)},
+    # one step of one stream: the word probabilities (vocabulary 8800 + the end of sentence)
+    "lstm_coco_caption/lstm_lm.deploy.prototxt": {"probs": (1, 1, 8801)},
 }
 SLOW = {"vgg16/VGG_ILSVRC_16_layers_deploy.prototxt", "vgg19_v1/VGG_ILSVRC_19_layers_deploy.prototxt",
         "resnet101/ResNet-101-deploy.prototxt", "resnet152/ResNet-152-deploy.prototxt",
@@ -110,29 +112,51 @@ EXPECTED_TRAIN = {
 }
 SLOW |= {"bvlc_googlenet/train_val.prototxt", "nin_imagenet_v1/train_val.prototxt"}
 
+# -- recurrent nets (issue 13). Their HDF5Data tops are time-major sentences (T, N): here T = 3
+# steps of N = 2 streams (the LRCN's ImageData gives the N images whose fc8 is the static
+# input); the words, continuation markers and targets are drawn 0 or 1 (valid word indices and
+# markers). The LRCN (the net named lrcn_caffenet_to_lstm) is walked as its factored two-layer
+# variant, the captioner the issue names: its LSTMs exist only under a variant's stages. Both
+# by the names in the files, so that other walks of the zoo (test_onnx_models.py) stand in
+# for the data and pick the states alike.
+TOP_SHAPES = {"cont_sentence": (3, 2), "input_sentence": (3, 2), "target_sentence": (3, 2)}
+SAMPLES.update({"lstm_coco_caption/lstm_language_model.prototxt": (),
+                "lstm_coco_caption/lrcn.prototxt": (3, 227, 227)})
+WORD_INPUTS = set(TOP_SHAPES)
+VARIANT_STAGES = {"lrcn_caffenet_to_lstm": ("factored", "2-layer")}
+_SENTENCE_LOSS = {"TRAIN": {"cross_entropy_loss": ()},
+                  "TEST test-on-train": {"accuracy": (), "cross_entropy_loss": ()},
+                  "TEST test-on-val": {"accuracy": (), "cross_entropy_loss": ()}}
+EXPECTED_TRAIN.update({"lstm_coco_caption/lstm_language_model.prototxt": _SENTENCE_LOSS,
+                       "lstm_coco_caption/lrcn.prototxt": _SENTENCE_LOSS})
+
 
 def _states(net_param):
     """(label, phase, stages) for each state a file is meant for: TEST alone for deploy nets;
-    TRAIN and TEST (once per test stage its rules name) for train/val nets."""
+    TRAIN and TEST (once per test stage its rules name) for train/val nets; each with the
+    VARIANT_STAGES of the net."""
     rules = [r for layer in net_param.layer for r in list(layer.include) + list(layer.exclude)]
+    variant = VARIANT_STAGES.get(net_param.name, ())
     if not any(r.HasField("phase") for r in rules):
-        return [("TEST", jitnet.TEST, ())]
+        return [("TEST", jitnet.TEST, variant)]
     stages = sorted({s for r in rules if r.phase == jitnet.TEST for s in r.stage})
-    tests = [(f"TEST {s}", jitnet.TEST, (s,)) for s in stages] or [("TEST", jitnet.TEST, ())]
-    return [("TRAIN", jitnet.TRAIN, ())] + tests
+    tests = [(f"TEST {s}", jitnet.TEST, (s,) + variant) for s in stages] or [("TEST", jitnet.TEST, variant)]
+    return [("TRAIN", jitnet.TRAIN, variant)] + tests
 
 
 def _with_inputs_for_data(net_param, sample):
     """The net with its data layers replaced by Input layers of batch 2 (tops: the sample shape
-    for the first, (2,) for labels), keeping their names, tops and include rules."""
+    for the first, (2,) for labels, the shape TOP_SHAPES gives a top of that name), keeping
+    their names, tops and include rules."""
     out = pb.NetParameter()
     out.CopyFrom(net_param)
     for layer in out.layer:
         if layer.type in DATA_TYPES:
             replacement = pb.LayerParameter(name=layer.name, type="Input", top=layer.top,
                                             include=layer.include, exclude=layer.exclude)
-            for k, _ in enumerate(layer.top):
-                replacement.input_param.shape.add().dim.extend((2,) + sample if k == 0 else (2,))
+            for k, top in enumerate(layer.top):
+                shape = TOP_SHAPES.get(top, (2,) + sample if k == 0 else (2,))
+                replacement.input_param.shape.add().dim.extend(shape)
             layer.CopyFrom(replacement)
     return out
 
@@ -142,7 +166,8 @@ def _random_inputs(net, rng):
     for name in net.inputs:
         shape = net.blobs[name].shape
         # labels: class indices (0 or 1, valid for every classifier and similarity flag)
-        inputs[name] = rng.integers(0, 2, shape) if len(shape) == 1 else rng.uniform(0, 1, shape)
+        integers = len(shape) == 1 or name in WORD_INPUTS
+        inputs[name] = rng.integers(0, 2, shape) if integers else rng.uniform(0, 1, shape)
     return inputs
 
 

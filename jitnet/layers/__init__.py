@@ -5,7 +5,7 @@ This package is also pycaffe's ``caffe.layers`` for NetSpec users: ``from jitnet
 layers as L`` and ``L.Convolution(n.data, num_output=20)``. Attributes named like Caffe
 layer types (CamelCase) are NetSpec layer factories (:mod:`jitnet.netspec`); the family
 modules keep their lowercase names."""
-from . import common, data, loss, neuron, normalization, python_layer, vision  # noqa: F401
+from . import common, data, loss, neuron, normalization, python_layer, recurrent, vision  # noqa: F401
 
 
 def __getattr__(name):
