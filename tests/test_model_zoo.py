@@ -40,6 +40,8 @@ EXPECTED = {
     "mobilenet_v1/mobilenet_deploy.prototxt": {"prob": (1, 1000, 1, 1)},
     "mobilenet_v2/mobilenet_v2_deploy.prototxt": {"prob": (1, 1000, 1, 1)},
     "fcn8s_voc/deploy.prototxt": {"score": (1, 21, 500, 500)},
+    # one step of one stream: the word probabilities (vocabulary 8800 + the end of sentence)
+    "lstm_coco_caption/lstm_lm.deploy.prototxt": {"probs": (1, 1, 8801)},
 }
 SLOW = {"vgg16/VGG_ILSVRC_16_layers_deploy.prototxt", "vgg19_v1/VGG_ILSVRC_19_layers_deploy.prototxt",
         "resnet101/ResNet-101-deploy.prototxt", "resnet152/ResNet-152-deploy.prototxt",
@@ -110,6 +112,24 @@ EXPECTED_TRAIN = {
 }
 SLOW |= {"bvlc_googlenet/train_val.prototxt", "nin_imagenet_v1/train_val.prototxt"}
 
+# -- recurrent nets (issue 13). Their HDF5Data tops are time-major sentences (T, N): here T = 3
+# steps of N = 2 streams (the LRCN's ImageData gives the N images whose fc8 is the static
+# input); the words, continuation markers and targets are drawn 0 or 1 (valid word indices and
+# markers). The LRCN is walked as its factored two-layer variant, the captioner the issue
+# names: its LSTMs exist only under a variant's stages.
+SENTENCES = {"cont_sentence": (3, 2), "input_sentence": (3, 2), "target_sentence": (3, 2)}
+SAMPLES.update({"lstm_coco_caption/lstm_language_model.prototxt": (),
+                "lstm_coco_caption/lrcn.prototxt": (3, 227, 227)})
+TOP_SHAPES = {"lstm_coco_caption/lstm_language_model.prototxt": SENTENCES,
+              "lstm_coco_caption/lrcn.prototxt": SENTENCES}
+WORD_INPUTS = set(SENTENCES)
+STAGES = {"lstm_coco_caption/lrcn.prototxt": ("factored", "2-layer")}
+_SENTENCE_LOSS = {"TRAIN": {"cross_entropy_loss": ()},
+                  "TEST test-on-train": {"accuracy": (), "cross_entropy_loss": ()},
+                  "TEST test-on-val": {"accuracy": (), "cross_entropy_loss": ()}}
+EXPECTED_TRAIN.update({"lstm_coco_caption/lstm_language_model.prototxt": _SENTENCE_LOSS,
+                       "lstm_coco_caption/lrcn.prototxt": _SENTENCE_LOSS})
+
 
 def _states(net_param):
     """(label, phase, stages) for each state a file is meant for: TEST alone for deploy nets;
@@ -122,17 +142,20 @@ def _states(net_param):
     return [("TRAIN", jitnet.TRAIN, ())] + tests
 
 
-def _with_inputs_for_data(net_param, sample):
+def _with_inputs_for_data(net_param, sample, shapes=None):
     """The net with its data layers replaced by Input layers of batch 2 (tops: the sample shape
-    for the first, (2,) for labels), keeping their names, tops and include rules."""
+    for the first, (2,) for labels, or the shape ``shapes`` gives a top), keeping their names,
+    tops and include rules."""
+    shapes = shapes or {}
     out = pb.NetParameter()
     out.CopyFrom(net_param)
     for layer in out.layer:
         if layer.type in DATA_TYPES:
             replacement = pb.LayerParameter(name=layer.name, type="Input", top=layer.top,
                                             include=layer.include, exclude=layer.exclude)
-            for k, _ in enumerate(layer.top):
-                replacement.input_param.shape.add().dim.extend((2,) + sample if k == 0 else (2,))
+            for k, top in enumerate(layer.top):
+                shape = shapes.get(top, (2,) + sample if k == 0 else (2,))
+                replacement.input_param.shape.add().dim.extend(shape)
             layer.CopyFrom(replacement)
     return out
 
@@ -142,7 +165,8 @@ def _random_inputs(net, rng):
     for name in net.inputs:
         shape = net.blobs[name].shape
         # labels: class indices (0 or 1, valid for every classifier and similarity flag)
-        inputs[name] = rng.integers(0, 2, shape) if len(shape) == 1 else rng.uniform(0, 1, shape)
+        integers = len(shape) == 1 or name in WORD_INPUTS
+        inputs[name] = rng.integers(0, 2, shape) if integers else rng.uniform(0, 1, shape)
     return inputs
 
 
@@ -158,7 +182,7 @@ def test_model_builds_and_gives_the_documented_outputs(rel):
     states = _states(net_param)
     rng = np.random.default_rng(0)
     if rel in SAMPLES:
-        net_param = _with_inputs_for_data(net_param, SAMPLES[rel])
+        net_param = _with_inputs_for_data(net_param, SAMPLES[rel], TOP_SHAPES.get(rel))
         expected = EXPECTED_TRAIN.get(rel)
         assert expected, f"{rel} builds now: add its documented outputs to EXPECTED_TRAIN"
     else:
@@ -167,7 +191,7 @@ def test_model_builds_and_gives_the_documented_outputs(rel):
     assert set(expected) == {label for label, _, _ in states}
     for label, phase, stages in states:
         jitnet.set_random_seed(0)
-        net = jitnet.Net(net_param, phase, stages=stages)
+        net = jitnet.Net(net_param, phase, stages=stages + STAGES.get(rel, ()))
         for layer in net.layers:           # statistics of a trained net: mean 0, variance 1
             if layer.type == "BatchNorm":
                 layer.blobs[1].data[...] = 1.0
