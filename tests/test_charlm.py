@@ -98,10 +98,9 @@ def test_the_lstm_beats_the_unigram_model(trained):
     nats, bits = map(float, found[-1])
     assert bits == pytest.approx(nats / np.log(2), rel=1e-4)
     assert 3.5 < unigram < 5.5, unigram                       # source code's characters
-    assert bits < unigram - 1.0, (bits, unigram)
+    # (measured: 3.33 bits per character against 4.75)
+    assert bits < unigram - 1.0, f"test loss {bits} bits/char, unigram entropy {unigram}"
     train_losses = [float(v) for v in re.findall(r"Iteration \d+ \([^)]*\), loss = ([0-9.]+)", log)]
-    print(f"test loss {bits:.3f} bits/char; unigram entropy of the test text {unigram:.3f}; "
-          f"training loss {train_losses}")
     assert train_losses[-1] < train_losses[0] - 2.0, train_losses
 
 

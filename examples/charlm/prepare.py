@@ -4,8 +4,9 @@ of Caffe's LRCN language model: time-major (T, N) sequences with continuation ma
 
 The text: the top-level ``*.py`` files of ``sysconfig.get_paths()["stdlib"]``; every tenth
 of the sorted names (index % 10 == 9) is held out for testing, the rest are for training.
-Each split reads whole files, in the order of the MD5 digests of their names (fixed, and
-mixing the modules), until a character budget (``--train-chars``, ``--test-chars``).
+Each split reads its files in the order of the MD5 digests of their names (fixed, and
+mixing the modules) until a character budget (``--train-chars``, ``--test-chars``); the
+default test budget, 204,800 = 128 x 50 x 32, is the solver's test_iter batches of T x N.
 Characters are indices into a fixed vocabulary (``vocab.json``): 0 stands for any character
 outside it (non-ASCII letters in comments and strings), then tab, newline and the printable
 ASCII characters, 98 in all.
@@ -68,7 +69,8 @@ def encode(text):
 
 
 def read_split(files, budget):
-    """(input, target, cont) over whole files until ``budget`` characters are read."""
+    """(input, target, cont) of ``budget`` characters (fewer if the files run out), read
+    from whole files in order; the names of the files read."""
     inputs, targets, conts, used, total = [], [], [], [], 0
     for path in files:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -84,7 +86,8 @@ def read_split(files, budget):
         total += len(codes) - 1
         if total >= budget:
             break
-    return np.concatenate(inputs), np.concatenate(targets), np.concatenate(conts), used
+    return (np.concatenate(inputs)[:budget], np.concatenate(targets)[:budget],
+            np.concatenate(conts)[:budget], used)
 
 
 def streams(array, num, steps):
@@ -105,7 +108,7 @@ def unigram_bits(train_targets, targets):
     return float(-np.log2(p[targets]).mean())
 
 
-def prepare(out_dir=DATA, num=32, steps=50, train_chars=3_000_000, test_chars=200_000,
+def prepare(out_dir=DATA, num=32, steps=50, train_chars=3_000_000, test_chars=204_800,
             stdlib=None):
     train_files, test_files = source_files(stdlib)
     os.makedirs(out_dir, exist_ok=True)
@@ -152,7 +155,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=50,
                         help="T, the timesteps per batch (hdf5_data_param.batch_size)")
     parser.add_argument("--train-chars", type=int, default=3_000_000)
-    parser.add_argument("--test-chars", type=int, default=200_000)
+    parser.add_argument("--test-chars", type=int, default=204_800)
     parser.add_argument("--stdlib", help="read the .py files of this directory instead")
     args = parser.parse_args(argv)
     prepare(args.out_dir, args.streams, args.steps, args.train_chars, args.test_chars, args.stdlib)

@@ -64,7 +64,8 @@ def main(argv=None):
     parser.add_argument("--weights", required=True, help="the trained .caffemodel")
     parser.add_argument("--model", default=os.path.join(HERE, "charlm_deploy.prototxt"))
     parser.add_argument("--vocab", default=os.path.join(HERE, "data", "vocab.json"))
-    parser.add_argument("--prime", default="def ", help="the text the sample starts from")
+    parser.add_argument("--prime", default="def ",
+                        help="the text the sample starts from (\\n, \\t: newline, tab)")
     parser.add_argument("--length", type=int, default=600, help="characters to draw")
     parser.add_argument("--temperature", type=float, default=0.7,
                         help="below 1: likelier characters; above 1: more varied")
@@ -77,7 +78,8 @@ def main(argv=None):
         jitnet.set_mode_gpu()
     vocabulary, _ = load_vocabulary(args.vocab)
     net = jitnet.Net(args.model, jitnet.TEST, weights=args.weights)
-    text = sample(net, vocabulary, args.prime, args.length, args.temperature, args.seed)
+    prime = args.prime.replace("\\n", "\n").replace("\\t", "\t")
+    text = sample(net, vocabulary, prime, args.length, args.temperature, args.seed)
     sys.stdout.write(text + "\n")
 
 
