@@ -17,12 +17,14 @@ import sys
 
 import numpy as np
 
+import jitnet
+from jitnet.errors import JitnetError
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))     # run from a source checkout
-import jitnet  # noqa: E402
 
 
 def load_vocabulary(path):
+    """The symbols of vocab.json (written by prepare.py) and their indices."""
     with open(path, encoding="utf-8") as f:
         vocabulary = json.load(f)
     return vocabulary, {c: i for i, c in enumerate(vocabulary)}
@@ -76,8 +78,13 @@ def main(argv=None):
         parser.error("--temperature must be positive")
     if args.gpu:
         jitnet.set_mode_gpu()
+    if not os.path.exists(args.vocab):
+        parser.error(f"no vocabulary file {args.vocab} (python examples/charlm/prepare.py writes it)")
     vocabulary, _ = load_vocabulary(args.vocab)
-    net = jitnet.Net(args.model, jitnet.TEST, weights=args.weights)
+    try:
+        net = jitnet.Net(args.model, jitnet.TEST, weights=args.weights)
+    except JitnetError as e:
+        sys.exit(f"sample.py: {e}")
     prime = args.prime.replace("\\n", "\n").replace("\\t", "\t")
     text = sample(net, vocabulary, prime, args.length, args.temperature, args.seed)
     sys.stdout.write(text + "\n")
