@@ -3,6 +3,7 @@
 per character (computed here from the data with numpy), and the sample script, which carries
 the LSTM state through expose_hidden one character at a time, gives the same probabilities as
 the net run over the whole sequence at once, and writes vocabulary characters."""
+import importlib.util
 import json
 import re
 import subprocess
@@ -22,11 +23,12 @@ CHARLM = REPO / "examples" / "charlm"
 
 
 def _import(name):
-    sys.path.insert(0, str(CHARLM))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+    """examples/charlm/NAME.py as the module charlm_NAME (a plain ``import prepare`` would
+    take the place of the digits example's prepare module for the tests that run later)."""
+    spec = importlib.util.spec_from_file_location(f"charlm_{name}", CHARLM / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 prepare, sample = _import("prepare"), _import("sample")
