@@ -22,10 +22,10 @@ Sections:
              under mpiexec, and one traced iteration of layer-wise reduction: when each
              layer's backward ran and when each blob's allreduce started and was seen
              complete, relative to the start of backward;
-  model      (one process, no MPI) per-iteration compute of LeNet b64, CIFAR-10-quick
-             b100 and CaffeNet b256 measured with PyTorch's CPU kernels as a stand-in
-             (jitnet's Convolution and Pooling are not merged yet), and the ring-allreduce
-             cost model's predicted speed-up on 2, 8, 32 and 128 hosts at 10, 25 and 100 Gb/s.
+  model      (one process, no MPI) jitnet's compute per training iteration of LeNet b64,
+             CIFAR-10-quick b100 and CaffeNet b256 (timed at b8 and scaled), from the deploy
+             prototxts in ../shared/models, and the ring-allreduce cost model's predicted
+             speed-up on 2, 8, 32 and 128 hosts at 10, 25 and 100 Gb/s.
 
 Timings on a shared 2-core machine are noisy: compare within a table; the load is printed.
 """
@@ -199,79 +199,57 @@ def bench_timeline(comm, iters):
 
 
 # -- the cost model ----------------------------------------------------------------------------------
-def torch_nets():
-    """LeNet, CIFAR-10-quick and CaffeNet as PyTorch modules (Caffe's layer shapes)."""
-    import torch.nn as nn
-
-    def lenet():
-        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2, 2), nn.Conv2d(20, 50, 5),
-                             nn.MaxPool2d(2, 2), nn.Flatten(), nn.Linear(800, 500), nn.ReLU(),
-                             nn.Linear(500, 10))
-
-    def cifar10_quick():
-        return nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
-                             nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-                             nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-                             nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10))
-
-    def caffenet():
-        return nn.Sequential(nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), nn.MaxPool2d(3, 2),
-                             nn.LocalResponseNorm(5, 1e-4, 0.75), nn.Conv2d(96, 256, 5, padding=2, groups=2),
-                             nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 1e-4, 0.75),
-                             nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
-                             nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-                             nn.Flatten(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(),
-                             nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 1000))
-    return [("LeNet", lenet, 64, (1, 28, 28), 10, 64),
-            ("CIFAR-10-quick", cifar10_quick, 100, (3, 32, 32), 10, 100),
-            ("CaffeNet", caffenet, 256, (3, 227, 227), 1000, 8)]
+# LeNet, CIFAR-10-quick and CaffeNet: the deploy prototxt in ../shared/models, the batch it
+# trains with, the batch it is timed at (CaffeNet's b256 iteration is scaled from b8), and the
+# name of the layer before the final Softmax
+COMPUTE_NETS = [("LeNet", ("lenet_mnist", "lenet.prototxt"), 64, 64, "ip2"),
+                ("CIFAR-10-quick", ("cifar10_quick", "cifar10_quick.prototxt"), 100, 100, "ip2"),
+                ("CaffeNet", ("bvlc_reference_caffenet", "deploy.prototxt"), 256, 8, "fc8")]
 
 
-def layer_flops(model, shape):
-    """Forward multiply-adds of each layer with parameters, in order, and its parameter count."""
-    import torch
-    out, x = [], torch.zeros((1,) + shape)
-    for module in model:
-        y = module(x)
-        params = sum(p.numel() for p in module.parameters())
-        if params:
-            weight = next(module.parameters())
-            macs = weight.numel() * (y[0, 0].numel() if y.dim() == 4 else 1)
-            out.append((type(module).__name__, macs, params))
-        x = y
+def net_layers(net):
+    """Forward multiply-adds per image and parameter count of each layer with learnable
+    blobs, bottom to top."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench import layer_flops
+    batch = net.blobs[net.inputs[0]].shape[0]
+    out = []
+    for step in net.steps:
+        if step.layer.blobs:
+            macs = layer_flops(step.layer, step.bottoms, step.tops) // 2 // batch
+            out.append({"type": step.layer.type, "layer": step.layer.name, "macs": int(macs),
+                        "params": int(sum(b.count for b in step.layer.blobs))})
     return out
 
 
 def measure_compute(rounds):
-    """ms per training iteration (forward, backward, SGD) with PyTorch on this machine's cores,
-    timed at ``timed_batch`` and scaled to the batch the net trains with (the fastest of the
-    rounds: the others measure the machine's other tenants)."""
-    import torch
+    """ms per training iteration (forward, backward, SGD with momentum and weight decay) of
+    jitnet on this machine's cores, timed at ``timed_batch`` and scaled to the batch the net
+    trains with (the fastest of the rounds: the others measure the machine's other tenants).
+    Nets whose prototxt is absent (no ../shared/models) are skipped with a note."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench
+    import jitnet
+    from jitnet.threads import configure
     rows = []
-    for name, make, batch, shape, classes, timed_batch in torch_nets():
-        torch.manual_seed(0)
-        model = make()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        x = torch.randn((timed_batch,) + shape)
-        y = torch.randint(0, classes, (timed_batch,))
-
-        def step():
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-        step()
+    for name, (folder, file), batch, timed_batch, output in COMPUTE_NETS:
+        path = bench.MODELS / folder / file
+        if not path.exists():
+            print(f"compute {name}: skipped ({path} is absent)")
+            continue
+        solver = bench._solver(bench.train_net_from_deploy(path, timed_batch, output))
+        bench._fill_inputs(solver.net, 1000 if name == "CaffeNet" else 10, np.random.default_rng(0))
+        solver.step(1)                                  # compiles, allocates
         times = []
         for _ in range(rounds if timed_batch == batch else 3):
             start = time.perf_counter()
-            step()
+            solver.step(1)
             times.append(time.perf_counter() - start)
-        per = min(times) * 1e3 * batch / timed_batch     # the least disturbed by a busy machine
-        flops = layer_flops(model, shape)
+        per = min(times) * 1e3 * batch / timed_batch
+        layers = net_layers(solver.net)
         rows.append({"section": "model", "case": name, "batch": batch, "timed_batch": timed_batch,
-                     "compute_ms": per, "params": sum(p for _, _, p in flops),
-                     "layers": [{"type": t, "macs": m, "params": p} for t, m, p in flops],
-                     "torch_threads": torch.get_num_threads()})
+                     "compute_ms": per, "params": sum(l["params"] for l in layers), "layers": layers,
+                     "threads": configure()["numba_threads"], "jitnet": jitnet.__version__})
     return rows
 
 
@@ -362,7 +340,7 @@ def print_rows(rows, ranks):
                 print(f"    {e['kind']:<10} {e['name']:<20} {e['start_ms']:8.3f} -> {e['end_ms']:8.3f}")
         elif s == "model":
             print(f"compute {row['case']:<16} b{row['batch']}: {row['compute_ms']:9.1f} ms per iteration "
-                  f"(PyTorch, {row['torch_threads']} threads, timed at b{row['timed_batch']}), "
+                  f"(jitnet, {row['threads']} threads, timed at b{row['timed_batch']}), "
                   f"{row['params']:,} params")
         elif s == "comm":
             cells = "  ".join(f"{n:>3} hosts {v:9.3f}" for n, v in row["ms"].items())

@@ -2,8 +2,10 @@
 LeNet training iteration (batch 64, SGD with momentum and weight decay, random inputs),
 imports included. Time it from outside, with a warm and with an empty numba cache:
 
-    farm-bench -n 5 -- python benchmarks/startup.py                      # warm cache
-    farm-bench -n 3 --timeout 600 -- sh -c 'NUMBA_CACHE_DIR=$(mktemp -d) python benchmarks/startup.py'
+    for i in 1 2 3 4 5; do /usr/bin/time -f "%e s wall, %U s user" python benchmarks/startup.py; done
+    NUMBA_CACHE_DIR=$(mktemp -d) /usr/bin/time -f "%e s wall, %U s user" python benchmarks/startup.py
+
+(the first run of the warm series fills the cache if it is empty; quote the median of the rest)
 
 It prints the seconds its own clock saw from the first import of jitnet, for reference."""
 import time

@@ -1597,6 +1597,16 @@ def draw_contrastive_loss(draw, ctx):
                 b[i].flat[0] = a[i].flat[0] + 0.75
     values = [0.0, 1.0] + ([0.7, 2.0] if ctx.purpose == "forward" else [])   # int(y) != 0: similar
     sim = np.array(draw(st.lists(st.sampled_from(values), min_size=n, max_size=n)))
+    if ctx.purpose != "forward":
+        # a dissimilar pair's loss max(margin - d², 0) (legacy) has a kink at d² = margin,
+        # where central differences cannot agree with the gradient: keep such pairs 0.25
+        # away from it (the smooth max(margin - d, 0)² gets the same treatment, harmlessly)
+        for i in np.flatnonzero(sim == 0):
+            d = np.linalg.norm(a[i] - b[i])
+            q = d * d if p.legacy_version else d
+            if abs(q - p.margin) < 0.25:
+                want = p.margin + 0.5
+                b[i] = a[i] + (b[i] - a[i]) * ((np.sqrt(want) if p.legacy_version else want) / d)
     return Sample(lp, [a, b, sim], propagate_down=(True, True, False))
 
 

@@ -16,7 +16,8 @@ export NUMBA_ENABLE_CUDASIM=0           # tests/conftest.py only sets it when un
 PY="${PYTHON:-python3}"
 
 "$PY" -m jitnet device_query | tee "$OUT/device_query.txt"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_layers.py tests/test_gpu_mode.py -k "gpu" \
+"$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_layers.py tests/test_gpu_mode.py \
+    tests/test_conv_algorithms.py tests/test_recurrent.py -k "gpu" \
     --junitxml="$OUT/gpu_parity.xml" 2>&1 | tee "$OUT/gpu_parity.txt"
 parity=${PIPESTATUS[0]}
 "$PY" benchmarks/bench.py --gpu --repeat 50 --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench_gpu.txt"
