@@ -72,10 +72,14 @@ def test_assign_buffers_never_overlaps_and_fits(raw):
     assert sum(sizes) <= sum(b for _, _, b in intervals)
 
 
-def test_googlenet_deploy_needs_at_most_half_the_memory():
+def test_googlenet_deploy_needs_at_most_half_the_memory(monkeypatch):
     """Issue 10's target: GoogLeNet's deploy net at batch 8 with shared buffers needs at most
-    half the blob bytes, and its outputs stay bit-identical (checked at batch 1 for time)."""
+    half the blob bytes, and its outputs stay bit-identical (checked at batch 1 for time, with
+    every convolution on im2col: measuring the algorithms of its 57 geometries is not what this
+    test is about)."""
     from pathlib import Path
+    from jitnet.layers import vision
+    monkeypatch.setattr(vision, "CONV_ALGORITHM", "im2col")
     from jitnet.proto import io as proto_io
     path = Path(__file__).resolve().parents[2] / "shared" / "models" / "bvlc_googlenet" / "deploy.prototxt"
     if not path.exists():

@@ -72,6 +72,21 @@ def emit_pointwise(ctx):
     ctx.node(op, ctx.bottoms, ctx.tops)
 
 
+@emits("LSTMUnit")
+def emit_lstm_unit(ctx):
+    """Caffe's LSTMUnit, decomposed: the gate inputs (1, N, 4H) split on axis 2 into i, f, o, g
+    (Sigmoid, Sigmoid, Sigmoid, Tanh); c = cont·f·c_prev + i·g and h = o·tanh(c), cont (1, N)
+    broadcast over H."""
+    c_prev, x, cont = ctx.bottoms
+    hidden = ctx.bottom_shapes[0][2]
+    parts = ctx.split(x, 2, [hidden] * 4, [ctx.g.unique(f"{ctx.name}/{gate}") for gate in "ifog"])
+    i, f, o = (ctx.node("Sigmoid", [part]) for part in parts[:3])
+    g = ctx.node("Tanh", [parts[3]])
+    kept = ctx.node("Mul", [ctx.unsqueeze(cont, [2]), ctx.node("Mul", [f, c_prev])])
+    c = ctx.node("Add", [kept, ctx.node("Mul", [i, g])], ctx.tops[0])
+    ctx.node("Mul", [o, ctx.node("Tanh", [c])], ctx.tops[1])
+
+
 @emits("Dropout")
 def emit_dropout(ctx):
     """Identity: Dropout scales in TRAIN only (Caffe's inverted dropout)."""
