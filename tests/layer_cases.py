@@ -1231,6 +1231,26 @@ def _torch_scale(F, x, p):
     return x * p[0].view(1, -1, 1, 1) + p[1].view(1, -1, 1, 1)
 
 
+def _torch_bias(F, x, p):
+    return x + p[0].view(1, -1, 1, 1)
+
+
+def _torch_spp(height, method):
+    """SPP as PyTorch pools: level l has 2^l bins per axis, kernel ceil(size / bins), stride the
+    kernel, pad (kernel·bins − size + 1) // 2 (SPPLayer's pooling parameters), ceil mode."""
+    def spp(F, x, p):
+        import torch
+        pool = F.max_pool2d if method == "MAX" else F.avg_pool2d
+        levels = []
+        for level in range(height):
+            bins = 2 ** level
+            kernel = [math.ceil(n / bins) for n in x.shape[2:]]
+            pad = [(k * bins - n + 1) // 2 for k, n in zip(kernel, x.shape[2:])]
+            levels.append(pool(x, kernel, kernel, pad, ceil_mode=True).flatten(1))
+        return torch.cat(levels, 1)
+    return spp
+
+
 def draw_crop(draw, ctx):
     """bottom[0], a reference bottom[1] with the same number of axes (its axes before ``axis``
     are ignored, so they are drawn freely), and offsets: none, one for every cropped axis, or one
@@ -2595,7 +2615,9 @@ LAYER_CASES = [
     LayerCase("SPP", draw_spp,
               lambda s: [ref.spp(s.bottoms[0], s.layer_param.spp_param.pyramid_height,
                                  _POOL_METHODS[s.layer_param.spp_param.pool])],
-              grad_bottoms=(0,), big=spp_big, errors=spp_errors),
+              grad_bottoms=(0,), big=spp_big, errors=spp_errors,
+              bench=(Bench("SPP MAX height 3 8x256x13x13 (SPP-net)", "spp_param { pyramid_height: 3 }",
+                           ((8, 256, 13, 13),), _torch_spp(3, "MAX")),)),
     LayerCase("LRN", draw_lrn, ref_lrn, grad_bottoms=(0,), big=lrn_big, errors=lrn_errors,
               bench=(Bench("LRN across 5 16x96x27x27 (CaffeNet norm1)",
                            "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }", ((16, 96, 27, 27),),
@@ -2620,7 +2642,8 @@ LAYER_CASES = [
                            _torch_scale),)),
     LayerCase("Bias", draw_bias, ref_bias, grad_bottoms=(0,), check_params=True,
               big=lambda: _broadcast_big("Bias", "bias_param"),
-              errors=lambda: _broadcast_errors("Bias", "bias_param")),
+              errors=lambda: _broadcast_errors("Bias", "bias_param"),
+              bench=(Bench("Bias 16x64x56x56", "", ((16, 64, 56, 56),), _torch_bias),)),
     LayerCase("Crop", draw_crop, ref_crop, grad_bottoms=(0,), big=crop_big, errors=crop_errors,
               bench=(Bench("Crop 1x21x532x532->500x500 (FCN)", "crop_param { offset: 19 }",
                            ((1, 21, 532, 532), (1, 21, 500, 500)),
