@@ -39,6 +39,8 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # bench.py, imported lazily
+
 GRADIENTS = [("LeNet", 431_080), ("CIFAR-10-quick", 145_578), ("CaffeNet", 60_965_224)]
 
 
@@ -84,7 +86,6 @@ def bench_allreduce(comm, MPI, rounds):
 def mlp(batch, sizes, classes):
     """bench.py's MLP (InnerProducts with ReLUs between, SoftmaxWithLoss), fed by MemoryData
     (whose records are dealt by rank) instead of Input."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench import mlp_prototxt
     param = mlp_prototxt(batch, sizes, classes)
     data = param.layer[0]
@@ -200,17 +201,16 @@ def bench_timeline(comm, iters):
 
 # -- the cost model ----------------------------------------------------------------------------------
 # LeNet, CIFAR-10-quick and CaffeNet: the deploy prototxt in ../shared/models, the batch it
-# trains with, the batch it is timed at (CaffeNet's b256 iteration is scaled from b8), and the
-# name of the layer before the final Softmax
-COMPUTE_NETS = [("LeNet", ("lenet_mnist", "lenet.prototxt"), 64, 64, "ip2"),
-                ("CIFAR-10-quick", ("cifar10_quick", "cifar10_quick.prototxt"), 100, 100, "ip2"),
-                ("CaffeNet", ("bvlc_reference_caffenet", "deploy.prototxt"), 256, 8, "fc8")]
+# trains with, the batch it is timed at (CaffeNet's b256 iteration is scaled from b8), the
+# name of the layer before the final Softmax, and the number of classes
+COMPUTE_NETS = [("LeNet", ("lenet_mnist", "lenet.prototxt"), 64, 64, "ip2", 10),
+                ("CIFAR-10-quick", ("cifar10_quick", "cifar10_quick.prototxt"), 100, 100, "ip2", 10),
+                ("CaffeNet", ("bvlc_reference_caffenet", "deploy.prototxt"), 256, 8, "fc8", 1000)]
 
 
 def net_layers(net):
     """Forward multiply-adds per image and parameter count of each layer with learnable
     blobs, bottom to top."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench import layer_flops
     batch = net.blobs[net.inputs[0]].shape[0]
     out = []
@@ -227,18 +227,17 @@ def measure_compute(rounds):
     jitnet on this machine's cores, timed at ``timed_batch`` and scaled to the batch the net
     trains with (the fastest of the rounds: the others measure the machine's other tenants).
     Nets whose prototxt is absent (no ../shared/models) are skipped with a note."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench
     import jitnet
     from jitnet.threads import configure
     rows = []
-    for name, (folder, file), batch, timed_batch, output in COMPUTE_NETS:
+    for name, (folder, file), batch, timed_batch, output, classes in COMPUTE_NETS:
         path = bench.MODELS / folder / file
         if not path.exists():
             print(f"compute {name}: skipped ({path} is absent)")
             continue
         solver = bench._solver(bench.train_net_from_deploy(path, timed_batch, output))
-        bench._fill_inputs(solver.net, 1000 if name == "CaffeNet" else 10, np.random.default_rng(0))
+        bench._fill_inputs(solver.net, classes, np.random.default_rng(0))
         solver.step(1)                                  # compiles, allocates
         times = []
         for _ in range(rounds if timed_batch == batch else 3):
