@@ -1,6 +1,7 @@
 import os
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")   # must precede any numba import
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Hypothesis profiles; pick one with HYPOTHESIS_PROFILE=<name> (default: "default").
@@ -14,9 +15,17 @@ settings.register_profile("thorough", max_examples=200, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+def pytest_configure(config):
+    """In a pytest-xdist worker (the suite runs in two), numba's parallel kernels use one
+    thread: two workers with two OpenMP threads each on two cores spin against each other.
+    NUMBA_NUM_THREADS stays as it was, so tests can still compare one thread with several."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import numba
+        numba.set_num_threads(1)
+
+
 # Tests marked `slow` (large real models, long runs) run in the thorough profile only.
 def pytest_collection_modifyitems(config, items):
-    import pytest
     if os.environ.get("HYPOTHESIS_PROFILE") == "thorough":
         return
     skip = pytest.mark.skip(reason="slow: runs with HYPOTHESIS_PROFILE=thorough")
