@@ -74,7 +74,8 @@ def _crop_copy(src, dst, src_shape, dst_shape, shift):
     rows = dst.size // dst_shape[dst_shape.size - 1]
     nc = _nchunks(dst.size, rows)
     if nc == 1:
-        _copy_rows(src, dst, src_shape, dst_shape, shift, 0, rows)
+        # np.int64(0), not 0: numba would compile the callee again for the literal 0
+        _copy_rows(src, dst, src_shape, dst_shape, shift, np.int64(0), rows)
     else:
         for k in prange(nc):
             _copy_rows(src, dst, src_shape, dst_shape, shift, k * rows // nc, (k + 1) * rows // nc)

@@ -224,14 +224,12 @@ def _run(k, num, nchunks):
     return k * num // nchunks, (k + 1) * num // nchunks
 
 
-# what a batch driver does (the mode argument of _batch)
+# what a batch driver does (the mode argument of _batch and the other _*_batch drivers)
 _IM2COL, _COL2IM, _FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHT = 0, 1, 2, 3, 4
-
-
-@njit(cache=True)
-def _mode(mode, num):
-    """mode as a run-time value (numba would otherwise compile the drivers once per constant)."""
-    return mode + 0 * num
+# The public drivers (conv_forward, hwc_backward_data, ...) are plain Python functions that call
+# a batch driver with its mode. Jitted, each would link the whole batch driver into its own code
+# and generate it again (about 1.5 s each on an empty numba cache); called from Python, the mode
+# is a run-time int64, so one compiled batch driver serves all its modes.
 
 
 @njit(cache=True)
@@ -240,13 +238,14 @@ def _im2col_run(mode, a, c, lo, hi, channels, shape, kernel, pad, stride, dilati
     in_count, out_count, kernel_count, _ = _geometry(shape, kernel, pad, stride, dilation)
     image = channels * in_count
     cols = channels * kernel_count * out_count
+    to_col = mode == _IM2COL            # a run-time flag: one _col_transfer for both directions
     for n in range(lo, hi):
-        if mode == _IM2COL:
+        if to_col:
             _col_transfer(a[n * image:(n + 1) * image], channels, in_count, shape, kernel, pad,
-                          stride, dilation, force_nd, c[n * cols:(n + 1) * cols], True)
+                          stride, dilation, force_nd, c[n * cols:(n + 1) * cols], to_col)
         else:
             _col_transfer(c[n * image:(n + 1) * image], channels, in_count, shape, kernel, pad,
-                          stride, dilation, force_nd, a[n * cols:(n + 1) * cols], False)
+                          stride, dilation, force_nd, a[n * cols:(n + 1) * cols], to_col)
 
 
 # Caffe's BaseConvolutionLayer GEMMs, per image and group g (og = num_output / group outputs,
@@ -279,6 +278,9 @@ def _conv_run(mode, a, w, b, c, col, acc, tmp, lo, hi, channels, num_output, gro
     out_image = num_output * out_count
     if mode == _BACKWARD_WEIGHT:
         acc[:] = 0
+    # im2col, except col2im for the data gradient (a run-time flag, not a literal True or
+    # False: one compiled _col_transfer, whose flag is tested once per output line)
+    to_col = mode != _BACKWARD_DATA
     for n in range(lo, hi):
         if mode == _FORWARD:
             src, dst = a[n * image:(n + 1) * image], c[n * out_image:(n + 1) * out_image]
@@ -292,7 +294,7 @@ def _conv_run(mode, a, w, b, c, col, acc, tmp, lo, hi, channels, num_output, gro
         elif mode == _FORWARD:                   # dst = y[n], src = x[n]
             if not is_1x1:
                 _col_transfer(src, channels, in_count, shape, kernel, pad, stride, dilation, force_nd,
-                              col, True)
+                              col, to_col)
                 src = col
             for g in range(group):
                 np.dot(w[g * og * kdim:(g + 1) * og * kdim].reshape(og, kdim),
@@ -306,12 +308,12 @@ def _conv_run(mode, a, w, b, c, col, acc, tmp, lo, hi, channels, num_output, gro
                        cols[g * kdim * out_count:(g + 1) * kdim * out_count].reshape(kdim, out_count))
             if not is_1x1:
                 _col_transfer(dst, channels, in_count, shape, kernel, pad, stride, dilation, force_nd,
-                              col, False)
+                              col, to_col)
         else:                                    # src = dy[n], dst = x[n]; accᵀ += col·dyᵀ
             cols = dst
             if not is_1x1:
                 _col_transfer(dst, channels, in_count, shape, kernel, pad, stride, dilation, force_nd,
-                              col, True)
+                              col, to_col)
                 cols = col
             # transposed (kdim × og per group, _add_partials transposes back): col (kdim × out)
             # · dyᵀ runs 1.3-1.6x faster in OpenBLAS than dy (og × out) · colᵀ at LeNet's and
@@ -364,10 +366,11 @@ def _batch(mode, a, w, b, c, col, part, num, channels, num_output, group, shape,
         og = max(num_output // group, 1)
         kdim = size // (og * group)
     if runs == 1:
-        _batch_run(mode, a, w, b, c, col[:cols], part[:size], part[size:2 * size], 0, num, channels,
-                   num_output, group, shape, kernel, pad, stride, dilation, force_nd)
+        # np.int64(0), not 0: numba would compile the callee again for the literal 0
+        _batch_run(mode, a, w, b, c, col[:cols], part[:size], part[size:2 * size], np.int64(0), num,
+                   channels, num_output, group, shape, kernel, pad, stride, dilation, force_nd)
         if mode == _BACKWARD_WEIGHT:
-            _add_partials(part, 1, c, 0, size, kdim, og)
+            _add_partials(part, runs, c, np.int64(0), size, kdim, og)
         return
     for k in prange(runs):
         lo, hi = _run(k, num, runs)
@@ -379,43 +382,38 @@ def _batch(mode, a, w, b, c, col, part, num, channels, num_output, group, shape,
             _add_partials(part, runs, c, k * size // runs, (k + 1) * size // runs, kdim, og)
 
 
-@njit(cache=True)
 def im2col_images(data, col, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
     """col[n] = im2col(data[n]) for num images (Caffe's Im2col layer), 2-D unless force_nd or another axis count"""
     none = data[:0]                     # no weights, bias, workspace; num_output and group unused
-    _batch(_mode(_IM2COL, num), data, none, none, col, none, none, num, channels, num, num, shape,
+    _batch(_IM2COL, data, none, none, col, none, none, num, channels, num, num, shape,
            kernel, pad, stride, dilation, force_nd, nchunks)
 
 
-@njit(cache=True)
 def col2im_images(col, data, num, channels, shape, kernel, pad, stride, dilation, force_nd, nchunks):
     """data[n] = col2im(col[n]) for num images (im2col_images' adjoint: data is overwritten)"""
     none = data[:0]                     # as im2col_images
-    _batch(_mode(_COL2IM, num), col, none, none, data, none, none, num, channels, num, num, shape,
+    _batch(_COL2IM, col, none, none, data, none, none, num, channels, num, num, shape,
            kernel, pad, stride, dilation, force_nd, nchunks)
 
 
-@njit(cache=True)
 def conv_forward(x, w, b, y, col, num, channels, num_output, group, shape, kernel, pad, stride,
                  dilation, force_nd, nchunks):
     """y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q·stride − pad + k·dilation] + b[o] (no bias when b is empty); col: nchunks·channels·kernel_count·out_count workspace"""
-    _batch(_mode(_FORWARD, num), x, w, b, y, col, col[:0], num, channels, num_output, group, shape,
+    _batch(_FORWARD, x, w, b, y, col, col[:0], num, channels, num_output, group, shape,
            kernel, pad, stride, dilation, force_nd, nchunks)
 
 
-@njit(cache=True)
 def conv_backward_data(dy, w, b, dx, col, num, channels, num_output, group, shape, kernel, pad,
                        stride, dilation, force_nd, nchunks):
     """dx = the adjoint of conv_forward applied to dy: dx[n] = col2im(w[g]ᵀ·dy[n, g] per group), + b[c] over the input channels (none when b is empty; Deconvolution's forward)"""
-    _batch(_mode(_BACKWARD_DATA, num), dy, w, b, dx, col, col[:0], num, channels, num_output, group,
+    _batch(_BACKWARD_DATA, dy, w, b, dx, col, col[:0], num, channels, num_output, group,
            shape, kernel, pad, stride, dilation, force_nd, nchunks)
 
 
-@njit(cache=True)
 def conv_backward_weight(x, dy, dw, col, part, num, channels, num_output, group, shape, kernel, pad,
                          stride, dilation, force_nd, nchunks):
     """dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates); part: 2·nchunks·dw.size workspace of per-run sums (the GPU adds into dw directly), col as conv_forward"""
-    _batch(_mode(_BACKWARD_WEIGHT, num), dy, x, x[:0], dw, col, part, num, channels, num_output,
+    _batch(_BACKWARD_WEIGHT, dy, x, x[:0], dw, col, part, num, channels, num_output,
            group, shape, kernel, pad, stride, dilation, force_nd, nchunks)
 
 
@@ -608,7 +606,7 @@ def _depthwise_batch(mode, a, w, b, c, work, num, channels, shape, kernel, pad, 
     size = depthwise_workspace(shape, kernel, pad, stride, dilation)
     units = channels if mode == _BACKWARD_WEIGHT else num * channels
     if nchunks <= 1:
-        _depthwise_run(mode, a, w, b, c, work[:size], 0, units, num, channels, shape, kernel, pad,
+        _depthwise_run(mode, a, w, b, c, work[:size], np.int64(0), units, num, channels, shape, kernel, pad,
                        stride, dilation)
     else:
         for k in prange(nchunks):
@@ -617,26 +615,23 @@ def _depthwise_batch(mode, a, w, b, c, work, num, channels, shape, kernel, pad, 
                            shape, kernel, pad, stride, dilation)
 
 
-@njit(cache=True)
 def depthwise_forward(x, w, b, y, work, num, channels, shape, kernel, pad, stride, dilation, nchunks):
     """y[n, c] = Σ_{ki,kj} w[c, ki, kj]·x[n, c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw] + b[c] (0 in the padding; no bias when b is empty); 2-D, group == channels == num_output; work: nchunks·depthwise_workspace(...)"""
-    _depthwise_batch(_mode(_FORWARD, num), x, w, b, y, work, num, channels, shape, kernel, pad, stride,
+    _depthwise_batch(_FORWARD, x, w, b, y, work, num, channels, shape, kernel, pad, stride,
                      dilation, nchunks)
 
 
-@njit(cache=True)
 def depthwise_backward_data(dy, w, b, dx, work, num, channels, shape, kernel, pad, stride, dilation,
                             nchunks):
     """dx = depthwise_forward's adjoint applied to dy, + b[c] (none when b is empty; a depthwise Deconvolution's forward); shape is dx's spatial shape"""
-    _depthwise_batch(_mode(_BACKWARD_DATA, num), dy, w, b, dx, work, num, channels, shape, kernel, pad,
+    _depthwise_batch(_BACKWARD_DATA, dy, w, b, dx, work, num, channels, shape, kernel, pad,
                      stride, dilation, nchunks)
 
 
-@njit(cache=True)
 def depthwise_backward_weight(x, dy, dw, work, num, channels, shape, kernel, pad, stride, dilation,
                               nchunks):
     """dw[c, ki, kj] += Σ_{n, oh, ow} dy[n, c, oh, ow]·x[n, c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw] (accumulates; float64 sums per channel); work as depthwise_forward"""
-    _depthwise_batch(_mode(_BACKWARD_WEIGHT, num), dy, x, x[:0], dw, work, num, channels, shape, kernel,
+    _depthwise_batch(_BACKWARD_WEIGHT, dy, x, x[:0], dw, work, num, channels, shape, kernel,
                      pad, stride, dilation, nchunks)
 
 
@@ -850,7 +845,7 @@ def _hwc_run(mode, a, w, b, c, wr, work, lo, hi, channels, num_output, group, sh
             if mode != _FORWARD:            # dyᵀ, the pixels of n0..n1 one below the other
                 for n in range(n0, n1):
                     dy = a[(n * num_output + g * og) * pixels:(n * num_output + (g + 1) * og) * pixels]
-                    _transpose_into(dy, og, pixels, pixels, yt[(n - n0) * pixels * og:], og, b[:0], 0)
+                    _transpose_into(dy, og, pixels, pixels, yt[(n - n0) * pixels * og:], og, b[:0], np.int64(0))
             if mode != _BACKWARD_DATA:      # colᵀ of the images' windows
                 x = a if mode == _FORWARD else w
                 for n in range(n0, n1):
@@ -892,7 +887,7 @@ def _hwc_batch(mode, a, w, b, c, work, num, channels, num_output, group, shape, 
     if mode != _BACKWARD_WEIGHT:
         _hwc_order_weights(w, wr, group, og, cg, taps, True)
     if runs == 1:
-        _hwc_run(mode, a, w, b, c, wr, work[wsize:wsize + size], 0, num, channels, num_output,
+        _hwc_run(mode, a, w, b, c, wr, work[wsize:wsize + size], np.int64(0), num, channels, num_output,
                  group, shape, kernel, pad, stride, dilation)
     else:
         for k in prange(runs):
@@ -905,27 +900,24 @@ def _hwc_batch(mode, a, w, b, c, work, num, channels, num_output, group, shape, 
                                og, cg, taps, False)
 
 
-@njit(cache=True)
 def hwc_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
                 dilation, nchunks):
     """conv_forward for 2 spatial axes through channels-last windows and transposed GEMMs: y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q·stride − pad + k·dilation] + b[o] (no bias when b is empty); work: hwc_workspace(...) elements"""
-    _hwc_batch(_mode(_FORWARD, num), x, w, b, y, work, num, channels, num_output, group, shape,
+    _hwc_batch(_FORWARD, x, w, b, y, work, num, channels, num_output, group, shape,
                kernel, pad, stride, dilation, nchunks)
 
 
-@njit(cache=True)
 def hwc_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
                       stride, dilation, nchunks):
     """conv_backward_data through the hwc layout: dx = the adjoint of hwc_forward applied to dy, + b[c] over the input channels (none when b is empty)"""
-    _hwc_batch(_mode(_BACKWARD_DATA, num), dy, w, b, dx, work, num, channels, num_output, group,
+    _hwc_batch(_BACKWARD_DATA, dy, w, b, dx, work, num, channels, num_output, group,
                shape, kernel, pad, stride, dilation, nchunks)
 
 
-@njit(cache=True)
 def hwc_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad, stride,
                         dilation, nchunks):
     """conv_backward_weight through the hwc layout: dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates; the runs' sums added in run order)"""
-    _hwc_batch(_mode(_BACKWARD_WEIGHT, num), dy, x, x[:0], dw, work, num, channels, num_output,
+    _hwc_batch(_BACKWARD_WEIGHT, dy, x, x[:0], dw, work, num, channels, num_output,
                group, shape, kernel, pad, stride, dilation, nchunks)
 
 
@@ -1083,7 +1075,7 @@ def _implicit_batch(mode, a, w, b, c, work, num, channels, num_output, group, sh
         _implicit_order_weights(w, wr, group, og, cg, taps, mode)
     base = 2 * wsize
     if runs == 1:
-        _implicit_run(mode, a, w, b, c, wr, work[base:base + size], 0, num, channels, num_output,
+        _implicit_run(mode, a, w, b, c, wr, work[base:base + size], np.int64(0), num, channels, num_output,
                       group, shape, kernel, pad, dilation)
     else:
         for k in prange(runs):
@@ -1096,27 +1088,24 @@ def _implicit_batch(mode, a, w, b, c, work, num, channels, num_output, group, sh
             _implicit_order_weights(c, work[end - wsize:end], group, og, cg, taps, _BACKWARD_WEIGHT)
 
 
-@njit(cache=True)
 def implicit_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
                      dilation, nchunks):
     """conv_forward for 2 spatial axes and stride 1 as one GEMM per tap over the padded channels-last image, no im2col: y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q − pad + k·dilation] + b[o] (no bias when b is empty); work: implicit_workspace(...) elements"""
-    _implicit_batch(_mode(_FORWARD, num), x, w, b, y, work, num, channels, num_output, group, shape,
+    _implicit_batch(_FORWARD, x, w, b, y, work, num, channels, num_output, group, shape,
                     kernel, pad, stride, dilation, nchunks)
 
 
-@njit(cache=True)
 def implicit_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
                            stride, dilation, nchunks):
     """conv_backward_data through the implicit GEMMs (stride 1): dx = the adjoint of implicit_forward applied to dy, + b[c] over the input channels (none when b is empty)"""
-    _implicit_batch(_mode(_BACKWARD_DATA, num), dy, w, b, dx, work, num, channels, num_output, group,
+    _implicit_batch(_BACKWARD_DATA, dy, w, b, dx, work, num, channels, num_output, group,
                     shape, kernel, pad, stride, dilation, nchunks)
 
 
-@njit(cache=True)
 def implicit_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad,
                              stride, dilation, nchunks):
     """conv_backward_weight through the implicit GEMMs (stride 1): dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group (accumulates; the runs' sums added in run order)"""
-    _implicit_batch(_mode(_BACKWARD_WEIGHT, num), dy, x, x[:0], dw, work, num, channels, num_output,
+    _implicit_batch(_BACKWARD_WEIGHT, dy, x, x[:0], dw, work, num, channels, num_output,
                     group, shape, kernel, pad, stride, dilation, nchunks)
 
 
@@ -1385,6 +1374,7 @@ def _winograd_run(weight, src, aux, u, b, dst, work, lo, hi, cin, cout, group, i
     in_count, pixels = in_h * in_w, out_h * out_w
     big = max(cin, cout)
     ow_pad = tw * m
+    none = np.int64(0)          # no padding (not 0: numba would compile _to_hwc again for it)
     at_ = 0
     xt = work[at_:at_ + hpt * wpt * cin]
     at_ += hpt * wpt * cin
@@ -1410,7 +1400,7 @@ def _winograd_run(weight, src, aux, u, b, dst, work, lo, hi, cin, cout, group, i
                 y_at = (n * group * cout + gr * cout) * pixels
                 _to_hwc(src[x_at:x_at + cin * in_count], cin, in_h, in_w, pad_h, pad_w, wpt, xt)
                 if weight:
-                    _to_hwc(aux[y_at:y_at + cout * pixels], cout, out_h, out_w, 0, 0, ow_pad, yt)
+                    _to_hwc(aux[y_at:y_at + cout * pixels], cout, out_h, out_w, none, none, ow_pad, yt)
                 for ti in range(th):
                     for tj in range(tw):
                         t = (n - n0) * per_image + ti * tw + tj
@@ -1451,7 +1441,7 @@ def _winograd_run(weight, src, aux, u, b, dst, work, lo, hi, cin, cout, group, i
                             _at_rows(tmp, a * alpha * cout, cout, yt, (corner + a * ow_pad) * cout,
                                      cout, cout, m)
                 y_at = (n * group * cout + gr * cout) * pixels
-                _from_hwc(yt, cout, out_h, out_w, 0, 0, ow_pad, dst[y_at:y_at + cout * pixels], b,
+                _from_hwc(yt, cout, out_h, out_w, none, none, ow_pad, dst[y_at:y_at + cout * pixels], b,
                           gr * cout)
 
 
@@ -1487,7 +1477,7 @@ def _winograd_batch(mode, a, w, b, c, work, num, channels, num_output, group, sh
         _winograd_weights(w, u, group, og, cg, r, m, g, mode)
     src, aux = (w, a) if weight else (a, a[:0])
     if runs == 1:
-        _winograd_run(weight, src, aux, u, b, c, work[usize:usize + size], 0, num, cin, cout, group,
+        _winograd_run(weight, src, aux, u, b, c, work[usize:usize + size], np.int64(0), num, cin, cout, group,
                       in_h, in_w, ph, pw, r, m)
     else:
         for k in prange(runs):
@@ -1502,25 +1492,22 @@ def _winograd_batch(mode, a, w, b, c, work, num, channels, num_output, group, sh
             _winograd_weights(c, work[start:start + usize], group, og, cg, r, m, g, _BACKWARD_WEIGHT)
 
 
-@njit(cache=True)
 def winograd_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,
                      dilation, nchunks):
     """conv_forward by Winograd's minimal filtering (2 spatial axes, stride 1, no dilation, an r × r kernel, r 3 or 5): y[n, o] = Σ_{c in o's group, k} w[o, c, k]·x[n, c, q − pad + k] + b[o] (no bias when b is empty); work: winograd_workspace(...) elements"""
-    _winograd_batch(_mode(_FORWARD, num), x, w, b, y, work, num, channels, num_output, group, shape,
+    _winograd_batch(_FORWARD, x, w, b, y, work, num, channels, num_output, group, shape,
                     kernel, pad, stride, dilation, nchunks)
 
 
-@njit(cache=True)
 def winograd_backward_data(dy, w, b, dx, work, num, channels, num_output, group, shape, kernel, pad,
                            stride, dilation, nchunks):
     """conv_backward_data by Winograd's minimal filtering (the flipped kernel over dy): dx = the adjoint of the convolution applied to dy, + b[c] over the input channels (none when b is empty)"""
-    _winograd_batch(_mode(_BACKWARD_DATA, num), dy, w, b, dx, work, num, channels, num_output, group,
+    _winograd_batch(_BACKWARD_DATA, dy, w, b, dx, work, num, channels, num_output, group,
                     shape, kernel, pad, stride, dilation, nchunks)
 
 
-@njit(cache=True)
 def winograd_backward_weight(x, dy, dw, work, num, channels, num_output, group, shape, kernel, pad,
                              stride, dilation, nchunks):
     """conv_backward_weight by Winograd's minimal filtering: dw[g] += Σ_n dy[n, g]·im2col(x[n])[g]ᵀ per group, as the gradient of the Winograd forward (accumulates; the runs' sums added in run order)"""
-    _winograd_batch(_mode(_BACKWARD_WEIGHT, num), dy, x, x[:0], dw, work, num, channels, num_output,
+    _winograd_batch(_BACKWARD_WEIGHT, dy, x, x[:0], dw, work, num, channels, num_output,
                     group, shape, kernel, pad, stride, dilation, nchunks)

@@ -119,8 +119,9 @@ def lrn_across_forward(x, num, channels, spatial, size, alpha, beta, k, scale, y
     per_image, blocks = _across_blocks(num, spatial)
     alpha_over_size = scale.dtype.type(alpha / size)
     if num * channels * spatial < _CHUNK_MIN:
-        _across_forward_blocks(x, 0, blocks, per_image, channels, spatial, size, alpha_over_size, k, beta,
-                               scale, y)
+        # np.int64(0), not 0: numba would compile the callee again for the literal 0
+        _across_forward_blocks(x, np.int64(0), blocks, per_image, channels, spatial, size,
+                               alpha_over_size, k, beta, scale, y)
     else:
         for b in prange(blocks):
             _across_forward_blocks(x, b, b + 1, per_image, channels, spatial, size, alpha_over_size, k, beta,
@@ -208,8 +209,8 @@ def lrn_across_backward(x, y, scale, dy, num, channels, spatial, size, alpha, be
     per_image, blocks = _across_blocks(num, spatial)
     cache_ratio = dx.dtype.type(2.0 * alpha * beta / size)
     if num * channels * spatial < _CHUNK_MIN:
-        _across_backward_blocks(x, y, scale, dy, 0, blocks, per_image, channels, spatial, size, cache_ratio,
-                                beta, dx)
+        _across_backward_blocks(x, y, scale, dy, np.int64(0), blocks, per_image, channels, spatial,
+                                size, cache_ratio, beta, dx)
     else:
         for b in prange(blocks):
             _across_backward_blocks(x, y, scale, dy, b, b + 1, per_image, channels, spatial, size,
@@ -263,7 +264,7 @@ def _within_forward_planes(x, p0, p1, height, width, size, alpha, beta, scale, y
 def lrn_within_forward(x, planes, height, width, size, alpha, beta, scale, y):
     """scale = 1 + alpha·(Σ x² over the size × size window around each, zero-padded)/size², y = x·scale^(−beta)"""
     if planes * height * width < _CHUNK_MIN:
-        _within_forward_planes(x, 0, planes, height, width, size, alpha, beta, scale, y)
+        _within_forward_planes(x, np.int64(0), planes, height, width, size, alpha, beta, scale, y)
     else:
         nc = min(planes, 64)
         for b in prange(nc):
@@ -295,7 +296,8 @@ def _within_backward_planes(x, y, scale, dy, p0, p1, height, width, size, alpha,
 def lrn_within_backward(x, y, scale, dy, planes, height, width, size, alpha, beta, ratio, dx):
     """dx = dy·scale^(−beta) − (2·alpha·beta/size²)·x·Σ over the size × size window around each of dy·y/scale (ratio: workspace)"""
     if planes * height * width < _CHUNK_MIN:
-        _within_backward_planes(x, y, scale, dy, 0, planes, height, width, size, alpha, beta, ratio, dx)
+        _within_backward_planes(x, y, scale, dy, np.int64(0), planes, height, width, size, alpha,
+                                beta, ratio, dx)
     else:
         nc = min(planes, 64)
         for b in prange(nc):

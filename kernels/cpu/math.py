@@ -217,7 +217,8 @@ def channel_scale(x, s, y, outer, channels, inner):
     n = outer * channels * inner
     nc = _nchunks(n)
     if nc == 1:
-        _channel_scale(x, s, y, channels, inner, 0, n)
+        # np.int64(0), not 0: numba would compile the callee again for the literal 0
+        _channel_scale(x, s, y, channels, inner, np.int64(0), n)
     else:
         for k in prange(nc):
             _channel_scale(x, s, y, channels, inner, k * n // nc, (k + 1) * n // nc)
@@ -269,7 +270,7 @@ def channel_add(x, b, y, outer, channels, inner):
     n = outer * channels * inner
     nc = _nchunks(n)
     if nc == 1:
-        _channel_add(x, b, y, channels, inner, 0, n)
+        _channel_add(x, b, y, channels, inner, np.int64(0), n)
     else:
         for k in prange(nc):
             _channel_add(x, b, y, channels, inner, k * n // nc, (k + 1) * n // nc)
@@ -370,7 +371,7 @@ def _channel_reduce(a, b, product, beta, y, outer, channels, inner):
         nc = max(n // channels, 1)
     part = np.zeros((nc, channels), dtype=np.float64)
     if nc == 1:
-        _channel_partial(a, b, product, part[0], channels, inner, 0, n)
+        _channel_partial(a, b, product, part[0], channels, inner, np.int64(0), n)
     else:
         for k in prange(nc):
             _channel_partial(a, b, product, part[k], channels, inner, k * n // nc, (k + 1) * n // nc)

@@ -195,7 +195,8 @@ def _forward(op, x, y, aux, w, p, channels, inner):
     n = x.size
     nc = _nchunks(n)
     if nc == 1:
-        _forward_slice(op, x, y, aux, w, p, 0, channels, inner)
+        # np.int64(0), not 0: numba would compile the callee again for the literal 0
+        _forward_slice(op, x, y, aux, w, p, np.int64(0), channels, inner)
     else:
         for k in prange(nc):
             lo, hi = k * n // nc, (k + 1) * n // nc
@@ -259,7 +260,7 @@ def _backward(op, x, y, aux, w, dy, dx, p, channels, inner):
     n = x.size
     nc = _nchunks(n)
     if nc == 1:
-        _backward_slice(op, x, y, aux, w, dy, dx, p, 0, channels, inner)
+        _backward_slice(op, x, y, aux, w, dy, dx, p, np.int64(0), channels, inner)
     else:
         for k in prange(nc):
             lo, hi = k * n // nc, (k + 1) * n // nc

@@ -108,7 +108,8 @@ def _channel_sums(a, b, grad, out0, out1, outer, channels, inner):
     nc = _flat_chunks(n, channels)
     part = np.zeros((nc, channels, 2), dtype=np.float64)
     if nc == 1:
-        _partial_sums(a, b, grad, part[0], channels, inner, 0, n)
+        # np.int64(0), not 0: numba would compile the callee again for the literal 0
+        _partial_sums(a, b, grad, part[0], channels, inner, np.int64(0), n)
     else:
         for k in prange(nc):
             _partial_sums(a, b, grad, part[k], channels, inner, k * n // nc, (k + 1) * n // nc)
@@ -180,7 +181,7 @@ def batch_norm_forward(x, mean, inv_std, y, x_norm, outer, channels, inner):
     rows = outer * channels
     nc = _nchunks(rows * inner, rows)
     if nc == 1:
-        _forward_rows(x, mean, inv_std, y, x_norm, channels, inner, 0, rows)
+        _forward_rows(x, mean, inv_std, y, x_norm, channels, inner, np.int64(0), rows)
     else:
         for k in prange(nc):
             _forward_rows(x, mean, inv_std, y, x_norm, channels, inner,
@@ -209,7 +210,7 @@ def batch_norm_backward(dy, x_norm, mean_dy, mean_dy_x_norm, inv_std, dx, outer,
     rows = outer * channels
     nc = _nchunks(rows * inner, rows)
     if nc == 1:
-        _backward_rows(dy, x_norm, mean_dy, mean_dy_x_norm, inv_std, dx, channels, inner, 0, rows)
+        _backward_rows(dy, x_norm, mean_dy, mean_dy_x_norm, inv_std, dx, channels, inner, np.int64(0), rows)
     else:
         for k in prange(nc):
             _backward_rows(dy, x_norm, mean_dy, mean_dy_x_norm, inv_std, dx, channels, inner,

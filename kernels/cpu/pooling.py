@@ -26,6 +26,7 @@ than the general loop), the outputs around them the general loop. Indices are ca
 (U) where arrays are read or written: numba then skips its negative-index wraparound, which
 otherwise keeps LLVM from vectorizing (4-5x measured).
 """
+import numpy as np
 from numba import njit, prange
 from numba import uintp as U
 
@@ -152,8 +153,10 @@ def _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel, str
         xo, yo = p * height * width, n * top_stride + top_offset + c * pooled_h * pooled_w
         _max_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel, stride, pad_h, pad_w, y, mask, yo)
         if border:
-            _max_border(x, xo, height, width, pooled_h, pooled_w, kernel, kernel, stride, stride, pad_h,
-                        pad_w, y, mask, yo, oh_lo, oh_hi, lo, hi)
+            # the border is not worth a copy per window shape: one _max_border for all
+            k, s = np.int64(kernel), np.int64(stride)
+            _max_border(x, xo, height, width, pooled_h, pooled_w, k, k, s, s, pad_h, pad_w, y, mask, yo,
+                        oh_lo, oh_hi, lo, hi)
         n, c = (n + 1, 0) if c + 1 == channels else (n, c + 1)
 
 
@@ -171,8 +174,9 @@ def _max_planes(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h
     else:
         for p in range(p0, p1):
             yo = (p // channels) * top_stride + top_offset + (p % channels) * pooled_h * pooled_w
+            none = np.int64(0)                       # (not 0: see _max_run)
             _max_border(x, p * height * width, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                        stride_h, stride_w, pad_h, pad_w, y, mask, yo, 0, 0, 0, 0)
+                        stride_h, stride_w, pad_h, pad_w, y, mask, yo, none, none, none, none)
 
 
 @njit(cache=True, parallel=True)
@@ -182,7 +186,8 @@ def max_pool_forward(x, num, channels, height, width, pooled_h, pooled_w, kernel
     planes = num * channels
     nc = _nchunks(planes, planes * height * width)
     if nc == 1:
-        _max_planes(x, 0, planes, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+        # np.int64(0), not 0: numba would compile the callee again for the literal 0
+        _max_planes(x, np.int64(0), planes, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
                     stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, y, mask)
     else:
         for k in prange(nc):
@@ -215,7 +220,7 @@ def max_pool_backward(dy, mask, num, channels, height, width, pooled_h, pooled_w
     planes = num * channels
     nc = _nchunks(planes, planes * height * width)
     if nc == 1:
-        _max_backward_planes(dy, mask, 0, planes, channels, height, width, pooled_h, pooled_w,
+        _max_backward_planes(dy, mask, np.int64(0), planes, channels, height, width, pooled_h, pooled_w,
                              top_stride, top_offset, accumulate, dx)
     else:
         for k in prange(nc):
@@ -291,8 +296,9 @@ def _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel, str
         xo, yo = p * height * width, n * top_stride + top_offset + c * pooled_h * pooled_w
         _ave_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel, stride, pad_h, pad_w, y, yo)
         if border:
-            _ave_border(x, xo, height, width, pooled_h, pooled_w, kernel, kernel, stride, stride, pad_h,
-                        pad_w, y, yo, oh_lo, oh_hi, lo, hi)
+            k, s = np.int64(kernel), np.int64(stride)     # one _ave_border (as in _max_run)
+            _ave_border(x, xo, height, width, pooled_h, pooled_w, k, k, s, s, pad_h, pad_w, y, yo,
+                        oh_lo, oh_hi, lo, hi)
         n, c = (n + 1, 0) if c + 1 == channels else (n, c + 1)
 
 
@@ -310,8 +316,9 @@ def _ave_planes(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h
     else:
         for p in range(p0, p1):
             yo = (p // channels) * top_stride + top_offset + (p % channels) * pooled_h * pooled_w
+            none = np.int64(0)
             _ave_border(x, p * height * width, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                        stride_h, stride_w, pad_h, pad_w, y, yo, 0, 0, 0, 0)
+                        stride_h, stride_w, pad_h, pad_w, y, yo, none, none, none, none)
 
 
 @njit(cache=True, parallel=True)
@@ -321,7 +328,7 @@ def ave_pool_forward(x, num, channels, height, width, pooled_h, pooled_w, kernel
     planes = num * channels
     nc = _nchunks(planes, planes * height * width)
     if nc == 1:
-        _ave_planes(x, 0, planes, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+        _ave_planes(x, np.int64(0), planes, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
                     stride_h, stride_w, pad_h, pad_w, top_stride, top_offset, y)
     else:
         for k in prange(nc):
@@ -388,7 +395,7 @@ def ave_pool_backward(dy, num, channels, height, width, pooled_h, pooled_w, kern
     planes = num * channels
     nc = _nchunks(planes, planes * height * width)
     if nc == 1:
-        _ave_backward_planes(dy, 0, planes, channels, height, width, pooled_h, pooled_w, kernel_h,
+        _ave_backward_planes(dy, np.int64(0), planes, channels, height, width, pooled_h, pooled_w, kernel_h,
                              kernel_w, stride_h, stride_w, pad_h, pad_w, top_stride, top_offset,
                              accumulate, dx)
     else:
@@ -439,8 +446,8 @@ def stochastic_pool_forward_train(x, uniforms, planes, height, width, pooled_h, 
     """index = the first window position where the running sum reaches uniforms·Σ window, y = x[index]"""
     nc = _nchunks(planes, planes * height * width)
     if nc == 1:
-        _stochastic_train_planes(x, uniforms, 0, planes, height, width, pooled_h, pooled_w, kernel_h,
-                                 kernel_w, stride_h, stride_w, y, index)
+        _stochastic_train_planes(x, uniforms, np.int64(0), planes, height, width, pooled_h,
+                                 pooled_w, kernel_h, kernel_w, stride_h, stride_w, y, index)
     else:
         for k in prange(nc):
             _stochastic_train_planes(x, uniforms, k * planes // nc, (k + 1) * planes // nc, height, width,
@@ -494,8 +501,8 @@ def _stochastic_test(x, dy, planes, height, width, pooled_h, pooled_w, kernel_h,
                      stride_w, forward, out):
     nc = _nchunks(planes, planes * height * width)
     if nc == 1:
-        _stochastic_test_planes(x, dy, 0, planes, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                                stride_h, stride_w, forward, out)
+        _stochastic_test_planes(x, dy, np.int64(0), planes, height, width, pooled_h, pooled_w,
+                                kernel_h, kernel_w, stride_h, stride_w, forward, out)
     else:
         for k in prange(nc):
             _stochastic_test_planes(x, dy, k * planes // nc, (k + 1) * planes // nc, height, width,

@@ -113,7 +113,8 @@ def lstm_unit_forward(c_prev, x, cont, c, h, num, hidden):
     cs, hs = c.reshape((num, hidden)), h.reshape((num, hidden))
     nb = _unit_blocks(num, hidden)
     if nb == 1:
-        _unit_forward(xs, xs, cp, cont, cs, hs, xs, 0, num, hidden, False, False)
+        # np.int64(0), not 0: numba would compile the callee again for the literal 0
+        _unit_forward(xs, xs, cp, cont, cs, hs, xs, np.int64(0), num, hidden, False, False)
     else:
         for b in prange(nb):
             _unit_forward(xs, xs, cp, cont, cs, hs, xs, b * num // nb, (b + 1) * num // nb, hidden,
@@ -129,7 +130,7 @@ def lstm_unit_backward(c_prev, x, cont, c, dc, dh, dc_prev, dx, num, hidden, to_
     dcp, dxs = dc_prev.reshape((num, hidden)), dx.reshape((num, 4 * hidden))
     nb = _unit_blocks(num, hidden)
     if nb == 1:
-        _unit_backward(xs, False, cp, cont, cs, dcs, dhs, dhs, dcp, dxs, 0, num, hidden,
+        _unit_backward(xs, False, cp, cont, cs, dcs, dhs, dhs, dcp, dxs, np.int64(0), num, hidden,
                        to_c_prev, to_x, False)
     else:
         for b in prange(nb):
