@@ -218,6 +218,7 @@ def test_measured_choices_are_kept_for_the_next_process(tmp_path, monkeypatch):
     machine or another version of the drivers is ignored."""
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(vision, "_MEASURE_WORK", 0)
+    monkeypatch.setattr(vision, "MEASURE_AFTER", 0.0)
     monkeypatch.setattr(vision, "CONV_ALGORITHM", None)
     x = np.random.default_rng(3).standard_normal((2, 3, 7, 6))
     lp = _lp("Convolution", 4, 3, 1, 1, 1, 1, True)
@@ -225,6 +226,7 @@ def test_measured_choices_are_kept_for_the_next_process(tmp_path, monkeypatch):
     def fresh_process():
         monkeypatch.setattr(vision, "_CHOSEN", {})
         monkeypatch.setattr(vision, "_MEASURED", {})
+        monkeypatch.setattr(vision, "_WAITED", {})
         monkeypatch.setattr(vision, "_loaded_from", None)
 
     fresh_process()
@@ -248,3 +250,42 @@ def test_measured_choices_are_kept_for_the_next_process(tmp_path, monkeypatch):
     path.write_text(json.dumps(kept))
     forward_layer(lp, [x])
     assert calls == ["forward"]
+
+
+def test_the_algorithms_are_measured_only_once_im2col_has_run_long_enough(tmp_path, monkeypatch):
+    """With no choice kept from an earlier process, a pass runs Caffe's im2col (its first call,
+    which compiles, not counted) until it has spent MEASURE_AFTER seconds, and only then
+    measures the candidates: a short run never compiles them (about 40 s on an empty numba
+    cache). A clock that moves 1 s per call makes the budget exact."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(vision, "_MEASURE_WORK", 0)
+    monkeypatch.setattr(vision, "MEASURE_AFTER", 2.5)
+    monkeypatch.setattr(vision, "CONV_ALGORITHM", None)
+    for name in ("_CHOSEN", "_MEASURED", "_WAITED"):
+        monkeypatch.setattr(vision, name, {})
+    monkeypatch.setattr(vision, "_loaded_from", None)
+    ran, measured = [], []
+    real_run, real_measure = vision._LearnedConvolution._run, vision._LearnedConvolution._measure
+    monkeypatch.setattr(vision._LearnedConvolution, "_run",
+                        lambda self, K, name, p, *a: ran.append((p, name)) or real_run(self, K, name, p, *a))
+    monkeypatch.setattr(vision._LearnedConvolution, "_measure",
+                        lambda self, K, p, *a: measured.append(p) or real_measure(self, K, p, *a))
+    ticks = iter(range(1000))
+    monkeypatch.setattr(vision, "_clock", lambda: float(next(ticks)))
+    lp = _lp("Convolution", 4, 3, 1, 1, 1, 1, True)
+    param = pb.NetParameter(name="one_conv")
+    param.layer.add(name="x", type="Input", top=["x"]).input_param.shape.add().dim.extend([2, 3, 7, 6])
+    param.layer.add().CopyFrom(lp)
+    net = jitnet.Net(param, jitnet.TEST)
+    layer = net.layer_dict[lp.name]
+    # calls 1 (compiles: 0 s), 2, 3 (1 s each: 2 s) and 4 (3 s) run im2col; call 5 measures
+    for call in range(1, 6):
+        net.forward()
+        forwards = [name for p, name in ran if p == "forward"]
+        if call < 5:
+            assert measured == [] and set(forwards) == {"im2col"}, (call, ran)
+            assert layer.algorithms["forward"] is None
+        ran.clear()
+    assert measured == ["forward"]
+    assert layer.algorithms["forward"] in layer.candidates()
+    assert (tmp_path / vision._CHOICES_FILE).exists()

@@ -24,8 +24,17 @@ from ..proto import pb
 _SERIAL_WORK = 1 << 17     # multiply-adds below which a convolution runs on the calling thread
 _MEASURE_WORK = 1 << 22    # ... below which it runs Caffe's im2col + GEMM without measuring others
 CONV_ALGORITHM = None      # one algorithm for every convolution that can run it (None: measured)
+# Seconds a pass of one geometry runs Caffe's im2col + GEMM (its first call, which compiles,
+# not counted) before the other algorithms are measured, when no earlier process left a choice
+# for it (0: measure at the first call). Measuring compiles every candidate, about 40 s on an
+# empty numba cache: a short run would never earn that back, a long training does within
+# minutes (ski rental: at most twice the best cost). `jitnet time` and the benchmarks measure
+# at once, since they time the steady state.
+MEASURE_AFTER = 5.0
 _CHOSEN = {}               # (pass, device, dtype, shapes...) -> the algorithm measured fastest
 _MEASURED = {}             # the same keys -> {algorithm: ms} as measured
+_WAITED = {}               # the same keys -> seconds run with im2col while waiting to measure
+_clock = time.perf_counter  # the clock of that wait
 _CHOICES_FILE = "jitnet-conv-algorithms.json"   # the choices kept beside numba's compiled kernels
 _loaded_from = None        # the path _CHOSEN was last read from (read once per path)
 
@@ -331,7 +340,9 @@ class _LearnedConvolution(_ConvolutionBase):
     def algorithm(self, pass_name):
         """The algorithm this layer runs ``pass_name`` with: CONV_ALGORITHM (or this layer's
         ``force_algorithm``) when set and possible, else the one measured fastest for this
-        geometry (measured at the pass's first call when the work is large enough to matter)."""
+        geometry when the work is large enough to matter (None until it is measured, which
+        happens once the pass has run MEASURE_AFTER seconds with im2col, or was done by an
+        earlier process on this machine)."""
         names = self.candidates()
         forced = getattr(self, "force_algorithm", None) or CONV_ALGORITHM
         if forced in names:
@@ -346,7 +357,7 @@ class _LearnedConvolution(_ConvolutionBase):
 
     @property
     def algorithms(self):
-        """{pass: algorithm} as chosen so far (None: not chosen yet), for ``jitnet time``."""
+        """{pass: algorithm} as chosen so far (None: not measured yet; im2col runs meanwhile)."""
         return {p: self.algorithm(p) for p in self.PASSES}
 
     def _workspace_size(self, K, name):
@@ -416,6 +427,13 @@ class _LearnedConvolution(_ConvolutionBase):
             _load_choices(K)
             name = self.algorithm(pass_name)
         if name is None:
+            key = self._choice_key(pass_name)
+            waited = _WAITED.get(key)
+            if MEASURE_AFTER > 0 and (waited is None or waited < MEASURE_AFTER):
+                start = _clock()
+                self._run(K, "im2col", pass_name, a, w, b, c)
+                _WAITED[key] = 0.0 if waited is None else waited + _clock() - start
+                return
             name = self._measure(K, pass_name, a, w, b, c)
         self._run(K, name, pass_name, a, w, b, c)
 
