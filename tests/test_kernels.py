@@ -406,11 +406,31 @@ def test_solver(dt):
     _close(w, w64 - h.astype(np.float64), dt)
 
     g = g0.copy()
-    solver.l2_regularize(w0, g, 5e-4)
+    total = solver.l2_regularize(w0, g, 5e-4)
     _close(g, g64 + 5e-4 * w64, dt)
+    assert total == pytest.approx(g.astype(np.float64).sum(), rel=1e-12, abs=1e-12)
     g = g0.copy()
-    solver.l1_regularize(w0, g, 5e-4)
+    total = solver.l1_regularize(w0, g, 5e-4)
     _close(g, g64 + 5e-4 * np.sign(w64), dt)
+    assert total == pytest.approx(g.astype(np.float64).sum(), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["l2_regularize", "l1_regularize"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, "overflow"])
+def test_regularization_sums_are_not_finite_when_a_diff_is_not(rule, bad):
+    """The solver's NaN guard reads these sums instead of a pass of its own: one NaN or
+    infinity among 40000 diffs (or a float32 diff that the decay pushes past the largest
+    float32) makes the sum non-finite; without one it is finite, even for huge diffs."""
+    rng = _rng(44)
+    w, g = _randn(rng, 40000, np.float32), _randn(rng, 40000, np.float32)
+    big = np.finfo(np.float32).max
+    g[:100] = big                                    # finite, and their float64 sum too
+    assert np.isfinite(getattr(solver, rule)(w, g.copy(), 1e-3))
+    if bad == "overflow":
+        g[12345], w[12345] = big, big                # big + 1e-3·big > float32 max
+    else:
+        g[12345] = bad
+    assert not np.isfinite(getattr(solver, rule)(w, g, 1e-3 if rule == "l2_regularize" else big))
 
 
 # =========================================================================== CPU: math

@@ -92,13 +92,38 @@ def test_divergence_stops_before_the_update(tmp_path):
     assert solver.iter == stopped_at               # the iteration was not counted as done
 
 
-def test_nonfinite_only_in_backward_is_found_there(tmp_path):
+@pytest.mark.parametrize("weight_decay", ["0.001", "0"])
+def test_nonfinite_only_in_backward_is_found_there(tmp_path, weight_decay):
+    """Found with weight decay (from the sums the regularization returns) and without (the
+    guard sums the diffs itself)."""
     path = classifier_solver(tmp_path)
+    path.write_text(path.read_text().replace("weight_decay: 0.001", f"weight_decay: {weight_decay}"))
     net = tmp_path / "net.prototxt"
     net.write_text(net.read_text().replace('top: "loss" }', 'top: "loss" loss_weight: inf }'))
     solver = jitnet.get_solver(str(path))
+    before = [p.data.copy() for p in solver.net.learnable_params]
     with pytest.raises(jitnet.NumericalError, match=r"backward: layer 'loss' \(SoftmaxWithLoss\)"):
         solver.step(1)
+    for p, b in zip(solver.net.learnable_params, before):
+        np.testing.assert_array_equal(p.data, b)       # no parameter was updated
+
+
+def test_the_nan_guard_makes_no_pass_of_its_own_under_weight_decay(tmp_path, monkeypatch):
+    """Issue 10: with weight decay on every parameter (Caffe's example solvers) the guard reads
+    the sums the regularization pass returns; it sums a diff itself only where no decay
+    applies."""
+    from jitnet import common
+    blas = common.kernels("blas", "cpu")
+    calls = []
+    real = blas.asum
+    monkeypatch.setattr(blas, "asum", lambda x: calls.append(x.size) or real(x))
+    solver = jitnet.get_solver(str(classifier_solver(tmp_path)))
+    assert all(solver.net.params_weight_decay)
+    solver.step(3)
+    assert calls == []
+    solver.param.weight_decay = 0.0
+    solver.step(1)
+    assert sorted(calls) == sorted(p.count for p in solver.net.learnable_params)
 
 
 # -- debug_info, test nets, snapshots, weights -------------------------------------------------------------

@@ -4,9 +4,11 @@ One iteration (``step``): clear the parameter diffs → test if due → ``iter_s
 forward/backward passes (loss averaged) → ``apply_update`` → iter += 1 →
 snapshot if due. ``apply_update`` is a pipeline of small named steps, as in
 Caffe's SGDSolver: learning rate from the policy → clip gradients → per
-parameter: normalize (÷ iter_size), regularize (L2 or L1), and the update rule
+parameter: normalize (÷ iter_size), regularize (L2 or L1) → the NaN guard on
+the diffs (from sums the regularization returns) → per parameter the update rule
 of the solver type (``compute_update``, the only step a subclass overrides), a
-kernel over (param, diff, history) that also applies the update.
+kernel over (param, diff, history) that also applies the update. Each
+parameter's steps are Caffe's, in Caffe's order.
 
 Snapshots write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` (or the
 ``.h5`` pair), each atomically (temporary file, then rename). Besides Caffe's
@@ -272,14 +274,24 @@ class Solver:
             self.test_all()
         log.info("Optimization Done.")
 
-    def check_finite(self, loss):
-        """NumericalError naming the first layer that produced NaN or infinity, if any did."""
+    def check_finite(self, loss=None, gradient_sums=()):
+        """NumericalError naming the first layer that produced NaN or infinity, if any did.
+
+        Checks ``loss`` (after each forward/backward pass) and, in ``apply_update`` before any
+        parameter changes, the learnable parameters' diffs: ``gradient_sums`` holds per
+        parameter the float64 sum of its diff that the regularization pass returns (finite
+        exactly when every value is), or None where no weight decay applies and the diff is
+        summed here. So the guard costs no pass over the diffs of its own when weight decay
+        is on, as in Caffe's example solvers."""
         device, blas = common.mode(), self.kernels("blas")
-        total = loss + sum(blas.asum(p.diff_on(device)) for p in self.net.learnable_params)
+        total = 0.0 if loss is None else loss
+        for blob, part in zip(self.net.learnable_params, gradient_sums):
+            total += blas.asum(blob.diff_on(device)) if part is None else part
         if math.isfinite(total):
             return
         where = self.net.first_nonfinite() or "the loss itself is not finite"
-        raise NumericalError(f"iteration {self.iter}: training produced NaN or infinity (loss = {loss}); "
+        seen = "" if loss is None else f" (loss = {loss})"
+        raise NumericalError(f"iteration {self.iter}: training produced NaN or infinity{seen}; "
                              f"first at {where}. Stopped before this iteration's update; snapshots "
                              "already written are untouched. A lower base_lr or clip_gradients "
                              "often helps.")
@@ -325,9 +337,13 @@ class Solver:
         if display:
             log.info("Iteration %d, lr = %.6g", self.iter, rate)
         self.clip_gradients()
-        for i in range(len(self.net.learnable_params)):
+        count = len(self.net.learnable_params)
+        sums = []
+        for i in range(count):
             self.normalize(i)
-            self.regularize(i)
+            sums.append(self.regularize(i))
+        self.check_finite(gradient_sums=sums)       # before any parameter changes
+        for i in range(count):
             self.compute_update(i, rate)
         if self.net.debug_info:
             self._update_debug_info()
@@ -367,12 +383,14 @@ class Solver:
                                        self.net.learnable_params[i].mutable_diff_on(common.mode()))
 
     def regularize(self, i):
+        """Weight decay on parameter i's diff; returns the sum of the diff afterwards (float64,
+        for check_finite), or None when no decay applies (the diff is untouched)."""
         decay = self.param.weight_decay * self.net.params_weight_decay[i]
         if not decay:
-            return
+            return None
         blob, device, K = self.net.learnable_params[i], common.mode(), self.kernels("solver")
         rule = K.l2_regularize if self.param.regularization_type == "L2" else K.l1_regularize
-        rule(blob.data_on(device), blob.mutable_diff_on(device), decay)
+        return rule(blob.data_on(device), blob.mutable_diff_on(device), decay)
 
     def compute_update(self, i, rate):
         raise NotImplementedError

@@ -14,20 +14,26 @@ def sgd_update(w, g, h, local_rate, momentum):
 
 @njit(cache=True, parallel=True)
 def l2_regularize(w, g, decay):
-    """g += decay·w"""
+    """g += decay·w; returns Σ g afterwards in float64, finite exactly when every g is (the solver's NaN guard, without a pass of its own)"""
+    total = 0.0
     for i in prange(w.size):
         g[i] = g[i] + decay * w[i]
+        total += g[i]                 # as stored: a float32 overflow counts
+    return total
 
 
 @njit(cache=True, parallel=True)
 def l1_regularize(w, g, decay):
-    """g += decay·sign(w) (sign(0) = 0)"""
+    """g += decay·sign(w) (sign(0) = 0); returns Σ g afterwards in float64, as l2_regularize"""
+    total = 0.0
     for i in prange(w.size):
         v = w[i]
         if v > 0:
             g[i] = g[i] + decay
         elif v < 0:
             g[i] = g[i] - decay
+        total += g[i]
+    return total
 
 
 @njit(cache=True, parallel=True)

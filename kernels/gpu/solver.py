@@ -1,9 +1,10 @@
 """GPU solver update kernels (Caffe conventions: the learning rate lives inside the history)."""
 import math
 
-from numba import cuda
+from numba import cuda, float64
 
-from ._launch import grid_stride
+from ._launch import MAX_THREADS, grid_stride
+from .blas import _block_sum, _reduce
 
 
 @grid_stride("w")
@@ -16,24 +17,40 @@ def sgd_update(w, g, h, local_rate, momentum):
         w[i] = w[i] - h[i]
 
 
-@grid_stride("w")
 @cuda.jit
-def l2_regularize(w, g, decay):
-    """g += decay·w"""
+def _l2_regularize(w, g, decay, partials):
+    """Kernel (grid-stride, per-block partials of Σ g afterwards): g += decay·w"""
+    sm = cuda.shared.array(MAX_THREADS, float64)
+    s = 0.0
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         g[i] = g[i] + decay * w[i]
+        s += float64(g[i])
+    _block_sum(sm, s, partials)
 
 
-@grid_stride("w")
+def l2_regularize(w, g, decay):
+    """g += decay·w; returns Σ g afterwards in float64, finite exactly when every g is (the solver's NaN guard, without a pass of its own)"""
+    return _reduce(_l2_regularize, w.size, w, g, decay)
+
+
 @cuda.jit
-def l1_regularize(w, g, decay):
-    """g += decay·sign(w) (sign(0) = 0)"""
+def _l1_regularize(w, g, decay, partials):
+    """Kernel (grid-stride, per-block partials of Σ g afterwards): g += decay·sign(w)"""
+    sm = cuda.shared.array(MAX_THREADS, float64)
+    s = 0.0
     for i in range(cuda.grid(1), w.size, cuda.gridsize(1)):
         v = w[i]
         if v > 0:
             g[i] = g[i] + decay
         elif v < 0:
             g[i] = g[i] - decay
+        s += float64(g[i])
+    _block_sum(sm, s, partials)
+
+
+def l1_regularize(w, g, decay):
+    """g += decay·sign(w) (sign(0) = 0); returns Σ g afterwards in float64, as l2_regularize"""
+    return _reduce(_l1_regularize, w.size, w, g, decay)
 
 
 @grid_stride("w")
