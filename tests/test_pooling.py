@@ -8,6 +8,8 @@ import jitnet
 from jitnet.proto import pb
 from jitnet.testing import forward_layer, run_layer_on
 
+import reference as ref
+
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
@@ -302,6 +304,41 @@ def test_lrn_keeps_its_scale_for_backward():
 def test_lrn_even_local_size_is_refused():
     with pytest.raises(jitnet.LayerError, match="'norm'.*odd values for local_size, got 4"):
         forward_layer(_lp("LRN", "local_size: 4", name="norm"), [np.ones((1, 3, 2, 2))])
+
+
+# =========================================================================== the unrolled CPU paths
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("kernel,stride,pad", [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1),
+                                               (3, 1, 0), (3, 1, 1), (3, 1, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unrolled_window_paths_match_the_reference(method, kernel, stride, pad, dtype):
+    """The paths compiled for 2×2 and 3×3 windows at stride 2 and 3×3 at stride 1 (the windows
+    wholly inside the image; the general loop does the border), on planes of odd and even size,
+    against reference.pool (forward, mask) and by hand (backward: MAX routes dy to the mask's
+    position, AVE spreads dy / pool size over the window's image pixels)."""
+    rng = np.random.default_rng(kernel * 10 + stride + pad)
+    x = rng.permutation(2 * 3 * 9 * 8).reshape(2, 3, 9, 8).astype(dtype) / 100.0 - 1.0
+    text = f"pool: {method} kernel_size: {kernel} stride: {stride} pad: {pad}"
+    y_ref, mask_ref = ref.pool(x, method, (kernel, kernel), (stride, stride), (pad, pad))
+    dy = rng.normal(size=y_ref.shape)
+    run = run_layer_on("cpu", _lp("Pooling", text), [x], dtype=dtype, top_diffs=[dy],
+                       propagate_down=[True])
+    tol = dict(rtol=1e-6 if dtype == np.float32 else 1e-13, atol=0)
+    np.testing.assert_allclose(run.tops[0], y_ref, **tol)
+    dx = np.zeros(x.shape)
+    height, width = x.shape[2:]
+    for n, c, oh, ow in np.ndindex(*y_ref.shape):
+        if method == "MAX":
+            h, w = divmod(int(mask_ref[n, c, oh, ow]), width)
+            dx[n, c, h, w] += dy[n, c, oh, ow]
+        else:
+            hs, ws = oh * stride - pad, ow * stride - pad
+            size = (min(hs + kernel, height + pad) - hs) * (min(ws + kernel, width + pad) - ws)
+            rows = slice(max(hs, 0), min(hs + kernel, height))
+            cols = slice(max(ws, 0), min(ws + kernel, width))
+            dx[n, c, rows, cols] += dy[n, c, oh, ow] / size
+    np.testing.assert_allclose(run.bottom_diffs[0], dx, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-6 if dtype == np.float32 else 1e-12)
 
 
 # =========================================================================== the parallel CPU path

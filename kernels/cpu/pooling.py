@@ -20,9 +20,12 @@ add to it when ``accumulate`` (SPP's levels after the first).
 
 Every kernel runs planes in parallel (prange over chunks of whole planes, each done by a serial
 helper of this module); one chunk, on the calling thread, below _CHUNK_MIN values. With 2×2 and
-3×3 windows at stride 2 (LeNet, CIFAR-10, CaffeNet, GoogLeNet), the windows wholly inside the
-image take a path compiled for that shape (the window unrolled, the row vectorized; 5-15x faster
-than the general loop), the outputs around them the general loop. Indices are cast to unsigned
+3×3 windows at stride 2 (LeNet, CIFAR-10, CaffeNet, GoogLeNet) and 3×3 at stride 1 (GoogLeNet's
+inception modules), the windows wholly inside the image take a path compiled for that shape (the
+window unrolled, the row vectorized; 5-15x faster than the general loop), the outputs around them
+the general loop: one compiled copy for the borders of every window shape, and one for planes
+with no inner block (its literal zeros are kept: as run-time values they made GoogLeNet's
+inception pools, before they had their own path, 40% slower). Indices are cast to unsigned
 (U) where arrays are read or written: numba then skips its negative-index wraparound, which
 otherwise keeps LLVM from vectorizing (4-5x measured).
 """
@@ -65,13 +68,16 @@ def _inside_range(pad, stride, kernel, size, pooled):
 
 @njit(cache=True)
 def _fast_shape(kernel_h, kernel_w, stride_h, stride_w):
-    """1: 2×2 windows with stride 2, 2: 3×3 with stride 2 (the unrolled paths); 0: the general loop."""
-    if kernel_h != kernel_w or stride_h != stride_w or stride_w != 2:
+    """1: 2×2 windows with stride 2, 2: 3×3 with stride 2, 3: 3×3 with stride 1 (GoogLeNet's
+    inception pools) (the unrolled paths); 0: the general loop."""
+    if kernel_h != kernel_w or stride_h != stride_w:
         return 0
-    if kernel_w == 2:
+    if stride_w == 2 and kernel_w == 2:
         return 1
-    if kernel_w == 3:
+    if stride_w == 2 and kernel_w == 3:
         return 2
+    if stride_w == 1 and kernel_w == 3:
+        return 3
     return 0
 
 
@@ -153,8 +159,7 @@ def _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel, str
         xo, yo = p * height * width, n * top_stride + top_offset + c * pooled_h * pooled_w
         _max_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel, stride, pad_h, pad_w, y, mask, yo)
         if border:
-            # the border is not worth a copy per window shape: one _max_border for all
-            k, s = np.int64(kernel), np.int64(stride)
+            k, s = np.int64(kernel), np.int64(stride)     # one border for every window shape
             _max_border(x, xo, height, width, pooled_h, pooled_w, k, k, s, s, pad_h, pad_w, y, mask, yo,
                         oh_lo, oh_hi, lo, hi)
         n, c = (n + 1, 0) if c + 1 == channels else (n, c + 1)
@@ -171,12 +176,14 @@ def _max_planes(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h
     elif fast == 2:
         _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 2, pad_h, pad_w, top_stride,
                  top_offset, y, mask)
+    elif fast == 3:
+        _max_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 1, pad_h, pad_w, top_stride,
+                 top_offset, y, mask)
     else:
         for p in range(p0, p1):
             yo = (p // channels) * top_stride + top_offset + (p % channels) * pooled_h * pooled_w
-            none = np.int64(0)                       # (not 0: see _max_run)
             _max_border(x, p * height * width, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                        stride_h, stride_w, pad_h, pad_w, y, mask, yo, none, none, none, none)
+                        stride_h, stride_w, pad_h, pad_w, y, mask, yo, 0, 0, 0, 0)
 
 
 @njit(cache=True, parallel=True)
@@ -296,7 +303,7 @@ def _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel, str
         xo, yo = p * height * width, n * top_stride + top_offset + c * pooled_h * pooled_w
         _ave_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel, stride, pad_h, pad_w, y, yo)
         if border:
-            k, s = np.int64(kernel), np.int64(stride)     # one _ave_border (as in _max_run)
+            k, s = np.int64(kernel), np.int64(stride)     # one border for every window shape
             _ave_border(x, xo, height, width, pooled_h, pooled_w, k, k, s, s, pad_h, pad_w, y, yo,
                         oh_lo, oh_hi, lo, hi)
         n, c = (n + 1, 0) if c + 1 == channels else (n, c + 1)
@@ -313,12 +320,14 @@ def _ave_planes(x, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h
     elif fast == 2:
         _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 2, pad_h, pad_w, top_stride,
                  top_offset, y)
+    elif fast == 3:
+        _ave_run(x, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 1, pad_h, pad_w, top_stride,
+                 top_offset, y)
     else:
         for p in range(p0, p1):
             yo = (p // channels) * top_stride + top_offset + (p % channels) * pooled_h * pooled_w
-            none = np.int64(0)
             _ave_border(x, p * height * width, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
-                        stride_h, stride_w, pad_h, pad_w, y, yo, none, none, none, none)
+                        stride_h, stride_w, pad_h, pad_w, y, yo, 0, 0, 0, 0)
 
 
 @njit(cache=True, parallel=True)
@@ -382,6 +391,9 @@ def _ave_backward_planes(dy, p0, p1, channels, height, width, pooled_h, pooled_w
                           pad_w, top_stride, top_offset, accumulate, dx)
     elif fast == 2:
         _ave_backward_run(dy, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 3, 2, 2, pad_h,
+                          pad_w, top_stride, top_offset, accumulate, dx)
+    elif fast == 3:
+        _ave_backward_run(dy, p0, p1, channels, height, width, pooled_h, pooled_w, 3, 3, 1, 1, pad_h,
                           pad_w, top_stride, top_offset, accumulate, dx)
     else:
         _ave_backward_run(dy, p0, p1, channels, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
