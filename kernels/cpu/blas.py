@@ -1,6 +1,10 @@
 """CPU BLAS-like kernels (numba @njit). All vectors are flat contiguous arrays; outputs are in place."""
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np import linalg as _linalg
 
 _MAX_CHUNKS = 64      # reductions: fixed partial-sum layout (depends on n only -> deterministic)
 _CHUNK_MIN = 2048     # smallest chunk worth a thread
@@ -18,23 +22,8 @@ def _nchunks(n):
 
 
 @njit(cache=True)
-def _matmul_into(trans_a, trans_b, a, b, out):
-    """out = op(A)·op(B) through BLAS (a.T of a C array is F-contiguous, which np.dot accepts)."""
-    if trans_a:
-        if trans_b:
-            np.dot(a.T, b.T, out)
-        else:
-            np.dot(a.T, b, out)
-    else:
-        if trans_b:
-            np.dot(a, b.T, out)
-        else:
-            np.dot(a, b, out)
-
-
-@njit(cache=True, parallel=True)
 def gemm(trans_a, trans_b, alpha, a, b, beta, c):
-    """C = alpha·op(A)·op(B) + beta·C, op(X) = X.T if the trans flag is set (beta == 0 ignores C)."""
+    """C = alpha·op(A)·op(B) + beta·C, op(X) = X.T if the trans flag is set (beta == 0 ignores C); A, B and C 2-D and C-contiguous"""
     m, n = c.shape
     ma = a.shape[1] if trans_a else a.shape[0]
     ka = a.shape[0] if trans_a else a.shape[1]
@@ -42,26 +31,9 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     nb = b.shape[0] if trans_b else b.shape[1]
     if ma != m or nb != n or ka != kb:
         raise ValueError("gemm: shape mismatch")
-    if beta == 0:
-        if ka == 0:
-            for i in prange(m):
-                for j in range(n):
-                    c[i, j] = 0
-            return
-        _matmul_into(trans_a, trans_b, a, b, c)
-        if alpha != 1:
-            for i in prange(m):
-                for j in range(n):
-                    c[i, j] = alpha * c[i, j]
-    else:
-        p = np.empty((m, n), dtype=c.dtype)
-        if ka == 0:
-            p[:, :] = 0
-        else:
-            _matmul_into(trans_a, trans_b, a, b, p)
-        for i in prange(m):
-            for j in range(n):
-                c[i, j] = alpha * p[i, j] + beta * c[i, j]
+    # one BLAS call with alpha and beta (no scratch product, no extra pass over C)
+    _gemm(trans_a, trans_b, m, n, ka, alpha, a.reshape(a.size), a.shape[1], b.reshape(b.size),
+          b.shape[1], beta, c.reshape(c.size), n)
 
 
 @njit(cache=True)
@@ -163,3 +135,69 @@ def asum(x):
             s += abs(np.float64(x[i]))
         part[k] = s
     return part.sum()
+
+
+# --------------------------------------------------------------------------- BLAS, every argument
+@intrinsic
+def _xgemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major C (m × n, rows ldc apart) = alpha·op(A)·op(B) + beta·C through the BLAS that
+    numba's np.dot calls (SciPy's, through numba's helper numba_xxgemm, which is resolved when
+    the code is linked, so the caller caches): the operands are the arrays' data pointers, op(A)
+    m × k with rows lda apart as stored, op(B) k × n with rows ldb apart. Unchecked: _gemm checks."""
+    arrays = (a, b, c)
+    if not all(isinstance(t, types.Array) for t in arrays):
+        return None
+    dtype = c.dtype
+    if dtype not in (types.float32, types.float64) or a.dtype != dtype or b.dtype != dtype:
+        return None
+    sig = types.intc(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        _linalg.ensure_blas()
+        char = ir.IntType(8)
+        void_p = char.as_pointer()
+        intp = cgutils.intp_t
+        fnty = ir.FunctionType(ir.IntType(32), [char, char, char, intp, intp, intp, void_p, void_p,
+                                                intp, void_p, intp, void_p, void_p, intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        sa = signature.args
+
+        def integer(i):
+            return context.cast(builder, args[i], sa[i], types.intp)
+
+        def flag(i):
+            return builder.select(builder.icmp_unsigned("!=", integer(i), intp(0)),
+                                  char(ord("t")), char(ord("n")))
+
+        def scalar(i):
+            value = context.cast(builder, args[i], sa[i], dtype)
+            return builder.bitcast(cgutils.alloca_once_value(builder, value), void_p)
+
+        def data(i):
+            return builder.bitcast(context.make_array(sa[i])(context, builder, args[i]).data, void_p)
+        kind = char(ord("s" if dtype == types.float32 else "d"))
+        # row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ
+        return builder.call(fn, (kind, flag(1), flag(0), integer(3), integer(2), integer(4),
+                                 scalar(5), data(8), integer(9), data(6), integer(7), scalar(10),
+                                 data(11), integer(12)))
+    return sig, codegen
+
+
+@njit(cache=True)
+def _gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major C (m × n, rows ldc apart, from c[0]) = alpha·op(A)·op(B) + beta·C, A and B
+    stored from a[0] and b[0] with rows lda and ldb apart (op(A) = Aᵀ when trans_a: A stored
+    k × m); the extents are checked against the arrays (flat, contiguous) before BLAS runs."""
+    if m <= 0 or n <= 0:
+        return
+    if k <= 0:
+        for i in range(m):
+            for j in range(n):
+                c[i * ldc + j] = beta * c[i * ldc + j] if beta != 0 else 0
+        return
+    rows_a, cols_a = (k, m) if trans_a else (m, k)
+    rows_b, cols_b = (n, k) if trans_b else (k, n)
+    if (lda < cols_a or ldb < cols_b or ldc < n or (rows_a - 1) * lda + cols_a > a.size
+            or (rows_b - 1) * ldb + cols_b > b.size or (m - 1) * ldc + n > c.size):
+        raise ValueError("_gemm: an operand is smaller than its extent")
+    _xgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

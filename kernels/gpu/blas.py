@@ -107,7 +107,7 @@ def _gemm_kernel(dtype):
 
 
 def gemm(trans_a, trans_b, alpha, a, b, beta, c):
-    """C = alpha·op(A)·op(B) + beta·C, op(X) = X.T if the trans flag is set (beta == 0 ignores C)."""
+    """C = alpha·op(A)·op(B) + beta·C, op(X) = X.T if the trans flag is set (beta == 0 ignores C); A, B and C 2-D and C-contiguous"""
     m, n = c.shape
     ma, ka = (a.shape[1], a.shape[0]) if trans_a else (a.shape[0], a.shape[1])
     kb, nb = (b.shape[1], b.shape[0]) if trans_b else (b.shape[0], b.shape[1])
