@@ -703,6 +703,36 @@ def test_check_gradients_requires_param_diffs_to_accumulate(monkeypatch):
                         params=[rng.normal(size=(2, 2)), rng.normal(size=2)])
 
 
+def test_directional_tolerance_follows_the_terms_not_their_sum():
+    """CI drew this ContrastiveLoss sample: Caffe's gradient divides by d + 1e-4 (a relative
+    error of 7e-5 per entry here), and the random direction's terms cancelled to a sum 30 times
+    smaller than they are, so rtol·|sum| failed it while every entry was within rtol. The
+    directional tolerance is taken of √Σ(d_i·∂E/∂x_i)²."""
+    lp = _lp("ContrastiveLoss", bottoms=("a", "b", "sim"), tops=("loss",), name="contrastive")
+    lp.contrastive_loss_param.margin = 2.5
+    lp.contrastive_loss_param.legacy_version = False
+    a = np.full((3, 1, 1, 1), -1.375)
+    b = np.array([0.0, 0.0, 0.5]).reshape(3, 1, 1, 1)
+    check_gradients(lp, [a, b, np.array([0.0, 0.0, 1.0])], check_bottoms=[0, 1], rtol=1e-3,
+                    atol=1e-6, seed=0)
+
+
+def test_directional_check_still_fails_a_wrong_gradient_on_a_large_input(monkeypatch):
+    """Past elementwise_limit only the directional derivative runs: one entry off by 1e-3 of
+    the gradient's size in a 40000-entry input still fails it."""
+    cls = jitnet.layer.layer_class("Sigmoid")
+    original = cls.backward
+
+    def one_entry_off(self, top, propagate_down, bottom):
+        original(self, top, propagate_down, bottom)
+        d = bottom[0].diff.reshape(-1)
+        d[17] += 0.05 * np.abs(d).max() + 1e-3
+    monkeypatch.setattr(cls, "backward", one_entry_off)
+    x = np.random.default_rng(7).normal(size=(200, 200))
+    with pytest.raises(GradientCheckError, match="directional"):
+        check_gradients(_sigmoid_lp(), [x], seed=3)
+
+
 def test_check_gradients_raises_kink_error_at_a_kink():
     lp = _lp("ReLU", name="relu")
     with pytest.raises(KinkError) as info:

@@ -18,7 +18,9 @@ every learnable param; each is compared with
 
 (a) a directional derivative along a random unit direction d: one central
     difference (E(x + εd) − E(x − εd)) / 2ε against ⟨∂E/∂x, d⟩; cheap, so it runs
-    for inputs of any size;
+    for inputs of any size. Its relative tolerance is taken of √Σ(d_i·∂E/∂x_i)² when
+    that is larger than the sum: terms that cancel leave a small sum whose error
+    still comes from entries of the full size;
 (b) when the input has at most ``elementwise_limit`` elements, the central
     difference of every element against the matching analytic entry.
 
@@ -416,9 +418,14 @@ class _GradientCheck:
                             f"directional derivatives differ by {jump:.3g} (> kink_tolerance "
                             f"{self.kink_tolerance:g}); the objective has a kink near this point",
                             name, None, jump)
-        directional = float(np.sum(analytic * d))
+        terms = analytic * d
+        directional = float(np.sum(terms))
+        # the terms may cancel: relative errors of rtol in the entries of ∂E/∂x move the sum by
+        # about rtol·√Σ(d_i·∂E/∂x_i)², which can be far more than rtol times the sum itself
+        # (for a large input the two are alike: a random direction does not cancel there)
         self.context.compare(name, blob.shape, "directional derivative along a random unit direction",
-                             None, np.array([directional]), np.array([numeric]))
+                             None, np.array([directional]), np.array([numeric]),
+                             scale=float(np.sqrt(np.sum(terms * terms))))
         return directional, numeric
 
 
@@ -429,8 +436,11 @@ class _Context:
         self.layer, self.bottom, self.top = layer, bottom, top
         self.eps, self.rtol, self.atol, self.seed = eps, rtol, atol, seed
 
-    def compare(self, name, shape, how, index_shape, analytic, numeric, inputs=None):
-        tolerance = self.atol + self.rtol * np.maximum(np.abs(analytic), np.abs(numeric))
+    def compare(self, name, shape, how, index_shape, analytic, numeric, inputs=None, scale=0.0):
+        """Raise GradientCheckError unless |analytic − numeric| ≤ atol + rtol·max(|analytic|,
+        |numeric|, scale) everywhere (``scale``: a magnitude the comparison is relative to
+        besides the values themselves)."""
+        tolerance = self.atol + self.rtol * np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), scale)
         error = np.abs(analytic - numeric)
         bad = ~(error <= tolerance)                    # NaN counts as bad
         if not bad.any():
@@ -450,7 +460,7 @@ class _Context:
             f"numeric {float(numeric[worst])!r}, "
             f"|difference| {error[worst]:.3g} > tolerance {tolerance[worst]:.3g}{nan_note}\n"
             f"  {int(bad.sum())} of {bad.size} value(s) outside atol {self.atol:g} + rtol "
-            f"{self.rtol:g}·max(|analytic|, |numeric|)\n"
+            f"{self.rtol:g}·max(|analytic|, |numeric|{', √Σ(d·∂E/∂x)² ' + format(scale, '.3g') if scale else ''})\n"
             f"  bottom shapes {[b.shape for b in self.bottom]}, top shapes "
             f"{[t.shape for t in self.top]}, param shapes {[p.shape for p in self.layer.blobs]}, "
             f"phase {phase}, eps {self.eps:g}, seed {self.seed}")
