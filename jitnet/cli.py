@@ -384,7 +384,8 @@ def time_net(args):
     vision.MEASURE_AFTER = 0.0      # the steady state is timed: convolutions measure at once
     net = _load_net(args)
     log.info("Performing Forward (and Backward, which also compiles every kernel once and "
-             "measures the convolutions' algorithms)")
+             "measures the convolutions' algorithms: up to a minute the first time on this machine, "
+             "with an empty numba cache)")
     t_first = time.perf_counter()
     net.forward_from_to()
     net.backward_from_to(every_layer=True)
