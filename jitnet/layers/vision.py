@@ -403,9 +403,9 @@ class _LearnedConvolution(_ConvolutionBase):
         if pass_name == "backward_weight":
             scratch = Blob(self.blobs[0].shape, dtype=self.dtype).mutable_diff_on(self.device)
         times = {}
+        clock = time.perf_counter if self.device != common.CPU else time.process_time
         for name in self.candidates():
             best = math.inf
-            clock = time.perf_counter if self.device != common.CPU else time.process_time
             for i in range(4):
                 start = clock()
                 self._run(K, name, pass_name, a, w, b, scratch)
@@ -414,8 +414,8 @@ class _LearnedConvolution(_ConvolutionBase):
                     best = min(best, clock() - start)
             times[name] = best * 1e3
         chosen = min(times, key=times.get)
-        _CHOSEN[self._choice_key(pass_name)] = chosen
-        _MEASURED[self._choice_key(pass_name)] = times
+        key = self._choice_key(pass_name)
+        _CHOSEN[key], _MEASURED[key] = chosen, times
         if self.device == common.CPU:
             _save_choices(K)
         return chosen
@@ -441,30 +441,30 @@ class _LearnedConvolution(_ConvolutionBase):
     def _bias(self, d):
         return (self.blobs[1] if self.bias_term else self._no_bias).data_on(d)
 
-    def _convolve(self, K, x, w, b, y):
+    def _convolve(self, x, w, b, y):
         """y = the convolution of x (+ b over its co output channels)."""
         self._pass("forward", x, w, b, y)
 
-    def _convolve_adjoint(self, K, y, w, b, x):
+    def _convolve_adjoint(self, y, w, b, x):
         """x = the convolution's adjoint applied to y (+ b over its ci input channels)."""
         self._pass("backward_data", y, w, b, x)
 
-    def _convolve_weight(self, K, x, y, dw):
+    def _convolve_weight(self, x, y, dw):
         """dw += ∂⟨y, conv(x; w)⟩/∂w: the correlation of the convolution's input x and output diff y."""
         self._pass("backward_weight", x, y, None, dw)
 
     def forward(self, bottom, top):
         """Convolution: top = conv(bottom) + b; Deconvolution: top = conv's adjoint(bottom) + b."""
-        K, d = None, self.device
+        d = self.device
         w, b = self.blobs[0].data_on(d), self._bias(d)
         apply = self._convolve_adjoint if self.reverse else self._convolve
         for x, y in zip(bottom, top):
-            apply(K, x.data_on(d), w, b, y.mutable_data_on(d))
+            apply(x.data_on(d), w, b, y.mutable_data_on(d))
 
     def backward(self, top, propagate_down, bottom):
         """The bias and weight gradients accumulate over the bottom/top pairs; each bottom's diff
         is the other direction of the forward map applied to its top's diff."""
-        K, d = None, self.device
+        d = self.device
         if self.bias_term and self.param_propagate_down[1]:     # db[o] += Σ_{n, q} dy[n, o, q]
             math, db = self.kernels("math"), self.blobs[1].mutable_diff_on(d)
             for y in top:
@@ -476,9 +476,9 @@ class _LearnedConvolution(_ConvolutionBase):
                 # the correlation of the convolution's input with its output's diff
                 conv_in, conv_out = ((y.diff_on(d), x.data_on(d)) if self.reverse
                                      else (x.data_on(d), y.diff_on(d)))
-                self._convolve_weight(K, conv_in, conv_out, self.blobs[0].mutable_diff_on(d))
+                self._convolve_weight(conv_in, conv_out, self.blobs[0].mutable_diff_on(d))
             if propagate_down[i]:
-                back(K, y.diff_on(d), w, no_bias, x.mutable_diff_on(d))
+                back(y.diff_on(d), w, no_bias, x.mutable_diff_on(d))
 
 
 @register("Convolution")
