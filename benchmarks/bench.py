@@ -65,6 +65,11 @@ def wanted(case):
     return not MATCH or any(word in case for word in MATCH)
 
 
+def peer_threads():
+    """The threads a peer and the SGEMM rate get: one under --cpu-time, else every core."""
+    return 1 if CLOCK is time.process_time else os.cpu_count()
+
+
 # -- timing ---------------------------------------------------------------------------------------
 def interleaved(fns, repeat, warmup=2, sync=lambda: None):
     """{name: median ms} of the callables in ``fns``, run in turn A B A B ... after ``warmup``
@@ -116,7 +121,6 @@ def layer_benches():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from layer_cases import LAYER_CASES
     return [(case.type, b) for case in LAYER_CASES for b in case.bench]
-
 
 
 def bench_layer(type_name, spec, repeat, device):
@@ -292,8 +296,7 @@ def bench_deploy(name, path, batch, repeat, device, workdir):
     net.save(caffemodel)
     prototxt = os.path.join(workdir, "deploy.prototxt")
     proto_io.write_text(param, prototxt)
-    threads = 1 if CLOCK is time.process_time else os.cpu_count()
-    cv_net = peers.opencv_net(prototxt, caffemodel, threads=threads) if device == "cpu" else None
+    cv_net = peers.opencv_net(prototxt, caffemodel, threads=peer_threads()) if device == "cpu" else None
     if cv_net is not None:
         got = peers.opencv_forward(cv_net, inputs, outputs)
         row["valid_opencv"] = all(_close(got[k].reshape(want[k].shape), want[k]) for k in outputs)
@@ -317,7 +320,7 @@ def sgemm_gflops(m, k, n, repeat):
     c = np.empty((m, n), np.float32)
     ms = interleaved({"gemm": lambda: dot(a, b, c)}, repeat)["gemm"]
     one = 2 * m * k * n / ms / 1e6
-    return one, one * (1 if CLOCK is time.process_time else os.cpu_count())
+    return one, one * peer_threads()
 
 
 def bench_gemm(repeat):
