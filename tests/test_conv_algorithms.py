@@ -117,9 +117,11 @@ def _geometry(h, w, r, pad, stride=1, dilation=1):
                  for v in ((h, w), (r, r), (pad, pad), (stride, stride), (dilation, dilation)))
 
 
-def _passes(module, name, dtype, num, channels, num_output, group, geom, nchunks, seed=0):
+def _passes(module, name, dtype, num, channels, num_output, group, geom, nchunks, seed=0,
+            magnitude=False):
     """(y, dx, dw) of the driver ``name``: forward with bias, backward data, backward weight
-    accumulated onto ones."""
+    accumulated onto ones (magnitude: of |x|, |w| and |dy|, with no bias and dw from zero, which
+    gives each output's Σ|w·x|)."""
     rng = np.random.default_rng(seed)
     h, w = geom[0]
     r = geom[1][0]
@@ -128,15 +130,27 @@ def _passes(module, name, dtype, num, channels, num_output, group, geom, nchunks
     wt = rng.standard_normal(num_output * (channels // group) * r * r).astype(dtype)
     b = rng.standard_normal(num_output).astype(dtype)
     dy = rng.standard_normal(num * num_output * oh * ow).astype(dtype)
-    work = np.zeros(getattr(module, name + "_workspace")(channels, num_output, group, *geom,
-                                                          nchunks), dtype)
+    if name == "im2col":                  # Caffe's drivers: conv_*, a col workspace, force_nd
+        work = np.zeros(nchunks * channels * r * r * oh * ow, dtype)
+        part = np.zeros(2 * nchunks * wt.size, dtype)
+        drivers = [lambda *a: module.conv_forward(*a[:-1], False, a[-1]),
+                   lambda *a: module.conv_backward_data(*a[:-1], False, a[-1]),
+                   lambda x, dy, dw, col, *a: module.conv_backward_weight(
+                       x, dy, dw, col, part, *a[:-1], False, a[-1])]
+    else:
+        work = np.zeros(getattr(module, name + "_workspace")(channels, num_output, group, *geom,
+                                                              nchunks), dtype)
+        drivers = [getattr(module, f"{name}_{part}")
+                   for part in ("forward", "backward_data", "backward_weight")]
     y = np.zeros(num * num_output * oh * ow, dtype)
     dx = np.zeros(num * channels * h * w, dtype)
     dw = np.ones(wt.size, dtype)
+    if magnitude:
+        x, wt, dy, b, dw = np.abs(x), np.abs(wt), np.abs(dy), b[:0], dw * 0
     args = (num, channels, num_output, group, *geom, nchunks)
-    getattr(module, name + "_forward")(x, wt, b, y, work, *args)
-    getattr(module, name + "_backward_data")(dy, wt, b[:0], dx, work, *args)
-    getattr(module, name + "_backward_weight")(x, dy, dw, work, *args)
+    drivers[0](x, wt, b, y, work, *args)
+    drivers[1](dy, wt, b[:0], dx, work, *args)
+    drivers[2](x, dy, dw, work, *args)
     return y, dx, dw
 
 
@@ -175,6 +189,25 @@ def test_float32_within_the_documented_tolerance(name, case):
     for a, b in zip(f32, f64):
         scale = np.abs(b).max()
         assert np.abs(a - b).max() <= 4e-6 * scale * r
+
+
+@pytest.mark.parametrize("name, r, bound", [("winograd", 3, 3e-6), ("winograd", 5, 6e-6),
+                                             ("im2col", 3, 4.5e-7), ("im2col", 5, 4.5e-7)])
+def test_float32_error_against_the_sum_of_magnitudes(name, r, bound):
+    """Each float32 output of every pass against float64, relative to Σ|w·x| at that output
+    (the same pass on |x|, |w|, |dy|): kernels/cpu/im2col.py documents up to about 2·10⁻⁶
+    (F(4×4, 3×3)), 4·10⁻⁶ (F(4×4, 5×5)) and 3·10⁻⁷ (im2col) over 32 input channels; the
+    bounds allow 1.5x. A transform that loses precision (F(6×6, 3×3) is about 5x worse than
+    F(4×4, 3×3)) or a wrong coefficient fails."""
+    num, channels, num_output, h = 4, 32, 16, 12
+    geom = _geometry(h, h, r, r // 2)
+    runs = {}
+    for key, dtype, seed, magnitude in (("f32", np.float32, 5, False), ("f64", np.float64, 5, False),
+                                        ("abs", np.float64, 5, True)):
+        runs[key] = _passes(K, name, dtype, num, channels, num_output, 1, geom, 2, seed=seed,
+                            magnitude=magnitude)
+    for got, want, size in zip(runs["f32"], runs["f64"], runs["abs"]):
+        assert np.all(np.abs(got - want) <= bound * size), np.max(np.abs(got - want) / size)
 
 
 # the GPU kernels test_gpu_twins_match_the_cpu_drivers runs against their CPU twins (counted by

@@ -319,7 +319,7 @@ class _LearnedConvolution(_ConvolutionBase):
     # "backward_weight". Algorithms: "im2col" (Caffe's col layout, one GEMM per image and group),
     # "hwc" (channels-last windows, transposed GEMMs over batches of images), "implicit" (one
     # GEMM per tap over the padded channels-last image; stride 1), "winograd" (F(4×4, 3×3) and
-    # F(2×2, 5×5) minimal filtering; stride 1, no dilation), "depthwise" (direct kernels).
+    # F(4×4, 5×5) minimal filtering; stride 1, no dilation), "depthwise" (direct kernels).
     PASSES = ("forward", "backward_data", "backward_weight")
 
     def candidates(self):

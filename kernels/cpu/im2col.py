@@ -1043,20 +1043,24 @@ def implicit_backward_weight(x, dy, dw, work, num, channels, num_output, group, 
 
 # --------------------------------------------------------------------------- Winograd
 # The "winograd" drivers: 2-D convolution with stride 1, no dilation, a square r × r kernel
-# (r = 3: F(4×4, 3×3); r = 5: F(2×2, 5×5)) by Winograd's minimal filtering (Lavin and Gray,
+# (r = 3: F(4×4, 3×3); r = 5: F(4×4, 5×5)) by Winograd's minimal filtering (Lavin and Gray,
 # "Fast Algorithms for Convolutional Neural Networks", 2016). An m × m tile of outputs is
 #   Y = Aᵀ [ Σ_c (G w[o, c] Gᵀ) ⊙ (Bᵀ d[c] B) ] A
 # with d[c] the α × α input tile (α = m + r − 1): α² products per tile and channel pair where
-# direct convolution needs m²·r² (F(4×4, 3×3): 36 for 144, F(2×2, 5×5): 36 for 100). The sum
+# direct convolution needs m²·r² (F(4×4, 3×3): 36 for 144, F(4×4, 5×5): 64 for 400). The sum
 # over c is one GEMM per transform point ξ (α² of them): M[ξ] (tiles × og) = V[ξ] (tiles × cg)
 # · U[ξ] (cg × og). Input tiles are read from the padded channels-last plane (as the implicit
-# drivers), the transforms run over the channels, the fastest axis. Backward data is the same
-# computation on dy with the flipped, transposed kernel and padding r − 1 − pad; backward
+# drivers), the transforms run over the channels, the fastest axis. The weights' transform
+# G w Gᵀ is one GEMM over all kernels (w ↦ G w Gᵀ as an α² × r² matrix). Backward data is the
+# same computation on dy with the flipped, transposed kernel and padding r − 1 − pad; backward
 # weight is the gradient of the forward map: dU[ξ] += V[ξ]ᵀ·(A dY Aᵀ)[ξ], dw = Gᵀ dU G.
-# The matrices come from Toom-Cook interpolation at the points 0, −1, 1 (α = 4) and 0, −1, 1,
-# 1/2, −2 (α = 6), the points Barabasz et al. (2018) found most accurate; measured against
-# direct convolution in float64, over 32 channels with normal data the float32 results are off
-# by at most 5·10⁻⁷ (F(4×4, 3×3)) and 3·10⁻⁷ (F(2×2, 5×5)) times Σ|w·x| (tests/test_conv_algorithms.py).
+# The matrices come from Toom-Cook interpolation at the points 0, −1, 1, 1/2, −2 (α = 6) and
+# 0, −1, 1, 1/2, −2, 2, −1/2 (α = 8), the points Barabasz et al. (2018) found most accurate.
+# Against direct convolution in float64 (32 input channels, normal data), a float32 output of
+# any pass is off by up to about 2·10⁻⁶ (F(4×4, 3×3)) and 4·10⁻⁶ (F(4×4, 5×5)) times Σ|w·x| at
+# that output, where Caffe's im2col + GEMM is off by up to 3·10⁻⁷ (tests/test_conv_algorithms.py
+# pins these). F(2×2, 5×5) was off by 5·10⁻⁷, but its 36 products per 4 outputs made
+# CIFAR-10-quick's 5 × 5 convolutions 1.8x slower (benchmarks/RESULTS.md).
 _WINOGRAD_TILES = 192         # tiles a batch of images aims at (one GEMM per point and batch)
 
 
@@ -1066,7 +1070,7 @@ def winograd_tile(kernel):
     if kernel == 3:
         return 4
     if kernel == 5:
-        return 2
+        return 4
     return 0
 
 
@@ -1145,52 +1149,44 @@ def winograd_workspace(channels, num_output, group, shape, kernel, pad, stride, 
     out_w = shape[1] + 2 * pad[1] - r + 1
     forward = _winograd_run_size(cg, og, shape[0], shape[1], pad[0], pad[1], r, m, group)
     back = _winograd_run_size(og, cg, out_h, out_w, r - 1 - pad[0], r - 1 - pad[1], r, m, group)
-    return group * alpha * alpha * cg * og + max(nchunks, 1) * max(forward, back)
+    return (2 * group * alpha * alpha * cg * og + alpha * alpha * r * r
+            + max(nchunks, 1) * max(forward, back))
 
 
 @njit(cache=True)
-def _winograd_weights(w, u, group, og, cg, r, m, g, mode):
-    """_FORWARD: u[gr][ξ][c][o] = (G w[gr·og + o, c] Gᵀ)[ξ]; _BACKWARD_DATA: u[gr][ξ][o][c] = the
-    same of the flipped kernel w[.., r − 1 − k, r − 1 − l]; _BACKWARD_WEIGHT: w[gr·og + o, c] +=
-    Gᵀ u[gr][ξ][c][o] G (float64 sums)."""
+def _winograd_kron(kmat, m, r, flip):
+    """kmat[ξ·r² + k·r + l] = G[i, k]·G[j, l] (ξ = i·α + j): the map w ↦ G w Gᵀ of an r × r kernel
+    as an α² × r² matrix (flip: of the kernel turned by 180°, w[r − 1 − k, r − 1 − l])."""
     alpha = m + r - 1
-    a2 = alpha * alpha
-    t = np.empty(alpha * r)
+    g = _winograd_matrices(m, r)[1]
+    rr = r * r
+    for i in range(alpha):
+        for j in range(alpha):
+            for k in range(r):
+                for l in range(r):
+                    col = rr - 1 - (k * r + l) if flip else k * r + l
+                    kmat[(i * alpha + j) * rr + col] = g[i * r + k] * g[j * r + l]
+
+
+@njit(cache=True)
+def _winograd_weights(w, u, kmat, scratch, group, og, cg, r, alpha, mode):
+    """One GEMM per group with kmat (_winograd_kron): _FORWARD: u[gr][ξ][c][o] = (G w[gr·og + o,
+    c] Gᵀ)[ξ]; _BACKWARD_DATA: u[gr][ξ][o][c] = the same of the flipped kernel (kmat flipped);
+    _BACKWARD_WEIGHT: w[gr·og + o, c] += Gᵀ u[gr][ξ][c][o] G. scratch: α²·og·cg elements."""
+    a2, rr, f = alpha * alpha, r * r, og * cg
     for gr in range(group):
-        for o in range(og):
-            for c in range(cg):
-                src = ((gr * og + o) * cg + c) * r * r
-                if mode == _BACKWARD_WEIGHT:     # w += Gᵀ dU G: t = dU G, then Gᵀ t
-                    for i in range(alpha):
-                        for l in range(r):
-                            s = 0.0
-                            for j in range(alpha):
-                                s += u[((gr * a2 + i * alpha + j) * cg + c) * og + o] * g[j * r + l]
-                            t[i * r + l] = s
-                    for k in range(r):
-                        for l in range(r):
-                            s = 0.0
-                            for i in range(alpha):
-                                s += g[i * r + k] * t[i * r + l]
-                            w[src + k * r + l] += s
-                    continue
-                for i in range(alpha):           # t = G w (α × r)
-                    for l in range(r):
-                        s = 0.0
-                        for k in range(r):
-                            kk, ll = (r - 1 - k, r - 1 - l) if mode == _BACKWARD_DATA else (k, l)
-                            s += g[i * r + k] * w[src + kk * r + ll]
-                        t[i * r + l] = s
-                for i in range(alpha):
-                    for j in range(alpha):
-                        s = 0.0
-                        for l in range(r):
-                            s += t[i * r + l] * g[j * r + l]
-                        xi = gr * a2 + i * alpha + j
-                        if mode == _BACKWARD_DATA:
-                            u[(xi * og + o) * cg + c] = s
-                        else:
-                            u[(xi * cg + c) * og + o] = s
+        wg = w[gr * f * rr:(gr + 1) * f * rr]
+        ug = u[gr * a2 * f:(gr + 1) * a2 * f]
+        if mode == _BACKWARD_WEIGHT:          # scratch[ξ][o][c] = u[ξ][c][o]; w += scratchᵀ kmat
+            for xi in range(a2):
+                _transpose_into(ug[xi * f:], cg, og, og, scratch[xi * f:], cg, w[:0], 0)
+            _gemm(True, False, f, rr, a2, 1.0, scratch, f, kmat, rr, 1.0, wg, rr)
+        elif mode == _BACKWARD_DATA:
+            _gemm(False, True, a2, f, rr, 1.0, kmat, rr, wg, rr, 0.0, ug, f)
+        else:                                 # scratch[ξ][o][c], then u[ξ][c][o]
+            _gemm(False, True, a2, f, rr, 1.0, kmat, rr, wg, rr, 0.0, scratch, f)
+            for xi in range(a2):
+                _transpose_into(scratch[xi * f:], og, cg, cg, ug[xi * f:], og, w[:0], 0)
 
 
 def _toom_cook(m, r):
@@ -1213,63 +1209,96 @@ def _toom_cook(m, r):
     return at, g, bt
 
 
-_BT6 = tuple(v for row in _toom_cook(4, 3)[2] for v in row)      # α = 6: one Bᵀ for both tiles
-_AT4 = tuple(v for row in _toom_cook(4, 3)[0] for v in row)      # F(4×4, 3×3)'s Aᵀ (4 × 6)
-_AT2 = tuple(v for row in _toom_cook(2, 5)[0] for v in row)      # F(2×2, 5×5)'s Aᵀ (2 × 6)
+_BT6 = tuple(v for row in _toom_cook(4, 3)[2] for v in row)      # F(4×4, 3×3)'s Bᵀ (6 × 6)
+_AT6 = tuple(v for row in _toom_cook(4, 3)[0] for v in row)      # ... and Aᵀ (4 × 6)
+_BT8 = tuple(v for row in _toom_cook(4, 5)[2] for v in row)      # F(4×4, 5×5)'s Bᵀ (8 × 8)
+_AT8 = tuple(v for row in _toom_cook(4, 5)[0] for v in row)      # ... and Aᵀ (4 × 8)
 # The transforms' fast-math flags let the compiler drop the zero coefficients' terms (0·x is
 # only 0 without NaN and infinity) and fuse multiply-adds; sums are not reordered.
 _EXACT_ZEROS = {"nnan", "ninf", "nsz", "contract"}
 
 
 @njit(cache=True, fastmath=_EXACT_ZEROS)
-def _bt_rows(src, so, si, dst, do, sd, n):
-    """dst[do + a·sd + c] = Σ_{i<6} Bᵀ[a, i]·src[so + i·si + c] for a < 6, c < n (one pass
-    over c, the six inputs in registers, Bᵀ's entries compiled in)."""
-    b = _BT6
+def _bt_rows(src, so, si, dst, do, sd, n, alpha):
+    """dst[do + a·sd + c] = Σ_{i<α} Bᵀ[a, i]·src[so + i·si + c] for a < α (6 or 8), c < n (one
+    pass over c, the α inputs in registers, Bᵀ's entries compiled in)."""
     t = dst.dtype.type
     s0, s1, s2, s3, s4, s5 = u64(so), u64(so + si), u64(so + 2 * si), u64(so + 3 * si), u64(so + 4 * si), u64(so + 5 * si)
     d0, d1, d2, d3, d4, d5 = u64(do), u64(do + sd), u64(do + 2 * sd), u64(do + 3 * sd), u64(do + 4 * sd), u64(do + 5 * sd)
+    if alpha == 6:
+        b = _BT6
+        for c in range(u64(n)):
+            x0, x1, x2, x3, x4, x5 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c], src[s4 + c], src[s5 + c]
+            dst[d0 + c] = t(b[0]) * x0 + t(b[1]) * x1 + t(b[2]) * x2 + t(b[3]) * x3 + t(b[4]) * x4 + t(b[5]) * x5
+            dst[d1 + c] = t(b[6]) * x0 + t(b[7]) * x1 + t(b[8]) * x2 + t(b[9]) * x3 + t(b[10]) * x4 + t(b[11]) * x5
+            dst[d2 + c] = t(b[12]) * x0 + t(b[13]) * x1 + t(b[14]) * x2 + t(b[15]) * x3 + t(b[16]) * x4 + t(b[17]) * x5
+            dst[d3 + c] = t(b[18]) * x0 + t(b[19]) * x1 + t(b[20]) * x2 + t(b[21]) * x3 + t(b[22]) * x4 + t(b[23]) * x5
+            dst[d4 + c] = t(b[24]) * x0 + t(b[25]) * x1 + t(b[26]) * x2 + t(b[27]) * x3 + t(b[28]) * x4 + t(b[29]) * x5
+            dst[d5 + c] = t(b[30]) * x0 + t(b[31]) * x1 + t(b[32]) * x2 + t(b[33]) * x3 + t(b[34]) * x4 + t(b[35]) * x5
+        return
+    b = _BT8
+    s6, s7 = u64(so + 6 * si), u64(so + 7 * si)
+    d6, d7 = u64(do + 6 * sd), u64(do + 7 * sd)
     for c in range(u64(n)):
         x0, x1, x2, x3, x4, x5 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c], src[s4 + c], src[s5 + c]
-        dst[d0 + c] = t(b[0]) * x0 + t(b[1]) * x1 + t(b[2]) * x2 + t(b[3]) * x3 + t(b[4]) * x4 + t(b[5]) * x5
-        dst[d1 + c] = t(b[6]) * x0 + t(b[7]) * x1 + t(b[8]) * x2 + t(b[9]) * x3 + t(b[10]) * x4 + t(b[11]) * x5
-        dst[d2 + c] = t(b[12]) * x0 + t(b[13]) * x1 + t(b[14]) * x2 + t(b[15]) * x3 + t(b[16]) * x4 + t(b[17]) * x5
-        dst[d3 + c] = t(b[18]) * x0 + t(b[19]) * x1 + t(b[20]) * x2 + t(b[21]) * x3 + t(b[22]) * x4 + t(b[23]) * x5
-        dst[d4 + c] = t(b[24]) * x0 + t(b[25]) * x1 + t(b[26]) * x2 + t(b[27]) * x3 + t(b[28]) * x4 + t(b[29]) * x5
-        dst[d5 + c] = t(b[30]) * x0 + t(b[31]) * x1 + t(b[32]) * x2 + t(b[33]) * x3 + t(b[34]) * x4 + t(b[35]) * x5
+        x6, x7 = src[s6 + c], src[s7 + c]
+        dst[d0 + c] = (t(b[0]) * x0 + t(b[1]) * x1 + t(b[2]) * x2 + t(b[3]) * x3 + t(b[4]) * x4 + t(b[5]) * x5
+                       + t(b[6]) * x6 + t(b[7]) * x7)
+        dst[d1 + c] = (t(b[8]) * x0 + t(b[9]) * x1 + t(b[10]) * x2 + t(b[11]) * x3 + t(b[12]) * x4 + t(b[13]) * x5
+                       + t(b[14]) * x6 + t(b[15]) * x7)
+        dst[d2 + c] = (t(b[16]) * x0 + t(b[17]) * x1 + t(b[18]) * x2 + t(b[19]) * x3 + t(b[20]) * x4 + t(b[21]) * x5
+                       + t(b[22]) * x6 + t(b[23]) * x7)
+        dst[d3 + c] = (t(b[24]) * x0 + t(b[25]) * x1 + t(b[26]) * x2 + t(b[27]) * x3 + t(b[28]) * x4 + t(b[29]) * x5
+                       + t(b[30]) * x6 + t(b[31]) * x7)
+        dst[d4 + c] = (t(b[32]) * x0 + t(b[33]) * x1 + t(b[34]) * x2 + t(b[35]) * x3 + t(b[36]) * x4 + t(b[37]) * x5
+                       + t(b[38]) * x6 + t(b[39]) * x7)
+        dst[d5 + c] = (t(b[40]) * x0 + t(b[41]) * x1 + t(b[42]) * x2 + t(b[43]) * x3 + t(b[44]) * x4 + t(b[45]) * x5
+                       + t(b[46]) * x6 + t(b[47]) * x7)
+        dst[d6 + c] = (t(b[48]) * x0 + t(b[49]) * x1 + t(b[50]) * x2 + t(b[51]) * x3 + t(b[52]) * x4 + t(b[53]) * x5
+                       + t(b[54]) * x6 + t(b[55]) * x7)
+        dst[d7 + c] = (t(b[56]) * x0 + t(b[57]) * x1 + t(b[58]) * x2 + t(b[59]) * x3 + t(b[60]) * x4 + t(b[61]) * x5
+                       + t(b[62]) * x6 + t(b[63]) * x7)
 
 
 @njit(cache=True, fastmath=_EXACT_ZEROS)
-def _at_rows(src, so, si, dst, do, sd, n, m):
-    """dst[do + a·sd + c] = Σ_{i<6} Aᵀ[a, i]·src[so + i·si + c] for a < m (m = 4 or 2), c < n."""
+def _at_rows(src, so, si, dst, do, sd, n, alpha):
+    """dst[do + a·sd + c] = Σ_{i<α} Aᵀ[a, i]·src[so + i·si + c] for a < 4, c < n (α 6 or 8)."""
     t = dst.dtype.type
     s0, s1, s2, s3, s4, s5 = u64(so), u64(so + si), u64(so + 2 * si), u64(so + 3 * si), u64(so + 4 * si), u64(so + 5 * si)
     d0, d1, d2, d3 = u64(do), u64(do + sd), u64(do + 2 * sd), u64(do + 3 * sd)
-    if m == 4:
-        a = _AT4
+    if alpha == 6:
+        a = _AT6
         for c in range(u64(n)):
             x0, x1, x2, x3, x4, x5 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c], src[s4 + c], src[s5 + c]
             dst[d0 + c] = t(a[0]) * x0 + t(a[1]) * x1 + t(a[2]) * x2 + t(a[3]) * x3 + t(a[4]) * x4 + t(a[5]) * x5
             dst[d1 + c] = t(a[6]) * x0 + t(a[7]) * x1 + t(a[8]) * x2 + t(a[9]) * x3 + t(a[10]) * x4 + t(a[11]) * x5
             dst[d2 + c] = t(a[12]) * x0 + t(a[13]) * x1 + t(a[14]) * x2 + t(a[15]) * x3 + t(a[16]) * x4 + t(a[17]) * x5
             dst[d3 + c] = t(a[18]) * x0 + t(a[19]) * x1 + t(a[20]) * x2 + t(a[21]) * x3 + t(a[22]) * x4 + t(a[23]) * x5
-    else:
-        a = _AT2
-        for c in range(u64(n)):
-            x0, x1, x2, x3, x4, x5 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c], src[s4 + c], src[s5 + c]
-            dst[d0 + c] = t(a[0]) * x0 + t(a[1]) * x1 + t(a[2]) * x2 + t(a[3]) * x3 + t(a[4]) * x4 + t(a[5]) * x5
-            dst[d1 + c] = t(a[6]) * x0 + t(a[7]) * x1 + t(a[8]) * x2 + t(a[9]) * x3 + t(a[10]) * x4 + t(a[11]) * x5
+        return
+    a = _AT8
+    s6, s7 = u64(so + 6 * si), u64(so + 7 * si)
+    for c in range(u64(n)):
+        x0, x1, x2, x3, x4, x5 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c], src[s4 + c], src[s5 + c]
+        x6, x7 = src[s6 + c], src[s7 + c]
+        dst[d0 + c] = (t(a[0]) * x0 + t(a[1]) * x1 + t(a[2]) * x2 + t(a[3]) * x3 + t(a[4]) * x4 + t(a[5]) * x5
+                       + t(a[6]) * x6 + t(a[7]) * x7)
+        dst[d1 + c] = (t(a[8]) * x0 + t(a[9]) * x1 + t(a[10]) * x2 + t(a[11]) * x3 + t(a[12]) * x4 + t(a[13]) * x5
+                       + t(a[14]) * x6 + t(a[15]) * x7)
+        dst[d2 + c] = (t(a[16]) * x0 + t(a[17]) * x1 + t(a[18]) * x2 + t(a[19]) * x3 + t(a[20]) * x4 + t(a[21]) * x5
+                       + t(a[22]) * x6 + t(a[23]) * x7)
+        dst[d3 + c] = (t(a[24]) * x0 + t(a[25]) * x1 + t(a[26]) * x2 + t(a[27]) * x3 + t(a[28]) * x4 + t(a[29]) * x5
+                       + t(a[30]) * x6 + t(a[31]) * x7)
 
 
 @njit(cache=True, fastmath=_EXACT_ZEROS)
-def _at_cols(src, so, si, dst, do, sd, n, m):
-    """dst[do + i·sd + c] = Σ_{a<m} Aᵀ[a, i]·src[so + a·si + c] for i < 6, c < n (the transpose
-    of _at_rows' map)."""
+def _at_cols(src, so, si, dst, do, sd, n, alpha):
+    """dst[do + i·sd + c] = Σ_{a<4} Aᵀ[a, i]·src[so + a·si + c] for i < α (6 or 8), c < n (the
+    transpose of _at_rows' map)."""
     t = dst.dtype.type
     s0, s1, s2, s3 = u64(so), u64(so + si), u64(so + 2 * si), u64(so + 3 * si)
     d0, d1, d2, d3, d4, d5 = u64(do), u64(do + sd), u64(do + 2 * sd), u64(do + 3 * sd), u64(do + 4 * sd), u64(do + 5 * sd)
-    if m == 4:
-        a = _AT4
+    if alpha == 6:
+        a = _AT6
         for c in range(u64(n)):
             x0, x1, x2, x3 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c]
             dst[d0 + c] = t(a[0]) * x0 + t(a[6]) * x1 + t(a[12]) * x2 + t(a[18]) * x3
@@ -1278,16 +1307,19 @@ def _at_cols(src, so, si, dst, do, sd, n, m):
             dst[d3 + c] = t(a[3]) * x0 + t(a[9]) * x1 + t(a[15]) * x2 + t(a[21]) * x3
             dst[d4 + c] = t(a[4]) * x0 + t(a[10]) * x1 + t(a[16]) * x2 + t(a[22]) * x3
             dst[d5 + c] = t(a[5]) * x0 + t(a[11]) * x1 + t(a[17]) * x2 + t(a[23]) * x3
-    else:
-        a = _AT2
-        for c in range(u64(n)):
-            x0, x1 = src[s0 + c], src[s1 + c]
-            dst[d0 + c] = t(a[0]) * x0 + t(a[6]) * x1
-            dst[d1 + c] = t(a[1]) * x0 + t(a[7]) * x1
-            dst[d2 + c] = t(a[2]) * x0 + t(a[8]) * x1
-            dst[d3 + c] = t(a[3]) * x0 + t(a[9]) * x1
-            dst[d4 + c] = t(a[4]) * x0 + t(a[10]) * x1
-            dst[d5 + c] = t(a[5]) * x0 + t(a[11]) * x1
+        return
+    a = _AT8
+    d6, d7 = u64(do + 6 * sd), u64(do + 7 * sd)
+    for c in range(u64(n)):
+        x0, x1, x2, x3 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c]
+        dst[d0 + c] = t(a[0]) * x0 + t(a[8]) * x1 + t(a[16]) * x2 + t(a[24]) * x3
+        dst[d1 + c] = t(a[1]) * x0 + t(a[9]) * x1 + t(a[17]) * x2 + t(a[25]) * x3
+        dst[d2 + c] = t(a[2]) * x0 + t(a[10]) * x1 + t(a[18]) * x2 + t(a[26]) * x3
+        dst[d3 + c] = t(a[3]) * x0 + t(a[11]) * x1 + t(a[19]) * x2 + t(a[27]) * x3
+        dst[d4 + c] = t(a[4]) * x0 + t(a[12]) * x1 + t(a[20]) * x2 + t(a[28]) * x3
+        dst[d5 + c] = t(a[5]) * x0 + t(a[13]) * x1 + t(a[21]) * x2 + t(a[29]) * x3
+        dst[d6 + c] = t(a[6]) * x0 + t(a[14]) * x1 + t(a[22]) * x2 + t(a[30]) * x3
+        dst[d7 + c] = t(a[7]) * x0 + t(a[15]) * x1 + t(a[23]) * x2 + t(a[31]) * x3
 
 
 @njit(cache=True)
@@ -1339,18 +1371,18 @@ def _winograd_run(weight, src, aux, u, b, dst, work, lo, hi, cin, cout, group, i
                         corner = ti * m * wpt + tj * m          # v[ξ][t] = (Bᵀ d B)[ξ]
                         for j in range(alpha):
                             _bt_rows(xt, (corner + j) * cin, wpt * cin, tmp, j * cin, alpha * cin,
-                                     cin)
+                                     cin, alpha)
                         for a in range(alpha):
                             _bt_rows(tmp, a * alpha * cin, cin, v, (a * alpha * tiles + t) * cin,
-                                     tiles * cin, cin)
+                                     tiles * cin, cin, alpha)
                         if weight:                              # mm[ξ][t] = (A dY Aᵀ)[ξ]
                             corner = ti * m * ow_pad + tj * m
                             for b2 in range(m):
                                 _at_cols(yt, (corner + b2) * cout, ow_pad * cout, tmp, b2 * cout,
-                                         m * cout, cout, m)
+                                         m * cout, cout, alpha)
                             for i in range(alpha):
                                 _at_cols(tmp, i * m * cout, cout, mm, (i * alpha * tiles + t) * cout,
-                                         tiles * cout, cout, m)
+                                         tiles * cout, cout, alpha)
             for xi in range(a2):
                 if weight:
                     _gemm(True, False, cin, cout, count, 1.0, v[xi * tiles * cin:], cin,
@@ -1367,11 +1399,11 @@ def _winograd_run(weight, src, aux, u, b, dst, work, lo, hi, cin, cout, group, i
                         t = (n - n0) * per_image + ti * tw + tj
                         for j in range(alpha):                  # tmp = Aᵀ M, then yt tile = tmp A
                             _at_rows(mm, (j * tiles + t) * cout, alpha * tiles * cout, tmp,
-                                     j * cout, alpha * cout, cout, m)
+                                     j * cout, alpha * cout, cout, alpha)
                         corner = ti * m * ow_pad + tj * m
                         for a in range(m):
                             _at_rows(tmp, a * alpha * cout, cout, yt, (corner + a * ow_pad) * cout,
-                                     cout, cout, m)
+                                     cout, cout, alpha)
                 y_at = (n * group * cout + gr * cout) * pixels
                 _from_hwc(yt, cout, out_h, out_w, none, none, ow_pad, dst[y_at:y_at + cout * pixels], b,
                           gr * cout)
@@ -1391,7 +1423,6 @@ def _winograd_batch(mode, a, w, b, c, work, num, channels, num_output, group, sh
                          "kernel, r 3 or 5")
     alpha = m + r - 1
     a2 = alpha * alpha
-    g = _winograd_matrices(m, r)[1]
     runs = nchunks if nchunks > 1 else 1
     cg, og = channels // group, num_output // group
     out_h = shape[0] + 2 * pad[0] - r + 1
@@ -1403,25 +1434,29 @@ def _winograd_batch(mode, a, w, b, c, work, num, channels, num_output, group, sh
         cin, cout, in_h, in_w, ph, pw = cg, og, shape[0], shape[1], pad[0], pad[1]
     size = max(_winograd_run_size(cg, og, shape[0], shape[1], pad[0], pad[1], r, m, group),
                _winograd_run_size(og, cg, out_h, out_w, r - 1 - pad[0], r - 1 - pad[1], r, m, group))
-    u = work[:usize]
+    u = work[:usize]                 # then kmat (α² × r²), a scratch of usize, the runs' slices
+    kmat = work[usize:usize + a2 * r * r]
+    scratch = work[usize + a2 * r * r:2 * usize + a2 * r * r]
+    at = 2 * usize + a2 * r * r
+    _winograd_kron(kmat, m, r, mode == _BACKWARD_DATA)
     weight = mode == _BACKWARD_WEIGHT
     if not weight:
-        _winograd_weights(w, u, group, og, cg, r, m, g, mode)
+        _winograd_weights(w, u, kmat, scratch, group, og, cg, r, alpha, mode)
     src, aux = (w, a) if weight else (a, a[:0])
     if runs == 1:
-        _winograd_run(weight, src, aux, u, b, c, work[usize:usize + size], np.int64(0), num, cin, cout, group,
+        _winograd_run(weight, src, aux, u, b, c, work[at:at + size], np.int64(0), num, cin, cout, group,
                       in_h, in_w, ph, pw, r, m)
     else:
         for k in prange(runs):
             lo, hi = _run(k, num, runs)
-            _winograd_run(weight, src, aux, u, b, c, work[usize + k * size:usize + (k + 1) * size],
+            _winograd_run(weight, src, aux, u, b, c, work[at + k * size:at + (k + 1) * size],
                           lo, hi, cin, cout, group, in_h, in_w, ph, pw, r, m)
-    if weight:
-        run_size = _winograd_run_size(cin, cout, in_h, in_w, ph, pw, r, m, group)
-        acc_at = run_size - group * a2 * cin * cout
-        for k in range(runs):
-            start = usize + k * size + acc_at
-            _winograd_weights(c, work[start:start + usize], group, og, cg, r, m, g, _BACKWARD_WEIGHT)
+    if weight:                       # the runs' dU summed in run order, then w += Gᵀ dU G
+        acc = at + _winograd_run_size(cin, cout, in_h, in_w, ph, pw, r, m, group) - usize
+        total = work[acc:acc + usize]
+        for k in range(1, runs):
+            total += work[acc + k * size:acc + k * size + usize]
+        _winograd_weights(c, total, kmat, scratch, group, og, cg, r, alpha, mode)
 
 
 def winograd_forward(x, w, b, y, work, num, channels, num_output, group, shape, kernel, pad, stride,

@@ -482,7 +482,7 @@ def implicit_backward_weight(x, dy, dw, work, num, channels, num_output, group, 
 
 def winograd_tile(kernel):
     """The output tile m of the Winograd drivers for an r × r kernel (0: none; the GPU's winograd drivers are its im2col drivers)"""
-    return {3: 4, 5: 2}.get(int(kernel), 0)
+    return {3: 4, 5: 4}.get(int(kernel), 0)
 
 
 def winograd_workspace(channels, num_output, group, shape, kernel, pad, stride, dilation, nchunks):
