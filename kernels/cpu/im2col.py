@@ -719,6 +719,35 @@ def _from_hwc(xt, cg, height, width, pad_h, pad_w, wp, x, b, bias):
 
 
 @njit(cache=True)
+def _to_phases(x, cg, height, width, pad_h, pad_w, wq, xt):
+    """xt[((h + pad_h)·4 + p)·wq·cg + q·cg + c] = x[c, h, w] where w + pad_w = 4q + p: a padded
+    channels-last plane with each row's columns split by their phase mod 4, so that the
+    columns 4q + p of every q lie together (the padding is left as it is)."""
+    plane = u64(height * width)
+    for h in range(height):
+        for w in range(width):
+            col = w + pad_w
+            dst = u64((((h + pad_h) * 4 + col % 4) * wq + col // 4) * cg)
+            src = u64(h * width + w)
+            for c in range(u64(cg)):
+                xt[dst + c] = x[src + c * plane]
+
+
+@njit(cache=True)
+def _from_phases(xt, cg, height, width, wq, x, b, bias):
+    """x[c, h, w] = xt[((h·4 + w mod 4)·wq + w div 4)·cg + c] (+ b[bias + c] when b is not
+    empty): the inverse of _to_phases, unpadded."""
+    for c in range(cg):
+        add = b[bias + c] if b.size > 0 else 0
+        for h in range(height):
+            for p in range(4):
+                src = u64(((h * 4 + p) * wq) * cg + c)
+                dst = u64((c * height + h) * width + p)
+                for q in range(u64((width - p + 3) // 4)):
+                    x[dst + 4 * q] = xt[src + q * u64(cg)] + add
+
+
+@njit(cache=True)
 def _hwc_windows(xt, colt, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
                  dilation_w, wp, cg, to_col):
     """to_col: colᵀ[oh·out_w + ow, (ki·kw + kj)·cg + c] = xt[oh·sh + ki·dh, ow·sw + kj·dw, c];
@@ -1129,13 +1158,14 @@ def _winograd_sizes(cin, cout, in_h, in_w, pad_h, pad_w, r, m):
 
 @njit(cache=True)
 def _winograd_run_size(cin, cout, in_h, in_w, pad_h, pad_w, r, m, group):
-    """Elements of one run's slice: the input and output planes, V, M, a transform scratch and
-    the weight gradient's sums (α²·cin·cout·group, cin and cout per group)."""
+    """Elements of one run's slice: the input and output planes (_to_phases), V, M, a transform
+    scratch of α rows and the weight gradient's sums (α²·cin·cout·group, cin and cout per group)."""
     alpha = m + r - 1
     out_h, out_w, th, tw, hpt, wpt, nb = _winograd_sizes(cin, cout, in_h, in_w, pad_h, pad_w, r, m)
     tiles = nb * th * tw
-    return (hpt * wpt * cin + th * tw * m * m * cout + alpha * alpha * tiles * (cin + cout)
-            + alpha * alpha * max(cin, cout) + group * alpha * alpha * cin * cout)
+    xrow, yrow = m * ((wpt + m - 1) // m) * cin, m * tw * cout
+    return (hpt * xrow + th * m * yrow + alpha * alpha * tiles * (cin + cout)
+            + alpha * max(xrow, yrow) + group * alpha * alpha * cin * cout)
 
 
 @njit(cache=True)
@@ -1219,11 +1249,12 @@ _EXACT_ZEROS = {"nnan", "ninf", "nsz", "contract"}
 
 
 @njit(cache=True, fastmath=_EXACT_ZEROS)
-def _bt_rows(src, so, si, dst, do, sd, n, alpha):
-    """dst[do + a·sd + c] = Σ_{i<α} Bᵀ[a, i]·src[so + i·si + c] for a < α (6 or 8), c < n (one
-    pass over c, the α inputs in registers, Bᵀ's entries compiled in)."""
+def _bt_rows(src, so, si, sj, dst, do, sd, n, alpha):
+    """dst[do + a·sd + c] = Σ_{j<α} Bᵀ[a, j]·src[s_j + c] for a < α (6 or 8), c < n, where s_j =
+    so + (j mod 4)·si + (j div 4)·sj (sj = 4·si: evenly spaced rows; else the columns of a
+    _to_phases plane); one pass over c, the α inputs in registers, Bᵀ's entries compiled in."""
     t = dst.dtype.type
-    s0, s1, s2, s3, s4, s5 = u64(so), u64(so + si), u64(so + 2 * si), u64(so + 3 * si), u64(so + 4 * si), u64(so + 5 * si)
+    s0, s1, s2, s3, s4, s5 = u64(so), u64(so + si), u64(so + 2 * si), u64(so + 3 * si), u64(so + sj), u64(so + si + sj)
     d0, d1, d2, d3, d4, d5 = u64(do), u64(do + sd), u64(do + 2 * sd), u64(do + 3 * sd), u64(do + 4 * sd), u64(do + 5 * sd)
     if alpha == 6:
         b = _BT6
@@ -1237,7 +1268,7 @@ def _bt_rows(src, so, si, dst, do, sd, n, alpha):
             dst[d5 + c] = t(b[30]) * x0 + t(b[31]) * x1 + t(b[32]) * x2 + t(b[33]) * x3 + t(b[34]) * x4 + t(b[35]) * x5
         return
     b = _BT8
-    s6, s7 = u64(so + 6 * si), u64(so + 7 * si)
+    s6, s7 = u64(so + 2 * si + sj), u64(so + 3 * si + sj)
     d6, d7 = u64(do + 6 * sd), u64(do + 7 * sd)
     for c in range(u64(n)):
         x0, x1, x2, x3, x4, x5 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c], src[s4 + c], src[s5 + c]
@@ -1329,27 +1360,31 @@ def _winograd_run(weight, src, aux, u, b, dst, work, lo, hi, cin, cout, group, i
     conv(src; u) + b (src cin·group channels of in_h × in_w, dst cout·group channels, u
     [gr][ξ][cin][cout]); weight: the run's dU sums ([gr][ξ][cin][cout], the slice's end) from
     src = x and aux = dy. Per image: the padded input plane xt and the output plane yt (th·m ×
-    tw·m, channels-last), the tiles transformed into v (and dy's into mm), α² GEMMs per batch."""
+    tw·m), channels-last with columns split by phase (_to_phases); per row of tiles, each
+    transform's first stage runs along whole rows, its second along the row of tiles (n =
+    tw·channels): v[ξ][t] = (Bᵀ d B)[ξ] (and dy's mm[ξ][t] = (A dY Aᵀ)[ξ]), then α² GEMMs per
+    batch, then yt = Aᵀ M A (m = 4)."""
     alpha = m + r - 1
     a2 = alpha * alpha
     out_h, out_w, th, tw, hpt, wpt, nb = _winograd_sizes(cin, cout, in_h, in_w, pad_h, pad_w, r, m)
     per_image = th * tw
     tiles = nb * per_image
     in_count, pixels = in_h * in_w, out_h * out_w
-    big = max(cin, cout)
-    ow_pad = tw * m
-    none = np.int64(0)          # no padding (not 0: numba would compile _to_hwc again for it)
+    wq = (wpt + m - 1) // m
+    xrow, yrow = m * wq * cin, m * tw * cout       # one row of xt, of yt
+    none = np.int64(0)          # no padding (not 0: numba would compile _to_phases again for it)
     at_ = 0
-    xt = work[at_:at_ + hpt * wpt * cin]
-    at_ += hpt * wpt * cin
-    yt = work[at_:at_ + th * m * ow_pad * cout]
-    at_ += th * m * ow_pad * cout
+    xt = work[at_:at_ + hpt * xrow]
+    at_ += hpt * xrow
+    yt = work[at_:at_ + th * m * yrow]
+    at_ += th * m * yrow
     v = work[at_:at_ + a2 * tiles * cin]
     at_ += a2 * tiles * cin
     mm = work[at_:at_ + a2 * tiles * cout]
     at_ += a2 * tiles * cout
-    tmp = work[at_:at_ + a2 * big]
-    acc = work[at_ + a2 * big:at_ + a2 * big + group * a2 * cin * cout]
+    big = alpha * max(xrow, yrow)
+    tmp = work[at_:at_ + big]
+    acc = work[at_ + big:at_ + big + group * a2 * cin * cout]
     xt[:] = 0
     yt[:] = 0
     if weight:
@@ -1362,27 +1397,22 @@ def _winograd_run(weight, src, aux, u, b, dst, work, lo, hi, cin, cout, group, i
             for n in range(n0, n1):
                 x_at = (n * group * cin + gr * cin) * in_count
                 y_at = (n * group * cout + gr * cout) * pixels
-                _to_hwc(src[x_at:x_at + cin * in_count], cin, in_h, in_w, pad_h, pad_w, wpt, xt)
+                _to_phases(src[x_at:x_at + cin * in_count], cin, in_h, in_w, pad_h, pad_w, wq, xt)
                 if weight:
-                    _to_hwc(aux[y_at:y_at + cout * pixels], cout, out_h, out_w, none, none, ow_pad, yt)
+                    _to_phases(aux[y_at:y_at + cout * pixels], cout, out_h, out_w, none, none, tw, yt)
                 for ti in range(th):
-                    for tj in range(tw):
-                        t = (n - n0) * per_image + ti * tw + tj
-                        corner = ti * m * wpt + tj * m          # v[ξ][t] = (Bᵀ d B)[ξ]
-                        for j in range(alpha):
-                            _bt_rows(xt, (corner + j) * cin, wpt * cin, tmp, j * cin, alpha * cin,
-                                     cin, alpha)
-                        for a in range(alpha):
-                            _bt_rows(tmp, a * alpha * cin, cin, v, (a * alpha * tiles + t) * cin,
-                                     tiles * cin, cin, alpha)
-                        if weight:                              # mm[ξ][t] = (A dY Aᵀ)[ξ]
-                            corner = ti * m * ow_pad + tj * m
-                            for b2 in range(m):
-                                _at_cols(yt, (corner + b2) * cout, ow_pad * cout, tmp, b2 * cout,
-                                         m * cout, cout, alpha)
-                            for i in range(alpha):
-                                _at_cols(tmp, i * m * cout, cout, mm, (i * alpha * tiles + t) * cout,
-                                         tiles * cout, cout, alpha)
+                    t0 = (n - n0) * per_image + ti * tw
+                    # tmp[a] = Σ_i Bᵀ[a, i]·(row m·ti + i), then v[a·α + b][t0 + tj] = Σ_j
+                    # Bᵀ[b, j]·tmp[a] at column m·tj + j, for the whole row of tiles at once
+                    _bt_rows(xt, ti * m * xrow, xrow, m * xrow, tmp, 0, xrow, xrow, alpha)
+                    for a in range(alpha):
+                        _bt_rows(tmp, a * xrow, wq * cin, cin, v, (a * alpha * tiles + t0) * cin,
+                                 tiles * cin, tw * cin, alpha)
+                    if weight:                  # mm[i·α + j][t0 + tj] = (A dY Aᵀ)[i, j]
+                        _at_cols(yt, ti * m * yrow, yrow, tmp, 0, yrow, yrow, alpha)
+                        for i in range(alpha):
+                            _at_cols(tmp, i * yrow, tw * cout, mm, (i * alpha * tiles + t0) * cout,
+                                     tiles * cout, tw * cout, alpha)
             for xi in range(a2):
                 if weight:
                     _gemm(True, False, cin, cout, count, 1.0, v[xi * tiles * cin:], cin,
@@ -1395,18 +1425,15 @@ def _winograd_run(weight, src, aux, u, b, dst, work, lo, hi, cin, cout, group, i
                 continue
             for n in range(n0, n1):
                 for ti in range(th):
-                    for tj in range(tw):
-                        t = (n - n0) * per_image + ti * tw + tj
-                        for j in range(alpha):                  # tmp = Aᵀ M, then yt tile = tmp A
-                            _at_rows(mm, (j * tiles + t) * cout, alpha * tiles * cout, tmp,
-                                     j * cout, alpha * cout, cout, alpha)
-                        corner = ti * m * ow_pad + tj * m
-                        for a in range(m):
-                            _at_rows(tmp, a * alpha * cout, cout, yt, (corner + a * ow_pad) * cout,
-                                     cout, cout, alpha)
+                    t0 = (n - n0) * per_image + ti * tw
+                    # tmp[a][p] = Σ_b Aᵀ[p, b]·M[a·α + b] over the row of tiles, then the yt rows
+                    # m·ti + p' = Σ_a Aᵀ[p', a]·tmp[a]
+                    for a in range(alpha):
+                        _at_rows(mm, (a * alpha * tiles + t0) * cout, tiles * cout, tmp, a * yrow,
+                                 tw * cout, tw * cout, alpha)
+                    _at_rows(tmp, 0, yrow, yt, ti * m * yrow, yrow, yrow, alpha)
                 y_at = (n * group * cout + gr * cout) * pixels
-                _from_hwc(yt, cout, out_h, out_w, none, none, ow_pad, dst[y_at:y_at + cout * pixels], b,
-                          gr * cout)
+                _from_phases(yt, cout, out_h, out_w, tw, dst[y_at:y_at + cout * pixels], b, gr * cout)
 
 
 @njit(cache=True, parallel=True)
