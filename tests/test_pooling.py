@@ -323,7 +323,9 @@ def test_unrolled_window_paths_match_the_reference(method, kernel, stride, pad, 
     dy = rng.normal(size=y_ref.shape)
     run = run_layer_on("cpu", _lp("Pooling", text), [x], dtype=dtype, top_diffs=[dy],
                        propagate_down=[True])
-    tol = dict(rtol=1e-6 if dtype == np.float32 else 1e-13, atol=0)
+    # float32 AVE sums in float32, as Caffe does: a window whose values cancel differs from the
+    # float64 reference in its last bits (|x| <= 1 here, so 1e-7 absolute is a few roundings)
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=0)
     np.testing.assert_allclose(run.tops[0], y_ref, **tol)
     dx = np.zeros(x.shape)
     height, width = x.shape[2:]
@@ -368,3 +370,26 @@ def test_parallel_path_matches_the_serial_path(type_name, text, phase):
         np.testing.assert_allclose(whole.tops[0][i:i + 1], part.tops[0], rtol=1e-13, atol=0)
         np.testing.assert_allclose(whole.bottom_diffs[0][i:i + 1], part.bottom_diffs[0], rtol=1e-12,
                                    atol=1e-15)
+
+
+@pytest.mark.parametrize("kernel,stride,pad", [(3, 2, 1), (3, 1, 1), (2, 2, 1), (4, 3, 2)])
+def test_float32_average_is_summed_as_caffe_sums(kernel, stride, pad):
+    """Caffe's CPU AVE pooling adds a window's image values into a float top in row-major
+    order, then divides by pool_size: the inner block's unrolled path and the general loop of
+    the border both give exactly those bits (a float64 sum rounded once differs in some)."""
+    rng = np.random.default_rng(kernel + stride + pad)
+    x = (rng.standard_normal((1, 2, 7, 6)) * 10).astype(np.float32)
+    text = f"pool: AVE kernel_size: {kernel} stride: {stride} pad: {pad}"
+    got = run_layer_on("cpu", _lp("Pooling", text), [x], dtype=np.float32).tops[0]
+    height, width = x.shape[2:]
+    want = np.zeros(got.shape, np.float32)
+    for n, c, oh, ow in np.ndindex(*got.shape):
+        hs, ws = oh * stride - pad, ow * stride - pad
+        he, we = min(hs + kernel, height + pad), min(ws + kernel, width + pad)
+        pool_size = np.float32((he - hs) * (we - ws))
+        total = np.float32(0)
+        for h in range(max(hs, 0), min(he, height)):
+            for w in range(max(ws, 0), min(we, width)):
+                total = np.float32(total + x[n, c, h, w])
+        want[n, c, oh, ow] = total / pool_size
+    np.testing.assert_array_equal(got, want)

@@ -106,20 +106,16 @@ def _max_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel, stride, pad
 
 @njit(cache=True, inline="always")
 def _max_output(x, xo, height, width, hs, ws, kernel_h, kernel_w):
-    """(max, index) of one clipped window from (hs, ws): positions outside the image read a
-    clamped index and count as −FLT_MAX, so the loop has no data-dependent branch."""
-    best = -FLT_MAX
+    """(max, index) of one window from (hs, ws), clipped to the image as Caffe clips it."""
+    best = x.dtype.type(-FLT_MAX)
     idx = -1
-    for i in range(kernel_h):
-        h = hs + i
-        h_in = 0 <= h < height
-        hc = min(max(h, 0), height - 1)
-        for j in range(kernel_w):
-            w = ws + j
-            inside = h_in and 0 <= w < width
-            a = hc * width + min(max(w, 0), width - 1)
+    h0, h1 = max(hs, 0), min(hs + kernel_h, height)
+    w0, w1 = max(ws, 0), min(ws + kernel_w, width)
+    for h in range(h0, h1):
+        for w in range(w0, w1):
+            a = h * width + w
             v = x[U(xo + a)]
-            up = inside and v > best
+            up = v > best
             best = v if up else best
             idx = a if up else idx
     return best, idx
@@ -255,21 +251,18 @@ def _ave_block(x, xo, width, pooled_w, oh_lo, oh_hi, lo, hi, kernel, stride, pad
 
 @njit(cache=True, inline="always")
 def _ave_output(x, xo, height, width, hs, ws, kernel_h, kernel_w, pad_h, pad_w):
-    """One clipped window from (hs, ws): Σ of its image values / pool_size, the window clipped to
-    the padded extent for pool_size; 0 for a window past the image (stride > kernel, CEIL, no
-    padding), where Caffe divides 0 by a pool_size <= 0."""
+    """One clipped window from (hs, ws): Σ of its image values (summed in the data's type, in
+    row-major order, as Caffe sums) / pool_size, the window clipped to the padded extent for
+    pool_size; 0 for a window past the image (stride > kernel, CEIL, no padding), where Caffe
+    divides 0 by a pool_size <= 0."""
     pool_size = (min(hs + kernel_h, height + pad_h) - hs) * (min(ws + kernel_w, width + pad_w) - ws)
-    s = 0.0
-    n = 0
-    for i in range(kernel_h):
-        h = hs + i
-        if 0 <= h < height:
-            for j in range(kernel_w):
-                w = ws + j
-                if 0 <= w < width:
-                    s += x[U(xo + h * width + w)]
-                    n += 1
-    return s / pool_size if n > 0 else 0.0
+    h0, h1 = max(hs, 0), min(hs + kernel_h, height)
+    w0, w1 = max(ws, 0), min(ws + kernel_w, width)
+    s = x.dtype.type(0)
+    for h in range(h0, h1):
+        for w in range(w0, w1):
+            s += x[U(xo + h * width + w)]
+    return s / pool_size if h1 > h0 and w1 > w0 else 0.0
 
 
 @njit(cache=True)
