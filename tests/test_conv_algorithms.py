@@ -201,13 +201,12 @@ def test_float32_error_against_the_sum_of_magnitudes(name, r, bound):
     F(4×4, 3×3)) or a wrong coefficient fails."""
     num, channels, num_output, h = 4, 32, 16, 12
     geom = _geometry(h, h, r, r // 2)
-    runs = {}
-    for key, dtype, seed, magnitude in (("f32", np.float32, 5, False), ("f64", np.float64, 5, False),
-                                        ("abs", np.float64, 5, True)):
-        runs[key] = _passes(K, name, dtype, num, channels, num_output, 1, geom, 2, seed=seed,
-                            magnitude=magnitude)
-    for got, want, size in zip(runs["f32"], runs["f64"], runs["abs"]):
-        assert np.all(np.abs(got - want) <= bound * size), np.max(np.abs(got - want) / size)
+    f32, f64, sums = (_passes(K, name, dtype, num, channels, num_output, 1, geom, 2, seed=5,
+                              magnitude=magnitude)
+                      for dtype, magnitude in ((np.float32, False), (np.float64, False),
+                                               (np.float64, True)))
+    for got, want, total in zip(f32, f64, sums):
+        assert np.all(np.abs(got - want) <= bound * total), np.max(np.abs(got - want) / total)
 
 
 # the GPU kernels test_gpu_twins_match_the_cpu_drivers runs against their CPU twins (counted by
