@@ -14,7 +14,8 @@ Sections (all by default):
            (b8) from ../shared/models (skipped with a note where absent), against PyTorch and
            OpenCV's dnn (which reads the same prototxt and caffemodel);
   gemm     each convolution of CIFAR-10-quick: GFLOP/s forward and backward next to the
-           SGEMM rate BLAS reaches at that GEMM shape on this machine;
+           SGEMM rate BLAS reaches at that GEMM shape on this machine (the rates count a
+           direct convolution's FLOPs, so Winograd's can pass the SGEMM rate);
   scaling  training throughput (images/s) of LeNet and CIFAR-10-quick against the batch
            size, with 1 thread and with all cores.
 
@@ -425,6 +426,9 @@ def print_rows(rows):
         if not part:
             continue
         print()
+        if section in ("train", "gemm"):
+            print(f"{section:8} (GFLOP/s count a direct convolution's FLOPs: Winograd does fewer"
+                  + (", so its rate can pass the SGEMM rate)" if section == "gemm" else ")"))
         for r in part:
             if "skipped" in r:
                 print(f"{section:8} {r['case']:44} skipped: {r['skipped']}")
@@ -447,10 +451,11 @@ def print_rows(rows):
                       f"opencv {r.get('opencv_ms') or 0:8.3f}  ratio to the faster {_ratio(r['jitnet_ms'], best)}"
                       f"{_valid(r)}{_valid(r, 'valid_opencv').replace('INVALID', 'INVALID (opencv)')}")
             elif section == "gemm":
+                machine = r['sgemm_gflops_machine']
                 print(f"gemm     {r['case']:44} fwd {r['gflops_forward']:6.1f}  bwd {r['gflops_backward']:6.1f} "
                       f"GFLOP/s; SGEMM at this shape {r['sgemm_gflops_1core']:6.1f} per core, "
-                      f"{r['sgemm_gflops_machine']:6.1f} machine ({100 * r['gflops_forward'] / r['sgemm_gflops_machine']:3.0f}%"
-                      f" / {100 * r['gflops_backward'] / r['sgemm_gflops_machine']:3.0f}%)")
+                      f"{machine:6.1f} machine (fwd {100 * r['gflops_forward'] / machine:3.0f}%, "
+                      f"bwd {100 * r['gflops_backward'] / machine:3.0f}% of the machine's)")
             else:
                 cells = "  ".join(f"{k.replace('_img_s_', ' ')} {v:8.1f}" for k, v in r.items()
                                   if k.endswith("t") and "_img_s_" in k)
@@ -476,7 +481,7 @@ def compare(rows, old_path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--only", default="layers,train,deploy,gemm,scaling",
                         help="comma-separated sections (default: all)")

@@ -398,6 +398,9 @@ def time_net(args):
             bar.update(1)
         total = (time.perf_counter() - t_total) * 1e3
     n = args.iterations
+    sources = [f"{name} {tuple(blob.shape)}" for step in net.steps if not step.plan.bottoms
+               for name, blob in zip(step.plan.tops, step.tops)]
+    print(f"Input blobs (the batch is their first axis): {', '.join(sources)}")
     print("Average time per layer:")
     width = max(len(layer.name) for layer in net.layers)
     for i, layer in enumerate(net.layers):
