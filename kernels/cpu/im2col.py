@@ -722,7 +722,9 @@ def _from_hwc(xt, cg, height, width, pad_h, pad_w, wp, x, b, bias):
 def _to_phases(x, cg, height, width, pad_h, pad_w, wq, xt):
     """xt[((h + pad_h)·4 + p)·wq·cg + q·cg + c] = x[c, h, w] where w + pad_w = 4q + p: a padded
     channels-last plane with each row's columns split by their phase mod 4, so that the
-    columns 4q + p of every q lie together (the padding is left as it is)."""
+    columns 4q + p of every q lie together (the padding is left as it is). _to_hwc with a
+    literal 4: one function with a run-time phase count (1 for _to_hwc) made the Winograd
+    forward 30-60% slower, measured."""
     plane = u64(height * width)
     for h in range(height):
         for w in range(width):
@@ -1104,46 +1106,6 @@ def winograd_tile(kernel):
 
 
 @njit(cache=True)
-def _winograd_matrices(m, r):
-    """(Aᵀ (m × α), G (α × r), Bᵀ (α × α)) in float64, flat: Toom-Cook at the finite points p
-    and ∞. Aᵀ[i, j] = p_j^i; G[j, k] = p_j^k / Π_{l≠j}(p_j − p_l); Bᵀ[j] the coefficients of
-    Π_{l≠j}(x − p_l); the point ∞ gives Aᵀ[m − 1, α − 1] = 1, G[α − 1, r − 1] = 1 and the
-    coefficients of Π_l (x − p_l)."""
-    alpha = m + r - 1
-    n = alpha - 1
-    p = np.array([0.0, -1.0, 1.0, 0.5, -2.0, 2.0, -0.5])[:n]
-    at = np.zeros(m * alpha)
-    g = np.zeros(alpha * r)
-    bt = np.zeros(alpha * alpha)
-    poly = np.zeros(alpha + 1)
-    for i in range(m):
-        for j in range(n):
-            at[i * alpha + j] = p[j] ** i
-    at[(m - 1) * alpha + n] = 1.0
-    for j in range(n + 1):
-        poly[:] = 0
-        poly[0] = 1.0                       # Π_{l≠j}(x − p_l) (all l for the point ∞), low first
-        degree = 0
-        f = 1.0
-        for l in range(n):
-            if l == j:
-                continue
-            for e in range(degree + 1, 0, -1):
-                poly[e] = poly[e - 1] - p[l] * poly[e]
-            poly[0] = -p[l] * poly[0]
-            degree += 1
-            f *= p[j] - p[l] if j < n else 1.0
-        for e in range(degree + 1):
-            bt[j * alpha + e] = poly[e]
-        for k in range(r):
-            if j < n:
-                g[j * r + k] = p[j] ** k / f
-            else:
-                g[j * r + k] = 1.0 if k == r - 1 else 0.0
-    return at, g, bt
-
-
-@njit(cache=True)
 def _winograd_sizes(cin, cout, in_h, in_w, pad_h, pad_w, r, m):
     """(out_h, out_w, th, tw, hpt, wpt, nb): outputs, tiles per axis, the padded plane that
     holds every tile's input, and images per batch."""
@@ -1186,9 +1148,9 @@ def winograd_workspace(channels, num_output, group, shape, kernel, pad, stride, 
 @njit(cache=True)
 def _winograd_kron(kmat, m, r, flip):
     """kmat[ξ·r² + k·r + l] = G[i, k]·G[j, l] (ξ = i·α + j): the map w ↦ G w Gᵀ of an r × r kernel
-    as an α² × r² matrix (flip: of the kernel turned by 180°, w[r − 1 − k, r − 1 − l])."""
+    as an α² × r² matrix (flip: of the kernel turned by 180°, w[r − 1 − k, r − 1 − l]); m = 4."""
     alpha = m + r - 1
-    g = _winograd_matrices(m, r)[1]
+    g = np.array(_G6) if r == 3 else np.array(_G8)
     rr = r * r
     for i in range(alpha):
         for j in range(alpha):
@@ -1220,8 +1182,11 @@ def _winograd_weights(w, u, kmat, scratch, group, og, cg, r, alpha, mode):
 
 
 def _toom_cook(m, r):
-    """(Aᵀ, G, Bᵀ) as _winograd_matrices computes them, in plain Python (for the constant tuples
-    below, so that the transforms' compiled code drops the zero and unit coefficients)."""
+    """(Aᵀ (m × α), G (α × r), Bᵀ (α × α)) as nested lists, by Toom-Cook at the finite points p
+    and ∞: Aᵀ[i, j] = p_j^i; G[j, k] = p_j^k / Π_{l≠j}(p_j − p_l); Bᵀ[j] the coefficients of
+    Π_{l≠j}(x − p_l), low first; the point ∞ gives Aᵀ[m − 1, α − 1] = 1, G[α − 1, r − 1] = 1 and
+    the coefficients of Π_l (x − p_l). In plain Python, for the constant tuples below (the
+    transforms' compiled code then drops the zero and unit coefficients)."""
     alpha = m + r - 1
     n = alpha - 1
     p = [0.0, -1.0, 1.0, 0.5, -2.0, 2.0, -0.5][:n]
@@ -1243,6 +1208,8 @@ _BT6 = tuple(v for row in _toom_cook(4, 3)[2] for v in row)      # F(4×4, 3×3)
 _AT6 = tuple(v for row in _toom_cook(4, 3)[0] for v in row)      # ... and Aᵀ (4 × 6)
 _BT8 = tuple(v for row in _toom_cook(4, 5)[2] for v in row)      # F(4×4, 5×5)'s Bᵀ (8 × 8)
 _AT8 = tuple(v for row in _toom_cook(4, 5)[0] for v in row)      # ... and Aᵀ (4 × 8)
+_G6 = tuple(v for row in _toom_cook(4, 3)[1] for v in row)       # F(4×4, 3×3)'s G (6 × 3)
+_G8 = tuple(v for row in _toom_cook(4, 5)[1] for v in row)       # F(4×4, 5×5)'s G (8 × 5)
 # The transforms' fast-math flags let the compiler drop the zero coefficients' terms (0·x is
 # only 0 without NaN and infinity) and fuse multiply-adds; sums are not reordered.
 _EXACT_ZEROS = {"nnan", "ninf", "nsz", "contract"}
